@@ -1,0 +1,55 @@
+"""Business filters over tenants, entries and audit events, named in the domain's words."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import models
+from django.utils import timezone
+
+
+class TenantQuerySet(models.QuerySet):
+    def visible_to(self, user, perm: str | None = None) -> TenantQuerySet:
+        from keystore import permissions
+
+        return self.filter(pk__in=permissions.tenant_ids(user, perm or permissions.READ))
+
+
+class TenantScopedQuerySet(models.QuerySet):
+    """Rows that belong to a tenant; visibility follows the tenant's permissions."""
+
+    def visible_to(self, user, perm: str | None = None):
+        from keystore import permissions
+
+        if getattr(user, "is_superuser", False) and user.is_active:
+            return self
+        return self.filter(tenant_id__in=permissions.tenant_ids(user, perm or permissions.READ))
+
+    def for_tenant(self, tenant):
+        return self.filter(tenant=tenant)
+
+
+class EntryQuerySet(TenantScopedQuerySet):
+    def key_pairs(self) -> EntryQuerySet:
+        return self.filter(entry_type="key_pair")
+
+    def certificates(self) -> EntryQuerySet:
+        return self.filter(entry_type="certificate")
+
+    def sap_owned(self) -> EntryQuerySet:
+        return self.filter(owner="sap")
+
+    def tenant_owned(self) -> EntryQuerySet:
+        return self.filter(owner="tenant")
+
+    def expired(self, now: datetime | None = None) -> EntryQuerySet:
+        return self.filter(valid_until__lte=now or timezone.now())
+
+    def expiring(self, within: timedelta, now: datetime | None = None) -> EntryQuerySet:
+        """Still valid now, but no longer valid at now + within."""
+        now = now or timezone.now()
+        return self.filter(valid_until__gt=now, valid_until__lte=now + within)
+
+
+class AuditQuerySet(TenantScopedQuerySet):
+    pass

@@ -1,0 +1,473 @@
+"""Keystore operations: import, rename, delete, export and public downloads.
+
+Each operation is one function here; admin views, actions and management commands call it. An
+operation either completes and writes its audit record in the same transaction, or raises
+KeystoreError with a message for the operator and changes nothing.
+
+`actor` is the user who acts (their tenant permissions are checked here too) or None for the
+system itself (management commands run by the operator, the scheduler, the demo seed).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from keystore import crypto, permissions
+from keystore.models import (
+    ALIAS_MAX_LENGTH,
+    AuditAction,
+    AuditEvent,
+    EntryType,
+    KeyMaterial,
+    KeystoreEntry,
+    Owner,
+    Tenant,
+    is_sap_alias,
+)
+
+
+class KeystoreError(Exception):
+    """An operation was refused; the message is meant for the operator and names no secret."""
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def actor_label(actor) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def record_audit(
+    tenant: Tenant,
+    alias: str,
+    action: str,
+    actor=None,
+    *,
+    label: str | None = None,
+    old_fingerprint: str = "",
+    new_fingerprint: str = "",
+    detail: str = "",
+    at: datetime | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        alias=alias,
+        action=action,
+        actor=actor,
+        actor_label=label or actor_label(actor),
+        at=at or timezone.now(),
+        old_fingerprint=old_fingerprint,
+        new_fingerprint=new_fingerprint,
+        detail=detail[:4000],
+    )
+
+
+def _require(actor, perm: str, tenant: Tenant) -> None:
+    if actor is not None and not permissions.may(actor, perm, tenant):
+        raise KeystoreError(f"You are not allowed to do this in tenant {tenant.slug}.")
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def validate_alias(alias: str, *, owner: str = Owner.TENANT) -> str:
+    if not isinstance(alias, str) or not alias:
+        raise KeystoreError("The alias is empty.")
+    if len(alias) > ALIAS_MAX_LENGTH:
+        raise KeystoreError(f"The alias is longer than {ALIAS_MAX_LENGTH} characters.")
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"} for char in alias):
+        raise KeystoreError("The alias contains control characters.")
+    if alias != alias.strip():
+        raise KeystoreError("The alias starts or ends with white space.")
+    if owner == Owner.TENANT and is_sap_alias(alias):
+        raise KeystoreError(
+            f"The alias {alias!r} is reserved for SAP: aliases starting with 'sap_' or "
+            "'hcicertificate' cannot be uploaded or used by the tenant."
+        )
+    return alias
+
+
+def validated_chain(
+    certificates: list[x509.Certificate],
+    private_key: crypto.PrivateKey | None = None,
+    *,
+    now: datetime | None = None,
+    allow_expired: bool = False,
+) -> tuple[list[x509.Certificate], list[str]]:
+    """Order, verify and check a chain (and its key); returns the chain and warnings."""
+    try:
+        chain = crypto.order_chain(certificates)
+        crypto.verify_chain(chain)
+        warnings = crypto.check_strength(chain)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    if private_key is not None and not crypto.private_key_matches(private_key, chain[0]):
+        raise KeystoreError("The private key does not match the certificate.")
+    now = now or timezone.now()
+    leaf = chain[0]
+    if not allow_expired and leaf.not_valid_after_utc <= now:
+        raise KeystoreError(
+            f"The certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+            "an expired certificate cannot be added."
+        )
+    if leaf.not_valid_before_utc > now:
+        warnings.append(
+            f"The certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC."
+        )
+    return chain, warnings
+
+
+# -- writing entries -------------------------------------------------------------------------
+
+
+def _store(
+    tenant: Tenant,
+    alias: str,
+    chain: list[x509.Certificate],
+    private_key: crypto.PrivateKey | None,
+    *,
+    owner: str,
+    actor,
+    overwrite: bool,
+    label: str | None = None,
+) -> tuple[KeystoreEntry, bool]:
+    """Insert or overwrite one entry with its audit record; returns (entry, overwritten)."""
+    existing = (
+        KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
+    )
+    if existing is not None:
+        if not overwrite:
+            raise KeystoreError(f"An entry with alias {alias!r} exists already.")
+        if existing.owner == Owner.SAP and owner != Owner.SAP:
+            raise KeystoreError(f"{alias!r} is owned by SAP and cannot be overwritten.")
+        entry, old_fingerprint = existing, existing.fingerprint_sha256
+        entry.version += 1
+    else:
+        entry, old_fingerprint = KeystoreEntry(tenant=tenant, alias=alias, created_by=actor), ""
+    entry.owner = owner
+    entry.entry_type = EntryType.KEY_PAIR if private_key is not None else EntryType.CERTIFICATE
+    entry.modified_by = actor
+    entry.modified_by_label = label or actor_label(actor)
+    entry.set_material(chain, private_key)
+    entry.active_since = timezone.now()
+    try:
+        with transaction.atomic():
+            entry.save()
+    except IntegrityError:
+        raise KeystoreError(f"An entry with alias {alias!r} exists already.")
+    record_audit(
+        tenant,
+        alias,
+        AuditAction.OVERWRITE if existing else AuditAction.ADD,
+        actor,
+        label=label,
+        old_fingerprint=old_fingerprint,
+        new_fingerprint=entry.fingerprint_sha256,
+        detail=f"{entry.get_entry_type_display()} {entry.subject}",
+    )
+    return entry, existing is not None
+
+
+def import_certificate(
+    tenant: Tenant,
+    alias: str,
+    data: bytes,
+    *,
+    actor=None,
+    overwrite: bool = False,
+    allow_expired: bool = False,
+) -> KeystoreEntry:
+    """Add a trusted certificate (PEM or DER; a PEM bundle is stored as one ordered chain)."""
+    _require(actor, permissions.DEPLOY, tenant)
+    alias = validate_alias(alias)
+    try:
+        certificates = crypto.load_certificates(data)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    chain, _warnings = validated_chain(certificates, allow_expired=allow_expired)
+    with transaction.atomic():
+        entry, _ = _store(
+            tenant, alias, chain, None, owner=Owner.TENANT, actor=actor, overwrite=overwrite
+        )
+    return entry
+
+
+def import_key_pair(
+    tenant: Tenant,
+    alias: str,
+    data: bytes,
+    password: str,
+    *,
+    actor=None,
+    overwrite: bool = False,
+) -> KeystoreEntry:
+    """Add a key pair from a PKCS#12 file holding exactly one private key."""
+    _require(actor, permissions.DEPLOY, tenant)
+    alias = validate_alias(alias)
+    items = _load_keystore_file(data, password, pkcs12_only=True)
+    key_items = [item for item in items if item.private_key is not None]
+    if not key_items:
+        raise KeystoreError("The PKCS#12 file holds no private key.")
+    if len(key_items) > 1:
+        raise KeystoreError(
+            f"The PKCS#12 file holds {len(key_items)} key pairs; upload it as a keystore instead."
+        )
+    item = key_items[0]
+    chain, _warnings = validated_chain(item.chain, item.private_key)
+    with transaction.atomic():
+        entry, _ = _store(
+            tenant,
+            alias,
+            chain,
+            item.private_key,
+            owner=Owner.TENANT,
+            actor=actor,
+            overwrite=overwrite,
+        )
+    return entry
+
+
+def _load_keystore_file(
+    data: bytes, password: str, *, pkcs12_only: bool = False
+) -> list[crypto.KeystoreItem]:
+    if not password:
+        raise KeystoreError("The password is missing.")
+    try:
+        if pkcs12_only:
+            if len(data) > crypto.MAX_KEYSTORE_BYTES:
+                raise crypto.CryptoError("The file is larger than 1 MiB.")
+            return crypto.load_pkcs12(data, password)
+        return crypto.load_keystore(data, password)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    alias: str
+    result: str  # "added", "overwritten" or "rejected"
+    reason: str = ""
+    entry_type: str = ""
+    fingerprint: str = ""
+
+
+@dataclass
+class ImportSummary:
+    outcomes: list[ImportOutcome] = field(default_factory=list)
+
+    def _of(self, result: str) -> list[ImportOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.result == result]
+
+    @property
+    def added(self) -> list[ImportOutcome]:
+        return self._of("added")
+
+    @property
+    def overwritten(self) -> list[ImportOutcome]:
+        return self._of("overwritten")
+
+    @property
+    def rejected(self) -> list[ImportOutcome]:
+        return self._of("rejected")
+
+    def as_dict(self) -> dict:
+        return {
+            "added": [o.alias for o in self.added],
+            "overwritten": [o.alias for o in self.overwritten],
+            "rejected": [{"alias": o.alias, "reason": o.reason} for o in self.rejected],
+        }
+
+
+def import_keystore(
+    tenant: Tenant,
+    data: bytes,
+    password: str,
+    *,
+    actor=None,
+    overwrite: bool = False,
+) -> ImportSummary:
+    """Merge a whole PKCS#12 or JKS keystore; each entry is added, overwritten or rejected."""
+    _require(actor, permissions.DEPLOY, tenant)
+    items = _load_keystore_file(data, password)
+    summary = ImportSummary()
+    seen: set[str] = set()
+    with transaction.atomic():
+        for item in items:
+            alias = item.alias
+            kind = EntryType.KEY_PAIR if item.private_key is not None else EntryType.CERTIFICATE
+            try:
+                if not alias:
+                    raise KeystoreError("The entry has no alias (friendly name) in the file.")
+                validate_alias(alias)
+                if alias in seen:
+                    raise KeystoreError("The alias appears twice in the file.")
+                seen.add(alias)
+                chain, _warnings = validated_chain(item.chain, item.private_key)
+                with transaction.atomic():
+                    entry, overwritten = _store(
+                        tenant,
+                        alias,
+                        chain,
+                        item.private_key,
+                        owner=Owner.TENANT,
+                        actor=actor,
+                        overwrite=overwrite,
+                    )
+            except KeystoreError as error:
+                reason = str(error)
+                if not overwrite and "exists already" in reason:
+                    reason += " Choose overwrite to replace it."
+                summary.outcomes.append(ImportOutcome(alias or "(none)", "rejected", reason, kind))
+                continue
+            summary.outcomes.append(
+                ImportOutcome(
+                    alias,
+                    "overwritten" if overwritten else "added",
+                    entry_type=kind,
+                    fingerprint=entry.fingerprint_sha256,
+                )
+            )
+    return summary
+
+
+def create_sap_entry(
+    tenant: Tenant,
+    alias: str,
+    private_key: crypto.PrivateKey,
+    chain: list[x509.Certificate],
+    *,
+    label: str = "SAP",
+) -> KeystoreEntry:
+    """SAP's own delivery of a key pair (demo seed and tests); never reachable by tenant users."""
+    validate_alias(alias, owner=Owner.SAP)
+    if not is_sap_alias(alias):
+        raise KeystoreError("SAP-owned aliases start with 'sap_' or 'hcicertificate'.")
+    chain, _warnings = validated_chain(chain, private_key, allow_expired=True)
+    with transaction.atomic():
+        entry, _ = _store(
+            tenant, alias, chain, private_key, owner=Owner.SAP, actor=None, overwrite=False,
+            label=label,
+        )
+    return entry
+
+
+def _locked_tenant_entry(entry: KeystoreEntry) -> KeystoreEntry:
+    locked = KeystoreEntry.objects.select_for_update().filter(pk=entry.pk).first()
+    if locked is None:
+        raise KeystoreError(f"The entry {entry.alias!r} no longer exists.")
+    if locked.owner == Owner.SAP:
+        raise KeystoreError(
+            f"{locked.alias!r} is owned by SAP; it changes only through New SAP Keys."
+        )
+    return locked
+
+
+def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> KeystoreEntry:
+    _require(actor, permissions.DEPLOY, entry.tenant)
+    new_alias = validate_alias(new_alias)
+    with transaction.atomic():
+        locked = _locked_tenant_entry(entry)
+        old_alias = locked.alias
+        if new_alias == old_alias:
+            raise KeystoreError("The new alias is the same as the old one.")
+        if KeystoreEntry.objects.filter(tenant=locked.tenant, alias=new_alias).exists():
+            raise KeystoreError(f"An entry with alias {new_alias!r} exists already.")
+        locked.reseal(new_alias=new_alias, new_version=locked.version + 1)
+        locked.modified_by = actor
+        locked.modified_by_label = actor_label(actor)
+        try:
+            with transaction.atomic():
+                locked.save()
+        except IntegrityError:
+            raise KeystoreError(f"An entry with alias {new_alias!r} exists already.")
+        record_audit(
+            locked.tenant,
+            new_alias,
+            AuditAction.RENAME,
+            actor,
+            old_fingerprint=locked.fingerprint_sha256,
+            new_fingerprint=locked.fingerprint_sha256,
+            detail=f"renamed from {old_alias!r}",
+        )
+    return locked
+
+
+def delete_entry(entry: KeystoreEntry, *, actor=None) -> None:
+    _require(actor, permissions.DEPLOY, entry.tenant)
+    with transaction.atomic():
+        locked = _locked_tenant_entry(entry)
+        record_audit(
+            locked.tenant,
+            locked.alias,
+            AuditAction.DELETE,
+            actor,
+            old_fingerprint=locked.fingerprint_sha256,
+            detail=f"{locked.get_entry_type_display()} {locked.subject}",
+        )
+        locked.delete()
+
+
+MIN_EXPORT_PASSWORD_LENGTH = 8
+
+
+def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
+    """A key pair as PKCS#12 (AES-256), for holders of NodeManager.readsecuritycontent only."""
+    _require(actor, permissions.READ_SECURITY, entry.tenant)
+    if not entry.has_private_key:
+        raise KeystoreError("Only key pairs can be exported as PKCS#12.")
+    if len(password or "") < MIN_EXPORT_PASSWORD_LENGTH:
+        raise KeystoreError(
+            f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters."
+        )
+    content = crypto.to_pkcs12(
+        entry.alias, entry.open_private_key(), entry.certificate_chain(), password
+    )
+    record_audit(
+        entry.tenant,
+        entry.alias,
+        AuditAction.EXPORT,
+        actor,
+        old_fingerprint=entry.fingerprint_sha256,
+        detail="PKCS#12 export",
+    )
+    return content
+
+
+# -- public downloads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+PUBLIC_FORMATS = ("cer", "root", "p7b", "pem")
+
+
+def _file_stem(alias: str) -> str:
+    # Path separators would make browsers and tools write elsewhere or refuse the name.
+    return alias.replace("/", "_").replace("\\", "_") or "entry"
+
+
+def public_download(material: KeyMaterial, kind: str) -> Download:
+    """Public content of an entry, a pending key or a backup; never a private key."""
+    chain = material.certificate_chain()
+    stem = _file_stem(material.alias)
+    if kind == "cer":
+        return Download(f"{stem}.cer", "application/pkix-cert", crypto.to_der(chain[0]))
+    if kind == "root":
+        root = crypto.root_certificate(chain)
+        return Download(f"{stem}_rootCA.cer", "application/pkix-cert", crypto.to_der(root))
+    if kind == "p7b":
+        return Download(f"{stem}.p7b", "application/x-pkcs7-certificates", crypto.to_p7b(chain))
+    if kind == "pem":
+        return Download(f"{stem}.pem", "application/x-pem-file", crypto.to_pem_chain(chain))
+    raise KeystoreError(f"Unknown download format {kind!r}; choose cer, root, p7b or pem.")
