@@ -58,9 +58,11 @@ class TenantScopedAdmin(admin.ModelAdmin):
         """The object if it exists and the user holds `perm` on its tenant; 403/404 otherwise."""
         from django.http import Http404
 
-        obj = self.model._default_manager.filter(pk=object_id).select_related(
-            self.tenant_field
-        ).first()
+        obj = (
+            self.model._default_manager.filter(pk=object_id)
+            .select_related(self.tenant_field)
+            .first()
+        )
         if obj is None:
             raise Http404("No such object.")
         if not permissions.may(request.user, perm, self.tenant_of(obj)):
@@ -69,9 +71,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def filter_selection(self, request: HttpRequest, queryset, perm: str):
         """Re-filter an action's selection: the user acts only where they hold `perm`."""
-        return queryset.filter(**{f"{self.tenant_field}_id__in": permissions.tenant_ids(
-            request.user, perm
-        )})
+        return queryset.filter(
+            **{f"{self.tenant_field}_id__in": permissions.tenant_ids(request.user, perm)}
+        )
 
 
 def require_post(view: Callable) -> Callable:

@@ -119,8 +119,13 @@ class KeyMaterial(models.Model):
 
     def sealing_context(self) -> bytes:
         return "|".join(
-            [self.SEALING_LABEL, str(self.tenant_id), self.alias, str(self.material_id),
-             str(self.version)]
+            [
+                self.SEALING_LABEL,
+                str(self.tenant_id),
+                self.alias,
+                str(self.material_id),
+                str(self.version),
+            ]
         ).encode("utf-8")
 
     def set_material(
@@ -201,12 +206,18 @@ class KeystoreEntry(KeyMaterial):
     owner = models.CharField(max_length=8, choices=Owner.choices, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     modified_at = models.DateTimeField(auto_now=True)
     modified_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     modified_by_label = models.CharField(max_length=150, blank=True)
@@ -250,7 +261,10 @@ class AuditEvent(models.Model):
     alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True, db_index=True)
     action = models.CharField(max_length=16, choices=AuditAction.choices, db_index=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     actor_label = models.CharField(max_length=150, blank=True)

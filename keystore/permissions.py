@@ -99,13 +99,16 @@ def permissions_on(user, tenant) -> frozenset[str]:
 
 
 def _permission_objects() -> dict[str, Permission]:
-    from keystore.models import Tenant
     from django.contrib.contenttypes.models import ContentType
+
+    from keystore.models import Tenant
 
     content_type = ContentType.objects.get_for_model(Tenant)
     perms = {
         perm.codename: perm
-        for perm in Permission.objects.filter(content_type=content_type, codename__in=ALL_PERMISSIONS)
+        for perm in Permission.objects.filter(
+            content_type=content_type, codename__in=ALL_PERMISSIONS
+        )
     }
     missing = set(ALL_PERMISSIONS) - perms.keys()
     for codename in missing:

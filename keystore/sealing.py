@@ -72,7 +72,7 @@ def seal(plaintext: bytes, associated_data: bytes) -> tuple[str, bytes]:
 
 
 def unseal(kek_id: str, blob: bytes, associated_data: bytes) -> bytes:
-    """Decrypt with the KEK that sealed the blob; SealingError if it is missing or the row differs."""
+    """Decrypt with the KEK that sealed the blob; SealingError for an unknown KEK or another row."""
     for kek in keks():
         if kek.kek_id == kek_id:
             try:

@@ -138,9 +138,7 @@ def _store(
     label: str | None = None,
 ) -> tuple[KeystoreEntry, bool]:
     """Insert or overwrite one entry with its audit record; returns (entry, overwritten)."""
-    existing = (
-        KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
-    )
+    existing = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
     if existing is not None:
         if not overwrite:
             raise KeystoreError(f"An entry with alias {alias!r} exists already.")
@@ -351,7 +349,13 @@ def create_sap_entry(
     chain, _warnings = validated_chain(chain, private_key, allow_expired=True)
     with transaction.atomic():
         entry, _ = _store(
-            tenant, alias, chain, private_key, owner=Owner.SAP, actor=None, overwrite=False,
+            tenant,
+            alias,
+            chain,
+            private_key,
+            owner=Owner.SAP,
+            actor=None,
+            overwrite=False,
             label=label,
         )
     return entry

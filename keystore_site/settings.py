@@ -1,7 +1,7 @@
 """Settings for the keystore site, read from the environment.
 
 Zero set-up by default (SQLite file, django-q2 ORM broker, console mail). Deployments set
-DATABASE_URL, REDIS_URL, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, KEYSTORE_KEK and the mail settings.
+DATABASE_URL, REDIS_URL, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, KEYSTORE_KEK and mail settings.
 """
 
 import base64
@@ -48,8 +48,9 @@ if _kek_env.strip():
 elif DEBUG:
     # A local, derived KEK keeps development and tests free of set-up; never used with debug off.
     KEYSTORE_KEK = [
-        base64.urlsafe_b64encode(hashlib.sha256(b"keystore-dev-kek:" + SECRET_KEY.encode()).digest())
-        .decode()
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"keystore-dev-kek:" + SECRET_KEY.encode()).digest()
+        ).decode()
     ]
 else:
     raise ImproperlyConfigured(
@@ -106,6 +107,9 @@ DATABASES = {
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
     )
 }
+if os.environ.get("TEST_DATABASE_NAME"):
+    # Lets several test runs share one PostgreSQL server without dropping each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE makes concurrent writers queue on the lock instead of failing mid-transaction.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
