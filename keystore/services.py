@@ -475,3 +475,48 @@ def public_download(material: KeyMaterial, kind: str) -> Download:
     if kind == "pem":
         return Download(f"{stem}.pem", "application/x-pem-file", crypto.to_pem_chain(chain))
     raise KeystoreError(f"Unknown download format {kind!r}; choose cer, root, p7b or pem.")
+
+
+# -- key-encryption key rotation -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResealResult:
+    resealed: int
+    already_current: int
+
+
+def reseal_all_private_keys(*, batch_size: int = 200) -> ResealResult:
+    """Re-encrypt every sealed private key (entries, pending keys, history) under the first KEK.
+
+    Rows are locked and rewritten in small transactions, so the site keeps running; a row that an
+    activation changed in between is simply resealed on its new material. Afterwards only the first
+    KEK is needed and the others can be removed from KEYSTORE_KEK.
+    """
+    from django.apps import apps
+
+    from keystore import sealing
+
+    current = sealing.current_kek_id()
+    resealed = already = 0
+    for model in apps.get_models():
+        if not issubclass(model, KeyMaterial):
+            continue
+        already += model._default_manager.filter(
+            sealed_private_key__isnull=False, kek_id=current
+        ).count()
+        while True:
+            with transaction.atomic():
+                batch = list(
+                    model._default_manager.select_for_update()
+                    .filter(sealed_private_key__isnull=False)
+                    .exclude(kek_id=current)
+                    .order_by("pk")[:batch_size]
+                )
+                for row in batch:
+                    row.reseal()
+                    row.save(update_fields=["sealed_private_key", "kek_id"])
+            resealed += len(batch)
+            if len(batch) < batch_size:
+                break
+    return ResealResult(resealed=resealed, already_current=already)
