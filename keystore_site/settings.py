@@ -144,9 +144,20 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# The site serves its own static files (whitenoise): from STATIC_ROOT after collectstatic, and
+# straight from the apps when it has not been run (demo, tests).
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "admin:login"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Uploads are small by nature; bigger bodies are refused before anything is parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -165,7 +176,6 @@ else:
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "keystore@localhost")
 
 # django-q2: ORM broker by default, Redis when REDIS_URL is set.
-REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_CLUSTER = {
     "name": "keystore",
     "workers": int(os.environ.get("Q_WORKERS", "2")),
@@ -191,8 +201,9 @@ LOGGING = {
     "loggers": {"django_q": {"level": "WARNING"}},
 }
 
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
