@@ -1,0 +1,1136 @@
+"""Pure cryptography for the tenant keystore: parse, check, order and write keys and certificates.
+
+Nothing here knows about Django, tenants or the database, so it can be tested and benchmarked
+alone. Everything that reads untrusted bytes (``load_*``) raises :class:`CryptoError` and nothing
+else; its message is a short sentence for an operator and never contains a password or key bytes.
+
+Formats:
+
+* certificates: PEM (one block or a bundle), DER (``.cer``), PKCS#7 certs-only (``.p7b``);
+* keystores: PKCS#12 (``.p12``/``.pfx``, any number of key pairs and trusted certificates)
+  and Java JKS / JCEKS (read through pyjks).
+
+Why there is a PKCS#12 reader of our own: ``cryptography``'s ``pkcs12.load_pkcs12`` returns a
+single private key and turns every other entry into an anonymous "additional certificate".
+A keystore holds many key pairs, so :func:`load_pkcs12` lets ``cryptography`` check the password
+(the MAC) and then walks the PKCS#12 structure itself to read every SafeBag with its
+friendlyName (the alias) and localKeyId (which certificate belongs to which key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jks
+from Cryptodome.Cipher import ARC2
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric.padding import PSS, PKCS1v15
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.type import base, char, univ
+from pyasn1_modules import rfc5652, rfc5958, rfc7292, rfc8018
+
+MAX_CERTIFICATE_BYTES = 64 * 1024
+MAX_KEYSTORE_BYTES = 1024 * 1024
+
+#: PBKDF2 rounds for exported PKCS#12 files (AES-256-CBC, PBKDF2-HMAC-SHA256).
+PKCS12_KDF_ROUNDS = 100_000
+
+#: Upper bound for any key-derivation iteration count found in an uploaded file, so that a
+#: hostile file cannot keep a worker busy for minutes. Real files use 2,048 to 600,000.
+MAX_KDF_ITERATIONS = 2_000_000
+
+JKS_MAGIC = b"\xfe\xed\xfe\xed"
+JCEKS_MAGIC = b"\xce\xce\xce\xce"
+
+
+class CryptoError(ValueError):
+    """A clean, user-facing message (never contains key material or passwords)."""
+
+
+PrivateKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+_PRIVATE_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the keystore shows (and indexes) about a certificate."""
+
+    subject: str
+    issuer: str
+    subject_cn: str
+    issuer_cn: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+    key_type: str
+    key_size: int
+    signature_algorithm: str
+    fingerprint_sha256: str
+    self_signed: bool
+
+
+@dataclass(frozen=True)
+class KeystoreItem:
+    """One entry read from a keystore file.
+
+    ``alias`` is the PKCS#12 friendlyName or the JKS alias; it is ``""`` when a PKCS#12 file
+    names neither the key nor its certificate (the caller decides what to call it).
+    ``private_key`` is ``None`` for a trusted certificate entry, whose ``chain`` is ``[cert]``;
+    for a key pair, ``chain`` runs from the key's own certificate (first) towards the root.
+    """
+
+    alias: str
+    private_key: PrivateKey | None
+    chain: list[x509.Certificate]
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def certificate_facts(cert: x509.Certificate) -> CertificateFacts:
+    """The derived facts of a certificate, as stored in indexed columns."""
+    key_type, key_size = _key_type_and_size(cert)
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return CertificateFacts(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        subject_cn=_common_name(cert.subject),
+        issuer_cn=_common_name(cert.issuer),
+        serial=f"{cert.serial_number:X}",
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        key_type=key_type,
+        key_size=key_size,
+        signature_algorithm=_signature_algorithm_name(cert),
+        fingerprint_sha256=":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2)),
+        self_signed=_is_self_signed(cert),
+    )
+
+
+def _common_name(name: x509.Name) -> str:
+    attributes = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if not attributes:
+        return ""
+    value = attributes[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _key_type_and_size(cert: x509.Certificate) -> tuple[str, int]:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "Unknown", 0
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size
+    if isinstance(key, x25519.X25519PublicKey):
+        return "X25519", 256
+    if isinstance(key, x448.X448PublicKey):
+        return "X448", 448
+    return "Unknown", 0
+
+
+def _signature_algorithm_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    name = oid._name
+    return oid.dotted_string if not name or name == "Unknown OID" else name
+
+
+def _describe(cert: x509.Certificate) -> str:
+    """A short name for messages: the CN, or the whole subject when there is no CN."""
+    return _common_name(cert.subject) or cert.subject.rfc4514_string() or "(empty subject)"
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    return _signed_by(cert, cert)
+
+
+def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    """Whether ``parent`` names and signed ``child``.
+
+    cryptography refuses to verify SHA-1 and MD5 signatures at all; those are checked by hand
+    here because old roots still use them (check_strength decides whether that is acceptable).
+    """
+    if child.issuer != parent.subject:
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+        return True
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        pass
+    try:
+        return _verify_signature_by_hand(child, parent)
+    except Exception:
+        return False
+
+
+def _verify_signature_by_hand(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    key = parent.public_key()
+    signature, tbs = child.signature, child.tbs_certificate_bytes
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            scheme = child.signature_algorithm_parameters
+            hash_alg = child.signature_hash_algorithm
+            if not isinstance(scheme, PSS | PKCS1v15) or hash_alg is None:
+                return False
+            key.verify(signature, tbs, scheme, hash_alg)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            ecdsa = child.signature_algorithm_parameters
+            if not isinstance(ecdsa, ec.ECDSA):
+                return False
+            key.verify(signature, tbs, ecdsa)
+        elif isinstance(key, dsa.DSAPublicKey):
+            hash_alg = child.signature_hash_algorithm
+            if hash_alg is None:
+                return False
+            key.verify(signature, tbs, hash_alg)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- certificate files
+
+
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
+_UTF8_BOM = b"\xef\xbb\xbf"
+_NOT_A_CERTIFICATE = "Not a certificate: the file is neither PEM nor DER X.509."
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Read a PEM file (one or many CERTIFICATE blocks) or a DER certificate.
+
+    A PEM file must hold only CERTIFICATE blocks separated by whitespace: any other text, any
+    other block type (a private key above all) or a damaged block rejects the whole file.
+    """
+    data = _checked_size(data, MAX_CERTIFICATE_BYTES, "64 KiB", "a certificate file")
+    try:
+        return _load_certificates(data)
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("The certificate file could not be read; it may be damaged.") from None
+
+
+def _load_certificates(data: bytes) -> list[x509.Certificate]:
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    if not data.strip():
+        raise CryptoError("The file is empty.")
+    if b"-----BEGIN" not in data:
+        return [_parse_der_certificate(data, "The file", invalid=_NOT_A_CERTIFICATE)]
+    return [_parse_pem_block(number, label, body) for number, label, body in _pem_blocks(data)]
+
+
+def _pem_blocks(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Split a PEM file into (number, label, body); reject any text outside the blocks."""
+    blocks: list[tuple[int, bytes, bytes]] = []
+    position = 0
+    while True:
+        number = len(blocks) + 1
+        begin = _PEM_BEGIN.search(data, position)
+        if begin is None:
+            if data[position:].strip():
+                raise CryptoError(
+                    "The file has unexpected text after the last PEM block; "
+                    "only CERTIFICATE blocks are allowed."
+                    if blocks
+                    else _NOT_A_CERTIFICATE
+                )
+            return blocks
+        if data[position : begin.start()].strip():
+            raise CryptoError(
+                f"The file has unexpected text before PEM block {number}; "
+                "only CERTIFICATE blocks are allowed."
+            )
+        label = begin.group(1)
+        end_line = b"-----END " + label + b"-----"
+        end = data.find(end_line, begin.end())
+        next_begin = data.find(b"-----BEGIN", begin.end())
+        if end < 0 or 0 <= next_begin < end:
+            raise CryptoError(
+                f"PEM block {number} has no END line; the file may be truncated or damaged."
+            )
+        blocks.append((number, label, data[begin.end() : end]))
+        position = end + len(end_line)
+
+
+def _parse_pem_block(number: int, label: bytes, body: bytes) -> x509.Certificate:
+    if b"PRIVATE KEY" in label:
+        raise CryptoError(
+            f"PEM block {number} is a private key. Only certificates are accepted here; "
+            "upload a key pair as a password-protected PKCS#12 file."
+        )
+    if label not in _CERTIFICATE_LABELS:
+        raise CryptoError(
+            f"PEM block {number} is a {label.decode('ascii')} block, not a certificate."
+        )
+    compact = b"".join(body.split())
+    try:
+        der = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        der = b""
+    if not der or base64.b64encode(der) != compact:
+        raise CryptoError(
+            f"PEM block {number} contains text that is not Base64; the file is damaged."
+        )
+    return _parse_der_certificate(der, f"PEM block {number}")
+
+
+def _parse_der_certificate(der: bytes, what: str, invalid: str | None = None) -> x509.Certificate:
+    """Parse one DER certificate and touch the fields we rely on, which are parsed lazily."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _touched = (
+            cert.subject.rfc4514_string(),
+            cert.issuer.rfc4514_string(),
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            cert.signature_algorithm_oid,
+        )
+    except Exception:
+        raise CryptoError(invalid or f"{what} is not a valid X.509 certificate.") from None
+    try:
+        cert.public_key()
+    except Exception:
+        raise CryptoError(f"{what} uses a public key algorithm that is not supported.") from None
+    return cert
+
+
+def _checked_size(data: bytes, limit: int, limit_text: str, kind: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CryptoError("The upload is not a file.")
+    if len(data) > limit:
+        raise CryptoError(f"The file is larger than {limit_text}, the limit for {kind}.")
+    return bytes(data)
+
+
+# --------------------------------------------------------------------------- keystores
+
+
+def load_keystore(data: bytes, password: str) -> list[KeystoreItem]:
+    """Read a JKS/JCEKS keystore (recognised by its magic number) or a PKCS#12 file."""
+    data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
+    if not data:
+        raise CryptoError("The file is empty.")
+    if data[:4] in (JKS_MAGIC, JCEKS_MAGIC):
+        return load_jks(data, password)
+    return load_pkcs12(data, password)
+
+
+def load_jks(data: bytes, password: str) -> list[KeystoreItem]:
+    """Read a Java JKS or JCEKS keystore: its key pairs and trusted certificates.
+
+    Secret (symmetric) key entries of a JCEKS file are skipped. Each private key must be
+    protected by the keystore password, which is how keytool writes them by default.
+    """
+    data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
+    if not data:
+        raise CryptoError("The file is empty.")
+    if data[:4] not in (JKS_MAGIC, JCEKS_MAGIC):
+        raise CryptoError("Not a JKS or JCEKS keystore.")
+    try:
+        return _load_jks(data, password)
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("The Java keystore could not be read; it may be damaged.") from None
+
+
+def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
+    try:
+        store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
+    except jks.util.KeystoreSignatureException:
+        raise CryptoError("Wrong password or damaged Java keystore.") from None
+    except Exception:
+        raise CryptoError(
+            "The Java keystore could not be read; it may be damaged or truncated."
+        ) from None
+    items: list[KeystoreItem] = []
+    for alias, entry in store.entries.items():
+        if isinstance(entry, jks.PrivateKeyEntry):
+            try:
+                entry.decrypt(password)
+            except Exception:
+                raise CryptoError(
+                    f"The key '{alias}' is protected by a password other than the keystore "
+                    "password; give it the keystore password and try again."
+                ) from None
+            key = _load_unencrypted_key(entry.pkey_pkcs8, f"The key '{alias}'")
+            chain = [
+                _parse_der_certificate(der, f"A certificate of '{alias}'")
+                for cert_type, der in entry.cert_chain
+                if cert_type == "X.509"
+            ]
+            if not chain:
+                raise CryptoError(f"The key '{alias}' has no certificate in the keystore.")
+            if not private_key_matches(key, chain[0]):
+                raise CryptoError(f"The key '{alias}' does not match its certificate.")
+            items.append(KeystoreItem(alias=alias, private_key=key, chain=chain))
+        elif isinstance(entry, jks.TrustedCertEntry):
+            if entry.type != "X.509":
+                continue
+            cert = _parse_der_certificate(entry.cert, f"The certificate '{alias}'")
+            items.append(KeystoreItem(alias=alias, private_key=None, chain=[cert]))
+    return items
+
+
+# ---- PKCS#12
+
+
+_ORACLE_TRUSTED_KEY_USAGE = univ.ObjectIdentifier("2.16.840.1.113894.746875.1.1")
+_X509_CERTIFICATE_TYPE = univ.ObjectIdentifier("1.2.840.113549.1.9.22.1")
+_MAX_NESTING = 4
+
+
+class _DamagedError(Exception):
+    """An internal signal: the structure is not what PKCS#12 prescribes."""
+
+
+@dataclass
+class _KeyBag:
+    key: PrivateKey
+    name: str | None
+    local_key_id: bytes | None
+
+
+@dataclass
+class _CertBag:
+    cert: x509.Certificate
+    name: str | None
+    local_key_id: bytes | None
+    trusted: bool
+
+
+def load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
+    """Read every key pair and certificate of a PKCS#12 file.
+
+    Each private key becomes one item under its friendlyName (else its certificate's, else
+    ``""``) with its own chain: the certificate with the same localKeyId (or else the same
+    public key) first, then its issuers found among the file's certificates. Certificates
+    marked as trusted by Java, and certificates that belong to no key's chain, become
+    certificate items. CRL and secret bags are ignored.
+    """
+    data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
+    if not data:
+        raise CryptoError("The file is empty.")
+    try:
+        return _load_pkcs12(data, password)
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("The PKCS#12 file could not be read; it may be damaged.") from None
+
+
+def _load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
+    try:
+        contents = _authenticated_safe(data)
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("Not a PKCS#12 file, or the file is damaged or truncated.") from None
+    if any(count > MAX_KDF_ITERATIONS for count in _visible_iteration_counts(contents)):
+        raise _too_many_iterations()
+    # cryptography verifies the MAC, which is how a wrong password shows up reliably.
+    try:
+        pkcs12.load_pkcs12(data, password.encode("utf-8") if password else None)
+    except Exception:
+        raise CryptoError("Wrong password or damaged PKCS#12 file.") from None
+    keys: list[_KeyBag] = []
+    certs: list[_CertBag] = []
+    for content_info in contents:
+        for bag in _safe_contents(content_info, password):
+            _read_bag(bag, password, keys, certs, depth=0)
+    return _pkcs12_items(keys, certs)
+
+
+def _decode(data: bytes, spec: base.Asn1Type) -> Any:
+    value, rest = ber_decoder.decode(data, asn1Spec=spec)
+    if rest:
+        raise _DamagedError("trailing data")
+    return value
+
+
+def _authenticated_safe(data: bytes) -> list[Any]:
+    pfx, _ = ber_decoder.decode(data, asn1Spec=rfc7292.PFX())
+    if pfx["authSafe"]["contentType"] != rfc5652.id_data:
+        raise CryptoError(
+            "The PKCS#12 file is protected by a public key instead of a password; "
+            "this is not supported."
+        )
+    mac_data = pfx["macData"]
+    if mac_data.isValue and int(mac_data["iterations"]) > MAX_KDF_ITERATIONS:
+        raise _too_many_iterations()
+    content = _decode(bytes(pfx["authSafe"]["content"]), univ.OctetString())
+    safe = _decode(bytes(content), rfc7292.AuthenticatedSafe())
+    return list(safe)
+
+
+def _visible_iteration_counts(contents: list[Any]) -> Iterator[int]:
+    """Iteration counts readable before decryption, checked before anything is derived."""
+    for content_info in contents:
+        content_type = content_info["contentType"]
+        if content_type == rfc5652.id_encryptedData:
+            encrypted = _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
+            yield _iteration_count(encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"])
+        elif content_type == rfc5652.id_data:
+            plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
+            for bag in _decode(plain, rfc7292.SafeContents()):
+                if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
+                    info = _decode(bytes(bag["bagValue"]), rfc5958.EncryptedPrivateKeyInfo())
+                    yield _iteration_count(info["encryptionAlgorithm"])
+
+
+def _iteration_count(algorithm: Any) -> int:
+    oid = str(algorithm["algorithm"])
+    parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+    if oid == str(rfc8018.id_PBES2):
+        kdf = _decode(parameters, rfc8018.PBES2_params())["keyDerivationFunc"]
+        if kdf["algorithm"] == rfc8018.id_PBKDF2:
+            kdf_params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
+            return int(kdf_params["iterationCount"])
+    elif oid.startswith(_PKCS12_PBE):
+        return int(_decode(parameters, rfc7292.Pkcs_12PbeParams())["iterations"])
+    return 0
+
+
+def _too_many_iterations() -> CryptoError:
+    return CryptoError("The file uses an unreasonably high key-derivation iteration count.")
+
+
+def _safe_contents(content_info: Any, password: str) -> list[Any]:
+    content_type = content_info["contentType"]
+    if content_type == rfc5652.id_data:
+        plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
+        return list(_decode(plain, rfc7292.SafeContents()))
+    if content_type == rfc5652.id_encryptedData:
+        encrypted = _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
+        info = encrypted["encryptedContentInfo"]
+        if not info["encryptedContent"].isValue:
+            return []
+        algorithm = info["contentEncryptionAlgorithm"]
+        return list(
+            _first_that_decodes(
+                _pbe_decrypt(algorithm, bytes(info["encryptedContent"]), password),
+                rfc7292.SafeContents(),
+            )
+        )
+    if content_type == rfc5652.id_envelopedData:
+        raise CryptoError(
+            "Part of the PKCS#12 file is encrypted for a recipient's public key; "
+            "this is not supported."
+        )
+    raise _DamagedError("unknown content type")
+
+
+def _first_that_decodes(candidates: Iterable[bytes], spec: base.Asn1Type) -> Any:
+    for plain in candidates:
+        decoded = _decode_or_none(plain, spec.clone())
+        if decoded is not None:
+            return decoded
+    raise CryptoError("Wrong password or damaged PKCS#12 file.")
+
+
+def _decode_or_none(data: bytes, spec: base.Asn1Type) -> Any:
+    try:
+        return _decode(data, spec)
+    except Exception:
+        return None
+
+
+def _read_bag(
+    bag: Any,
+    password: str,
+    keys: list[_KeyBag],
+    certs: list[_CertBag],
+    depth: int,
+) -> None:
+    bag_id = bag["bagId"]
+    value = bytes(bag["bagValue"])
+    name, local_key_id, trusted = _bag_attributes(bag)
+    if bag_id == rfc7292.id_keyBag:
+        keys.append(_KeyBag(_load_unencrypted_key(value, "A key"), name, local_key_id))
+    elif bag_id == rfc7292.id_pkcs8ShroudedKeyBag:
+        keys.append(_KeyBag(_decrypt_shrouded_key(value, password), name, local_key_id))
+    elif bag_id == rfc7292.id_certBag:
+        cert_bag = _decode(value, rfc7292.CertBag())
+        if cert_bag["certId"] != _X509_CERTIFICATE_TYPE:
+            return
+        der = bytes(_decode(bytes(cert_bag["certValue"]), univ.OctetString()))
+        cert = _parse_der_certificate(der, "A certificate in the PKCS#12 file")
+        certs.append(_CertBag(cert, name, local_key_id, trusted))
+    elif bag_id == rfc7292.id_safeContentsBag:
+        if depth >= _MAX_NESTING:
+            raise _DamagedError("nested too deep")
+        for inner in _decode(value, rfc7292.SafeContents()):
+            _read_bag(inner, password, keys, certs, depth + 1)
+    # CRL bags and secret bags (symmetric keys) have no place in this keystore.
+
+
+def _bag_attributes(bag: Any) -> tuple[str | None, bytes | None, bool]:
+    name: str | None = None
+    local_key_id: bytes | None = None
+    trusted = False
+    attributes = bag["bagAttributes"]
+    if not attributes.isValue:
+        return name, local_key_id, trusted
+    for attribute in attributes:
+        attribute_type = attribute["attrType"]
+        values = list(attribute["attrValues"])
+        if attribute_type == _ORACLE_TRUSTED_KEY_USAGE:
+            trusted = True
+        elif not values:
+            continue
+        elif attribute_type == rfc7292.pkcs_9_at_friendlyName:
+            name = str(_decode(bytes(values[0]), char.BMPString()))
+        elif attribute_type == rfc7292.pkcs_9_at_localKeyId:
+            local_key_id = bytes(_decode(bytes(values[0]), univ.OctetString()))
+    return name, local_key_id, trusted
+
+
+def _load_unencrypted_key(der: bytes, what: str) -> PrivateKey:
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except Exception:
+        raise CryptoError(f"{what} could not be read; the file may be damaged.") from None
+    return _supported_key(key, what)
+
+
+def _supported_key(key: object, what: str) -> PrivateKey:
+    if isinstance(key, dsa.DSAPrivateKey):
+        raise CryptoError(f"{what} is a DSA key; DSA keys are not supported.")
+    if not isinstance(key, _PRIVATE_KEY_TYPES):
+        raise CryptoError(f"{what} is of a type that is not supported (RSA, EC, Ed25519, Ed448).")
+    return key
+
+
+def _decrypt_shrouded_key(der: bytes, password: str) -> PrivateKey:
+    """Decrypt a pkcs8ShroudedKeyBag; cryptography knows PBES2 and the common PBES1 schemes."""
+    key = _private_key_or_none(der, password.encode("utf-8"))
+    if key is None:
+        info = _decode(der, rfc5958.EncryptedPrivateKeyInfo())
+        ciphertext = bytes(info["encryptedData"])
+        for plain in _pbe_decrypt(info["encryptionAlgorithm"], ciphertext, password):
+            key = _private_key_or_none(plain, None)
+            if key is not None:
+                break
+        else:
+            raise CryptoError("A private key in the PKCS#12 file could not be decrypted.")
+    return _supported_key(key, "A private key in the PKCS#12 file")
+
+
+def _private_key_or_none(der: bytes, password: bytes | None) -> object | None:
+    try:
+        return serialization.load_der_private_key(der, password=password)
+    except Exception:
+        return None
+
+
+def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreItem]:
+    all_certs = [bag.cert for bag in certs]
+    in_a_chain: set[int] = set()
+    items: list[KeystoreItem] = []
+    for key_bag in keys:
+        leaf_index = _leaf_for_key(key_bag, certs)
+        if leaf_index is None:
+            what = f"The key '{key_bag.name}'" if key_bag.name else "A key"
+            raise CryptoError(f"{what} in the PKCS#12 file has no matching certificate.")
+        leaf_bag = certs[leaf_index]
+        chain = _chain_from(leaf_bag.cert, all_certs)
+        in_a_chain.add(leaf_index)
+        # keytool stores a chain certificate once per key pair that uses it
+        in_a_chain.update(
+            index for index, bag in enumerate(certs) if any(bag.cert == c for c in chain)
+        )
+        alias = key_bag.name or leaf_bag.name or ""
+        items.append(KeystoreItem(alias=alias, private_key=key_bag.key, chain=chain))
+    for index, cert_bag in enumerate(certs):
+        # Java marks trusted-certificate entries explicitly; such an entry stays an entry even
+        # when the same certificate also serves in a key pair's chain.
+        if cert_bag.trusted or index not in in_a_chain:
+            items.append(
+                KeystoreItem(alias=cert_bag.name or "", private_key=None, chain=[cert_bag.cert])
+            )
+    return items
+
+
+def _leaf_for_key(key_bag: _KeyBag, certs: list[_CertBag]) -> int | None:
+    if key_bag.local_key_id is not None:
+        for index, bag in enumerate(certs):
+            if bag.local_key_id == key_bag.local_key_id and private_key_matches(
+                key_bag.key, bag.cert
+            ):
+                return index
+    for index, bag in enumerate(certs):
+        if not bag.trusted and private_key_matches(key_bag.key, bag.cert):
+            return index
+    return None
+
+
+def _chain_from(leaf: x509.Certificate, pool: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """Follow issuers from ``leaf`` through ``pool`` until a self-signed root or a gap."""
+    chain = [leaf]
+    while not _is_self_signed(chain[-1]):
+        parent = next(
+            (
+                candidate
+                for candidate in pool
+                if all(candidate != member for member in chain) and _signed_by(chain[-1], candidate)
+            ),
+            None,
+        )
+        if parent is None:
+            break
+        chain.append(parent)
+    return chain
+
+
+# ---- password-based decryption (PKCS#5 PBES2 and the legacy PKCS#12 PBE schemes)
+
+
+_PKCS12_PBE = "1.2.840.113549.1.12.1."
+# OID suffix -> (cipher, key bytes, effective RC2 key bits)
+_PKCS12_PBE_SCHEMES: dict[str, tuple[str, int, int]] = {
+    "1": ("rc4", 16, 0),
+    "2": ("rc4", 5, 0),
+    "3": ("3des", 24, 0),
+    "4": ("3des", 16, 0),
+    "5": ("rc2", 16, 128),
+    "6": ("rc2", 5, 40),
+}
+_PBKDF2_PRFS: dict[univ.ObjectIdentifier, hashes.HashAlgorithm] = {
+    rfc8018.id_hmacWithSHA1: hashes.SHA1(),  # noqa: S303 - the PBKDF2 default, read-only
+    rfc8018.id_hmacWithSHA224: hashes.SHA224(),
+    rfc8018.id_hmacWithSHA256: hashes.SHA256(),
+    rfc8018.id_hmacWithSHA384: hashes.SHA384(),
+    rfc8018.id_hmacWithSHA512: hashes.SHA512(),
+}
+_PBES2_CIPHERS: dict[str, tuple[str, int]] = {
+    "2.16.840.1.101.3.4.1.2": ("aes", 16),
+    "2.16.840.1.101.3.4.1.22": ("aes", 24),
+    "2.16.840.1.101.3.4.1.42": ("aes", 32),
+    "1.2.840.113549.3.7": ("3des", 24),
+}
+
+
+def _pbe_decrypt(algorithm: Any, data: bytes, password: str) -> list[bytes]:
+    """Candidate plaintexts (one per password encoding) of password-encrypted data.
+
+    PKCS#12 PBE turns the password into BMPString bytes; an empty password has two encodings in
+    the wild (two zero bytes, or nothing), so both are tried. Undecryptable data gives ``[]``.
+    """
+    oid = str(algorithm["algorithm"])
+    parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+    if oid == str(rfc8018.id_PBES2):
+        plain = _pbes2_decrypt(parameters, data, password.encode("utf-8"))
+        return [plain] if plain is not None else []
+    if oid.startswith(_PKCS12_PBE) and oid[len(_PKCS12_PBE) :] in _PKCS12_PBE_SCHEMES:
+        scheme = _PKCS12_PBE_SCHEMES[oid[len(_PKCS12_PBE) :]]
+        params = _decode(parameters, rfc7292.Pkcs_12PbeParams())
+        salt, iterations = bytes(params["salt"]), int(params["iterations"])
+        if iterations > MAX_KDF_ITERATIONS:
+            raise _too_many_iterations()
+        secrets = [password.encode("utf-16-be") + b"\x00\x00"]
+        if not password:
+            secrets.append(b"")
+        results = []
+        for secret in secrets:
+            plain = _pkcs12_pbe_decrypt(scheme, secret, salt, iterations, data)
+            if plain is not None:
+                results.append(plain)
+        return results
+    raise CryptoError("The PKCS#12 file uses an encryption algorithm that is not supported.")
+
+
+def _pbes2_decrypt(parameters: bytes, data: bytes, secret: bytes) -> bytes | None:
+    params = _decode(parameters, rfc8018.PBES2_params())
+    kdf = params["keyDerivationFunc"]
+    if kdf["algorithm"] != rfc8018.id_PBKDF2:
+        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
+    kdf_params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
+    salt = kdf_params["salt"]
+    if salt.getName() != "specified":
+        raise _DamagedError("PBKDF2 salt from another source")
+    iterations = int(kdf_params["iterationCount"])
+    if iterations > MAX_KDF_ITERATIONS:
+        raise _too_many_iterations()
+    prf_oid = kdf_params["prf"]["algorithm"]
+    if prf_oid not in _PBKDF2_PRFS:
+        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
+    scheme = params["encryptionScheme"]
+    cipher_name, key_length = _PBES2_CIPHERS.get(str(scheme["algorithm"]), ("", 0))
+    if not cipher_name:
+        raise CryptoError("The PKCS#12 file uses an encryption algorithm that is not supported.")
+    iv = bytes(_decode(bytes(scheme["parameters"]), univ.OctetString()))
+    key = PBKDF2HMAC(
+        algorithm=_PBKDF2_PRFS[prf_oid],
+        length=key_length,
+        salt=bytes(salt["specified"]),
+        iterations=iterations,
+    ).derive(secret)
+    block = algorithms.AES(key) if cipher_name == "aes" else TripleDES(key)
+    return _cbc_decrypt(block, iv, data)
+
+
+def _cbc_decrypt(block: algorithms.AES | TripleDES, iv: bytes, data: bytes) -> bytes | None:
+    if len(iv) * 8 != block.block_size or not data or len(data) % len(iv):
+        return None
+    decryptor = Cipher(block, modes.CBC(iv)).decryptor()
+    return _unpad(decryptor.update(data) + decryptor.finalize(), block.block_size)
+
+
+def _unpad(plain: bytes, block_bits: int) -> bytes | None:
+    unpadder = padding.PKCS7(block_bits).unpadder()
+    try:
+        return unpadder.update(plain) + unpadder.finalize()
+    except ValueError:
+        return None
+
+
+def _pkcs12_pbe_decrypt(
+    scheme: tuple[str, int, int], secret: bytes, salt: bytes, iterations: int, data: bytes
+) -> bytes | None:
+    cipher_name, key_length, rc2_bits = scheme
+    key = _pkcs12_kdf(secret, salt, iterations, purpose=1, size=key_length)
+    if cipher_name == "rc4":
+        decryptor = Cipher(ARC4(key), mode=None).decryptor()
+        return decryptor.update(data) + decryptor.finalize()
+    iv = _pkcs12_kdf(secret, salt, iterations, purpose=2, size=8)
+    if cipher_name == "3des":
+        # two-key 3DES is K1 K2 K1; spelled out because the 16-byte form is deprecated
+        return _cbc_decrypt(TripleDES(key if len(key) == 24 else key + key[:8]), iv, data)
+    if not data or len(data) % 8:
+        return None
+    # Legacy (OpenSSL 1.x / Windows) files encrypt certificates with RC2; we only decrypt.
+    rc2 = ARC2.new(key, ARC2.MODE_CBC, iv=iv, effective_keylen=rc2_bits)  # noqa: S304
+    return _unpad(rc2.decrypt(data), 64)
+
+
+def _pkcs12_kdf(secret: bytes, salt: bytes, iterations: int, purpose: int, size: int) -> bytes:
+    """The PKCS#12 key derivation with SHA-1 (RFC 7292, appendix B.2)."""
+    u, v = 20, 64  # SHA-1 output and input block sizes in bytes
+
+    def fill(value: bytes) -> bytes:
+        if not value:
+            return b""
+        length = v * ((len(value) + v - 1) // v)
+        return (value * (length // len(value) + 1))[:length]
+
+    diversifier = bytes([purpose]) * v
+    i_block = fill(salt) + fill(secret)
+    output = b""
+    while len(output) < size:
+        # RFC 7292 fixes SHA-1 for these legacy schemes.
+        a = hashlib.sha1(diversifier + i_block).digest()  # noqa: S324
+        for _ in range(iterations - 1):
+            a = hashlib.sha1(a).digest()  # noqa: S324
+        output += a
+        b = int.from_bytes((a * (v // u + 1))[:v], "big") + 1
+        i_block = b"".join(
+            ((int.from_bytes(i_block[j : j + v], "big") + b) % (1 << (8 * v))).to_bytes(v, "big")
+            for j in range(0, len(i_block), v)
+        )
+    return output[:size]
+
+
+# --------------------------------------------------------------------------- keys and chains
+
+
+def private_key_matches(key: PrivateKey, cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries the public half of ``key``."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        return key.public_key().public_bytes(
+            serialization.Encoding.DER, spki
+        ) == cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+    except Exception:
+        return False
+
+
+def order_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """Order certificates from the leaf to the root by issuer and signature.
+
+    Duplicates are dropped. The certificates must form one unbroken chain; it may stop short
+    of its root (a gap at the top), but no certificate may be left over.
+    """
+    unique: list[x509.Certificate] = []
+    for cert in certs:
+        if all(cert != seen for seen in unique):
+            unique.append(cert)
+    if not unique:
+        raise CryptoError("There are no certificates.")
+    parents: dict[int, int] = {}
+    for child_index, child in enumerate(unique):
+        if _is_self_signed(child):
+            continue  # a root ends the chain even when a cross-certificate could extend it
+        for parent_index, parent in enumerate(unique):
+            if parent_index != child_index and _signed_by(child, parent):
+                parents[child_index] = parent_index
+                break
+    issuers = set(parents.values())
+    chains: list[list[int]] = []
+    for leaf in (index for index in range(len(unique)) if index not in issuers):
+        walk = [leaf]
+        while walk[-1] in parents and parents[walk[-1]] not in walk:
+            walk.append(parents[walk[-1]])
+        chains.append(walk)
+    if not chains:
+        raise CryptoError(
+            "The certificates do not form a chain: they certify each other in a loop."
+        )
+    best = max(chains, key=len)
+    if len(best) != len(unique):
+        left_over = [_describe(unique[i]) for i in range(len(unique)) if i not in best]
+        raise CryptoError(
+            "The certificates do not form one chain: "
+            + ", ".join(f"'{name}'" for name in left_over)
+            + (" is" if len(left_over) == 1 else " are")
+            + " not linked to the others (unrelated, or a certificate in between is missing)."
+        )
+    return [unique[i] for i in best]
+
+
+def verify_chain(chain: list[x509.Certificate]) -> None:
+    """Check that each certificate was signed by the next one; raise on the first broken link."""
+    if not chain:
+        raise CryptoError("There are no certificates.")
+    for number, (child, parent) in enumerate(itertools.pairwise(chain), start=1):
+        if child.issuer != parent.subject:
+            raise CryptoError(
+                f"Link {number} of the chain is broken: '{_describe(child)}' was issued by "
+                f"'{child.issuer.rfc4514_string()}', not by '{_describe(parent)}'."
+            )
+        if not _signed_by(child, parent):
+            raise CryptoError(
+                f"Link {number} of the chain is broken: the signature of '{_describe(child)}' "
+                f"does not verify with the key of '{_describe(parent)}'."
+            )
+    top = chain[-1]
+    if top.issuer == top.subject and not _signed_by(top, top):
+        raise CryptoError(f"The self-signature of the root '{_describe(top)}' does not verify.")
+
+
+_WEAK_SIGNATURE_OIDS = {
+    "1.2.840.113549.1.1.2": "MD2",
+    "1.2.840.113549.1.1.3": "MD4",
+    "1.2.840.113549.1.1.4": "MD5",
+    "1.2.840.113549.1.1.5": "SHA-1",
+    "1.3.14.3.2.29": "SHA-1",
+    "1.2.840.10040.4.3": "SHA-1",
+    "1.2.840.10045.4.1": "SHA-1",
+}
+
+
+def _weak_signature_hash(cert: x509.Certificate) -> str | None:
+    name = _WEAK_SIGNATURE_OIDS.get(cert.signature_algorithm_oid.dotted_string)
+    if name:
+        return name
+    try:
+        hash_alg = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if isinstance(hash_alg, hashes.SHA1):
+        return "SHA-1"
+    if isinstance(hash_alg, hashes.MD5):
+        return "MD5"
+    return None
+
+
+def check_strength(chain: list[x509.Certificate]) -> list[str]:
+    """Reject weak keys and signatures in a chain; return warnings that do not block.
+
+    Refused: RSA keys under 2048 bits, elliptic curves under 256 bits, DSA keys, and SHA-1 or
+    MD5 signatures. The one exception is the self-signature of the root at the top of the
+    chain: nobody checks it (the root is trusted as such), so it only yields a warning.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    for index, cert in enumerate(chain):
+        name = _describe(cert)
+        key = cert.public_key()
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+            problems.append(
+                f"'{name}' has a {key.key_size}-bit RSA key; at least 2048 bits are required."
+            )
+        elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 256:
+            problems.append(
+                f"'{name}' uses the {key.curve.name} curve of {key.curve.key_size} bits; "
+                "at least 256 bits are required."
+            )
+        elif isinstance(key, dsa.DSAPublicKey):
+            problems.append(
+                f"'{name}' has a DSA key; DSA is no longer accepted (NIST withdrew it for "
+                "signatures in FIPS 186-5 and TLS 1.3 does not support it)."
+            )
+        weak_hash = _weak_signature_hash(cert)
+        if weak_hash is None:
+            continue
+        if index == len(chain) - 1 and _is_self_signed(cert):
+            warnings.append(
+                f"The root '{name}' signs itself with {weak_hash}; this is harmless because a "
+                "root's own signature is not checked, but the root is outdated."
+            )
+        else:
+            problems.append(
+                f"'{name}' is signed with {weak_hash}, which is broken; "
+                "SHA-256 or stronger is required."
+            )
+    if problems:
+        raise CryptoError(" ".join(problems))
+    return warnings
+
+
+def root_certificate(chain: list[x509.Certificate]) -> x509.Certificate:
+    """The certificate at the top of the chain: its self-signed root, or the certificate itself
+    for a one-element chain. When a chain stops short of its root, this is the topmost
+    certificate there is (``certificate_facts(...).self_signed`` tells the two apart).
+    """
+    if not chain:
+        raise CryptoError("There are no certificates.")
+    return chain[-1]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def to_der(cert: x509.Certificate) -> bytes:
+    """The certificate as DER (a ``.cer`` file)."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def to_pem_chain(chain: Sequence[x509.Certificate]) -> bytes:
+    """The certificates as concatenated PEM blocks, in the given order."""
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
+
+
+def to_p7b(chain: Sequence[x509.Certificate]) -> bytes:
+    """A DER PKCS#7 certs-only bundle (a ``.p7b`` file) of the given certificates."""
+    if not chain:
+        raise CryptoError("There are no certificates.")
+    return pkcs7.serialize_certificates(list(chain), serialization.Encoding.DER)
+
+
+def load_p7b(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a DER or PEM PKCS#7 bundle, in the order stored (see order_chain)."""
+    data = _checked_size(data, MAX_CERTIFICATE_BYTES, "64 KiB", "a certificate file")
+    if not data.strip():
+        raise CryptoError("The file is empty.")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            certs = pkcs7.load_pem_pkcs7_certificates(data)
+        else:
+            certs = pkcs7.load_der_pkcs7_certificates(data)
+    except Exception:
+        raise CryptoError("Not a PKCS#7 certificate bundle, or the file is damaged.") from None
+    if not certs:
+        raise CryptoError("The PKCS#7 bundle holds no certificates.")
+    return [_parse_der_certificate(to_der(cert), "A certificate in the bundle") for cert in certs]
+
+
+def to_pkcs12(
+    alias: str, key: PrivateKey, chain: Sequence[x509.Certificate], password: str
+) -> bytes:
+    """One key pair as a PKCS#12 file: AES-256-CBC with PBKDF2-SHA256, HMAC-SHA256 MAC."""
+    if not password:
+        raise CryptoError("A password is required to export a key pair.")
+    if not chain:
+        raise CryptoError("The key pair has no certificate.")
+    if not private_key_matches(key, chain[0]):
+        raise CryptoError("The private key does not match the certificate.")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(PKCS12_KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(password.encode("utf-8"))
+    )
+    return pkcs12.serialize_key_and_certificates(
+        name=alias.encode("utf-8") or None,
+        key=key,
+        cert=chain[0],
+        cas=list(chain[1:]) or None,
+        encryption_algorithm=encryption,
+    )
+
+
+def private_key_to_der(key: PrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 DER; the caller seals it before it is stored."""
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def private_key_from_der(data: bytes) -> PrivateKey:
+    """Read a key written by private_key_to_der."""
+    return _load_unencrypted_key(bytes(data), "The private key")
+
+
+_EC_CURVES: dict[int, ec.EllipticCurve] = {
+    256: ec.SECP256R1(),
+    384: ec.SECP384R1(),
+    521: ec.SECP521R1(),
+}
+
+
+def generate_key_pair(kind: str = "rsa", size: int | None = None) -> PrivateKey:
+    """A new private key: ``rsa`` (2048, 3072, 4096 bits), ``ec`` (256, 384, 521), ``ed25519``
+    or ``ed448``.
+    """
+    if kind == "rsa":
+        bits = size or 2048
+        if bits not in (2048, 3072, 4096):
+            raise CryptoError("RSA keys can have 2048, 3072 or 4096 bits.")
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    if kind == "ec":
+        curve = _EC_CURVES.get(size or 256)
+        if curve is None:
+            raise CryptoError("EC keys can have 256, 384 or 521 bits.")
+        return ec.generate_private_key(curve)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if kind == "ed448":
+        return ed448.Ed448PrivateKey.generate()
+    raise CryptoError("The key type must be RSA, EC, Ed25519 or Ed448.")

@@ -1,0 +1,837 @@
+"""Tests of keystore.crypto with real keys, certificates and files (openssl and keytool too)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jks
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from keystore import crypto
+from keystore.crypto import CryptoError
+from tests import pki
+
+needs_openssl = pytest.mark.skipif(pki.OPENSSL is None, reason="openssl is not installed")
+needs_keytool = pytest.mark.skipif(pki.KEYTOOL is None, reason="keytool is not installed")
+
+PASSWORD = "S3cret-Pw!"
+
+
+@pytest.fixture(scope="module")
+def chain_a() -> pki.Pki:
+    return pki.make_pki("Alpha")
+
+
+@pytest.fixture(scope="module")
+def chain_b() -> pki.Pki:
+    return pki.make_pki("Beta")
+
+
+def subjects(certs: list[x509.Certificate]) -> list[str]:
+    return [cert.subject.rfc4514_string() for cert in certs]
+
+
+def openssl(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    assert pki.OPENSSL is not None
+    return subprocess.run(
+        [pki.OPENSSL, *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
+
+
+def write_pem(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def key_pem(key: pki.AnyPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def test_facts_of_an_rsa_leaf():
+    root_key = pki.make_key()
+    root = pki.make_cert("Facts Root", root_key, ca=True)
+    start = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
+    end = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    leaf = pki.make_cert(
+        "facts.example.com",
+        pki.make_key(),
+        root,
+        root_key,
+        serial=0x1A2B,
+        not_before=start,
+        not_after=end,
+    )
+
+    facts = crypto.certificate_facts(leaf)
+
+    assert facts.subject == "CN=facts.example.com,O=SAP SE"
+    assert facts.issuer == "CN=Facts Root,O=SAP SE"
+    assert facts.subject_cn == "facts.example.com"
+    assert facts.issuer_cn == "Facts Root"
+    assert facts.serial == "1A2B"
+    assert facts.not_before == start
+    assert facts.not_after == end
+    assert facts.not_before.utcoffset() == timedelta(0)
+    assert facts.key_type == "RSA"
+    assert facts.key_size == 2048
+    assert facts.signature_algorithm == "sha256WithRSAEncryption"
+    digest = hashlib.sha256(crypto.to_der(leaf)).hexdigest().upper()
+    assert facts.fingerprint_sha256.replace(":", "") == digest
+    assert facts.fingerprint_sha256.count(":") == 31
+    assert facts.self_signed is False
+    assert crypto.certificate_facts(root).self_signed is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "key_type", "key_size", "algorithm"),
+    [
+        ("ec", 256, "EC", 256, "ecdsa-with-SHA256"),
+        ("ec", 384, "EC", 384, "ecdsa-with-SHA384"),
+        ("ed25519", None, "Ed25519", 256, "ed25519"),
+        ("ed448", None, "Ed448", 456, "ed448"),
+        ("rsa", 3072, "RSA", 3072, "sha384WithRSAEncryption"),
+    ],
+)
+def test_facts_key_type_size_and_signature(kind, size, key_type, key_size, algorithm):
+    key = pki.make_key(kind, size)
+    hash_alg = hashes.SHA384() if key_size in (384, 3072) else hashes.SHA256()
+    cert = pki.make_cert("keyed", key, hash_alg=hash_alg)
+
+    facts = crypto.certificate_facts(cert)
+
+    assert (facts.key_type, facts.key_size, facts.signature_algorithm) == (
+        key_type,
+        key_size,
+        algorithm,
+    )
+    assert facts.self_signed is True
+
+
+def test_facts_without_org_and_of_a_self_issued_cert_signed_by_another_key():
+    cert = pki.make_cert("ignored", pki.make_key(), org=None)
+    impostor_key = pki.make_key(fresh=True)
+    self_issued = pki.make_cert("Self Issued", pki.make_key(), issuer_key=impostor_key)
+
+    assert crypto.certificate_facts(cert).subject == "CN=ignored"
+    assert (
+        crypto.certificate_facts(self_issued).subject
+        == crypto.certificate_facts(self_issued).issuer
+    )
+    assert crypto.certificate_facts(self_issued).self_signed is False
+
+
+# --------------------------------------------------------------------------- certificate files
+
+
+def test_pem_bundle_is_read_in_order(chain_a):
+    data = pki.pem(*chain_a.chain)
+
+    assert crypto.load_certificates(data) == chain_a.chain
+
+
+def test_pem_bundle_tolerates_crlf_bom_and_blank_lines(chain_a):
+    text = b"\xef\xbb\xbf\r\n" + b"\r\n\r\n".join(
+        pki.pem(cert).replace(b"\n", b"\r\n") for cert in chain_a.chain
+    )
+
+    assert crypto.load_certificates(text) == chain_a.chain
+
+
+def test_der_certificate_is_read(chain_a):
+    assert crypto.load_certificates(crypto.to_der(chain_a.leaf)) == [chain_a.leaf]
+
+
+def test_junk_between_pem_blocks_is_rejected(chain_a):
+    data = pki.pem(chain_a.leaf) + b"subject=CN=whatever\n" + pki.pem(chain_a.root)
+
+    with pytest.raises(CryptoError, match="unexpected text before PEM block 2"):
+        crypto.load_certificates(data)
+
+
+def test_junk_after_the_last_block_is_rejected(chain_a):
+    with pytest.raises(CryptoError, match="unexpected text after the last PEM block"):
+        crypto.load_certificates(pki.pem(chain_a.leaf) + b"garbage\n")
+
+
+def test_junk_inside_a_pem_block_is_rejected(chain_a):
+    lines = pki.pem(chain_a.inter).splitlines(keepends=True)
+    lines.insert(3, b"this line is not base64 !\n")
+    data = pki.pem(chain_a.leaf) + b"".join(lines)
+
+    with pytest.raises(CryptoError, match="PEM block 2 contains text that is not Base64"):
+        crypto.load_certificates(data)
+
+
+def test_damaged_base64_inside_a_pem_block_is_rejected(chain_a):
+    lines = pki.pem(chain_a.leaf).splitlines(keepends=True)
+    lines[5] = b"A" * (len(lines[5]) - 1) + b"\n"  # valid Base64, wrong DER
+
+    with pytest.raises(CryptoError, match="PEM block 1 is not a valid X.509 certificate"):
+        crypto.load_certificates(b"".join(lines))
+
+
+def test_private_key_block_is_rejected_without_echoing_the_key(chain_a):
+    secret_pem = key_pem(chain_a.leaf_key)
+    data = pki.pem(chain_a.leaf) + secret_pem
+
+    with pytest.raises(CryptoError, match="PEM block 2 is a private key") as caught:
+        crypto.load_certificates(data)
+
+    body_line = secret_pem.splitlines()[1].decode()
+    assert body_line not in str(caught.value)
+    assert "PRIVATE KEY-----" not in str(caught.value)
+
+
+def test_other_pem_block_types_are_named(chain_a):
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(chain_a.leaf.subject)
+        .sign(chain_a.leaf_key, hashes.SHA256())
+    )
+    data = csr.public_bytes(serialization.Encoding.PEM)
+
+    with pytest.raises(CryptoError, match="CERTIFICATE REQUEST block, not a certificate"):
+        crypto.load_certificates(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"  \n\t\n", id="whitespace"),
+        pytest.param(os.urandom(2000), id="random"),
+        pytest.param(b"\x30" + os.urandom(500), id="random-der-looking"),
+        pytest.param(b"Hello, this is a text file.\n", id="text"),
+    ],
+)
+def test_unreadable_certificate_files_are_rejected(data):
+    with pytest.raises(CryptoError):
+        crypto.load_certificates(data)
+
+
+def test_random_bytes_message():
+    with pytest.raises(CryptoError, match="neither PEM nor DER X.509"):
+        crypto.load_certificates(b"\x01\x02" + bytes(range(256)))
+
+
+def test_truncated_certificates_are_rejected(chain_a):
+    der = crypto.to_der(chain_a.leaf)
+    pem_data = pki.pem(chain_a.leaf)
+
+    with pytest.raises(CryptoError, match="neither PEM nor DER"):
+        crypto.load_certificates(der[: len(der) // 2])
+    with pytest.raises(CryptoError, match="no END line"):
+        crypto.load_certificates(pem_data[: len(pem_data) // 2])
+    with pytest.raises(CryptoError, match="no END line"):
+        crypto.load_certificates(pem_data[:-30] + pki.pem(chain_a.root))
+
+
+def test_size_cap_is_checked_before_any_parsing(monkeypatch):
+    def must_not_parse(*args, **kwargs):
+        raise AssertionError("parsed a file that is over the size limit")
+
+    monkeypatch.setattr(crypto.x509, "load_der_x509_certificate", must_not_parse)
+    monkeypatch.setattr(crypto.x509, "load_pem_x509_certificates", must_not_parse)
+    monkeypatch.setattr(crypto.base64, "b64decode", must_not_parse)
+
+    with pytest.raises(CryptoError, match="larger than 64 KiB"):
+        crypto.load_certificates(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (64 * 1024))
+    with pytest.raises(CryptoError, match="larger than 64 KiB"):
+        crypto.load_p7b(b"\x30" * (crypto.MAX_CERTIFICATE_BYTES + 1))
+
+
+def test_a_file_at_the_size_cap_is_parsed():
+    data = b"\x30" * crypto.MAX_CERTIFICATE_BYTES
+
+    with pytest.raises(CryptoError, match="neither PEM nor DER"):
+        crypto.load_certificates(data)
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def test_order_chain_sorts_a_shuffled_chain_and_drops_duplicates(chain_a):
+    shuffled = [chain_a.root, chain_a.leaf, chain_a.inter, chain_a.root]
+
+    assert crypto.order_chain(shuffled) == chain_a.chain
+
+
+def test_order_chain_accepts_a_chain_without_its_root(chain_a):
+    assert crypto.order_chain([chain_a.inter, chain_a.leaf]) == [chain_a.leaf, chain_a.inter]
+    assert crypto.order_chain([chain_a.leaf]) == [chain_a.leaf]
+
+
+def test_order_chain_rejects_an_unrelated_certificate(chain_a, chain_b):
+    with pytest.raises(CryptoError, match="Beta Root CA") as caught:
+        crypto.order_chain([*chain_a.chain, chain_b.root])
+
+    assert "do not form one chain" in str(caught.value)
+
+
+def test_order_chain_rejects_a_gap_in_the_middle(chain_a):
+    with pytest.raises(CryptoError, match="not linked"):
+        crypto.order_chain([chain_a.leaf, chain_a.root])
+
+
+def test_order_chain_rejects_nothing():
+    with pytest.raises(CryptoError):
+        crypto.order_chain([])
+
+
+def test_verify_chain_accepts_a_good_chain(chain_a):
+    crypto.verify_chain(chain_a.chain)
+    crypto.verify_chain([chain_a.leaf, chain_a.inter])
+
+
+def test_verify_chain_detects_a_forged_link(chain_a):
+    forger_key = pki.make_key(fresh=True)
+    forged_leaf = pki.make_cert("Forged Leaf", chain_a.leaf_key, chain_a.inter, forger_key)
+
+    with pytest.raises(CryptoError, match="Link 1 .*signature of 'Forged Leaf' does not verify"):
+        crypto.verify_chain([forged_leaf, chain_a.inter, chain_a.root])
+    with pytest.raises(CryptoError, match="not linked"):
+        crypto.order_chain([forged_leaf, chain_a.inter, chain_a.root])
+
+
+def test_verify_chain_detects_a_wrong_issuer_name(chain_a):
+    with pytest.raises(CryptoError, match="Link 2 .*issued by 'CN=Alpha Root CA"):
+        crypto.verify_chain([chain_a.leaf, chain_a.inter, chain_a.leaf])
+
+
+def test_verify_chain_detects_a_forged_root_self_signature(chain_a):
+    fake_root = pki.make_cert(
+        "Alpha Root CA", chain_a.root_key, issuer_key=pki.make_key(fresh=True), ca=True
+    )
+
+    with pytest.raises(CryptoError, match="self-signature of the root"):
+        crypto.verify_chain([fake_root])
+
+
+def test_check_strength_accepts_a_modern_chain(chain_a):
+    assert crypto.check_strength(chain_a.chain) == []
+
+
+def test_check_strength_rejects_rsa_1024(chain_a):
+    weak = pki.make_cert("Weak Leaf", pki.make_key("rsa", 1024), chain_a.inter, chain_a.inter_key)
+
+    with pytest.raises(CryptoError, match="1024-bit RSA key; at least 2048"):
+        crypto.check_strength([weak, chain_a.inter, chain_a.root])
+
+
+def test_check_strength_rejects_a_small_curve():
+    cert = pki.make_cert("P-192", pki.make_key("ec", 192))
+
+    with pytest.raises(CryptoError, match="secp192r1 curve of 192 bits"):
+        crypto.check_strength([cert])
+
+
+def test_check_strength_rejects_dsa():
+    cert = pki.make_cert("DSA Leaf", pki.make_key("dsa"))
+
+    with pytest.raises(CryptoError, match="DSA key; DSA is no longer accepted"):
+        crypto.check_strength([cert])
+
+
+def test_check_strength_rejects_a_sha1_signed_leaf(chain_a):
+    leaf = pki.make_cert(
+        "SHA1 Leaf", pki.make_key(), chain_a.inter, chain_a.inter_key, hash_alg=hashes.SHA1()
+    )
+
+    assert crypto.certificate_facts(leaf).signature_algorithm == "sha1WithRSAEncryption"
+    crypto.verify_chain([leaf, chain_a.inter, chain_a.root])  # the signature itself is fine
+    with pytest.raises(CryptoError, match="'SHA1 Leaf' is signed with SHA-1"):
+        crypto.check_strength([leaf, chain_a.inter, chain_a.root])
+
+
+def test_check_strength_rejects_an_md5_signed_intermediate(chain_a):
+    inter = pki.make_cert(
+        "MD5 CA", chain_a.inter_key, chain_a.root, chain_a.root_key, ca=True, hash_alg=hashes.MD5()
+    )
+    leaf = pki.make_cert("Leaf", chain_a.leaf_key, inter, chain_a.inter_key)
+
+    with pytest.raises(CryptoError, match="'MD5 CA' is signed with MD5"):
+        crypto.check_strength([leaf, inter, chain_a.root])
+
+
+def test_check_strength_only_warns_about_a_sha1_self_signed_root():
+    root_key = pki.make_key()
+    root = pki.make_cert("Old Root", root_key, ca=True, hash_alg=hashes.SHA1())
+    leaf = pki.make_cert("Fine Leaf", pki.make_key(), root, root_key)
+
+    assert crypto.certificate_facts(root).self_signed is True
+    crypto.verify_chain([leaf, root])
+    warnings = crypto.check_strength([leaf, root])
+    assert len(warnings) == 1
+    assert "Old Root" in warnings[0] and "SHA-1" in warnings[0]
+    assert len(crypto.check_strength([root])) == 1
+
+
+def test_check_strength_rejects_sha1_on_a_root_that_is_not_at_the_top(chain_a):
+    root_key = pki.make_key()
+    sha1_root = pki.make_cert("Middle Root", root_key, ca=True, hash_alg=hashes.SHA1())
+    leaf = pki.make_cert("Leaf", pki.make_key(), sha1_root, root_key)
+
+    with pytest.raises(CryptoError, match="SHA-1"):
+        crypto.check_strength([leaf, sha1_root, chain_a.root])
+
+
+def test_root_certificate(chain_a):
+    assert crypto.root_certificate(chain_a.chain) is chain_a.root
+    assert crypto.root_certificate([chain_a.leaf]) is chain_a.leaf
+    with pytest.raises(CryptoError):
+        crypto.root_certificate([])
+
+
+def test_private_key_matches(chain_a):
+    assert crypto.private_key_matches(chain_a.leaf_key, chain_a.leaf)
+    assert not crypto.private_key_matches(chain_a.leaf_key, chain_a.inter)
+    ec_key = pki.make_key("ec")
+    assert crypto.private_key_matches(ec_key, pki.make_cert("ec", ec_key))
+    assert not crypto.private_key_matches(ec_key, chain_a.leaf)
+
+
+def test_private_key_der_round_trip(chain_a):
+    for key in (chain_a.leaf_key, pki.make_key("ec", 384), pki.make_key("ed25519")):
+        again = crypto.private_key_from_der(crypto.private_key_to_der(key))
+        assert crypto.private_key_to_der(again) == crypto.private_key_to_der(key)
+
+    with pytest.raises(CryptoError):
+        crypto.private_key_from_der(b"not a key")
+
+
+def test_generate_key_pair():
+    assert crypto.generate_key_pair("ec", 384).curve.key_size == 384
+    with pytest.raises(CryptoError):
+        crypto.generate_key_pair("rsa", 1024)
+
+
+# --------------------------------------------------------------------------- .cer and .p7b
+
+
+def test_cer_download_parses_back(chain_a):
+    der = crypto.to_der(chain_a.leaf)
+
+    assert der[:1] == b"\x30"
+    assert x509.load_der_x509_certificate(der) == chain_a.leaf
+    assert crypto.load_certificates(der) == [chain_a.leaf]
+
+
+def test_pem_chain_parses_back(chain_a):
+    assert crypto.load_certificates(crypto.to_pem_chain(chain_a.chain)) == chain_a.chain
+
+
+def test_p7b_round_trip_holds_the_whole_chain(chain_a):
+    data = crypto.to_p7b(chain_a.chain)
+
+    loaded = crypto.load_p7b(data)
+
+    assert sorted(subjects(loaded)) == sorted(subjects(chain_a.chain))
+    assert crypto.order_chain(loaded) == chain_a.chain
+    pem_p7b = b"-----BEGIN PKCS7-----\n" + base64.encodebytes(data) + b"-----END PKCS7-----\n"
+    assert crypto.order_chain(crypto.load_p7b(pem_p7b)) == chain_a.chain
+
+
+@needs_openssl
+def test_openssl_reads_the_p7b(chain_a):
+    result = openssl("pkcs7", "-inform", "DER", "-print_certs", stdin=crypto.to_p7b(chain_a.chain))
+
+    assert result.returncode == 0, result.stderr
+    certs = crypto.load_certificates(
+        b"".join(
+            line + b"\n"
+            for line in result.stdout.splitlines()
+            if line and not line.startswith((b"subject=", b"issuer="))
+        )
+    )
+    assert crypto.order_chain(certs) == chain_a.chain
+
+
+@pytest.mark.parametrize("data", [b"", os.urandom(300), b"-----BEGIN PKCS7-----\nAAAA\n"])
+def test_unreadable_p7b_is_rejected(data):
+    with pytest.raises(CryptoError):
+        crypto.load_p7b(data)
+
+
+# --------------------------------------------------------------------------- PKCS#12 export
+
+
+def test_pkcs12_export_parses_back_with_cryptography(chain_a):
+    data = crypto.to_pkcs12("client_cert", chain_a.leaf_key, chain_a.chain, PASSWORD)
+
+    loaded = pkcs12.load_pkcs12(data, PASSWORD.encode())
+
+    assert loaded.key is not None
+    assert crypto.private_key_matches(loaded.key, chain_a.leaf)
+    assert loaded.cert is not None
+    assert loaded.cert.certificate == chain_a.leaf
+    assert loaded.cert.friendly_name == b"client_cert"
+    assert [extra.certificate for extra in loaded.additional_certs] == chain_a.chain[1:]
+    with pytest.raises(ValueError):
+        pkcs12.load_pkcs12(data, b"wrong")
+
+
+def test_pkcs12_export_parses_back_with_our_reader(chain_a):
+    data = crypto.to_pkcs12("client_cert", chain_a.leaf_key, chain_a.chain, PASSWORD)
+
+    [item] = crypto.load_keystore(data, PASSWORD)
+
+    assert item.alias == "client_cert"
+    assert item.chain == chain_a.chain
+    assert item.private_key is not None
+    assert crypto.private_key_matches(item.private_key, chain_a.leaf)
+
+
+@needs_openssl
+def test_openssl_accepts_the_pkcs12_export(chain_a, tmp_path):
+    path = tmp_path / "export.p12"
+    path.write_bytes(crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD))
+
+    result = openssl("pkcs12", "-info", "-noout", "-in", str(path), "-passin", f"pass:{PASSWORD}")
+    wrong = openssl("pkcs12", "-info", "-noout", "-in", str(path), "-passin", "pass:nope")
+
+    assert result.returncode == 0, result.stderr
+    report = result.stderr + result.stdout
+    assert b"AES-256-CBC" in report
+    assert b"hmacWithSHA256" in report
+    assert b"MAC: sha256" in report
+    assert wrong.returncode != 0
+
+
+@needs_keytool
+def test_keytool_accepts_the_pkcs12_export(chain_a, tmp_path):
+    path = tmp_path / "export.p12"
+    path.write_bytes(crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD))
+
+    pki.run_keytool("-list", "-keystore", str(path), "-storetype", "PKCS12", "-storepass", PASSWORD)
+
+
+def test_pkcs12_export_refuses_an_empty_password_and_a_foreign_key(chain_a):
+    with pytest.raises(CryptoError, match="password is required"):
+        crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, "")
+    with pytest.raises(CryptoError, match="does not match"):
+        crypto.to_pkcs12("client", chain_a.inter_key, chain_a.chain, PASSWORD)
+
+
+# --------------------------------------------------------------------------- PKCS#12 import
+
+
+@pytest.fixture(scope="module")
+def multi_store(tmp_path_factory, chain_a, chain_b):
+    """3 key pairs + 2 trusted certificates in one PKCS#12 file written by keytool."""
+    if pki.KEYTOOL is None:
+        pytest.skip("keytool is not installed")
+    ec_key = pki.make_key("ec", 384)
+    ec_cert = pki.make_cert("Gamma EC", ec_key, chain_b.inter, chain_b.inter_key)
+    entries: list[pki.Entry] = [
+        ("alpha_key", chain_a.leaf_key, chain_a.chain),
+        ("beta_key", chain_b.leaf_key, chain_b.chain),
+        ("gamma_ec", ec_key, [ec_cert, chain_b.inter, chain_b.root]),
+        ("alpha_root", None, [chain_a.root]),
+        ("partner_ca", None, [chain_b.inter]),
+    ]
+    data = pki.make_multi_pkcs12(tmp_path_factory.mktemp("multi"), entries, PASSWORD)
+    return data, entries
+
+
+def test_multi_key_pkcs12_yields_every_entry(multi_store):
+    data, entries = multi_store
+
+    items = {item.alias: item for item in crypto.load_keystore(data, PASSWORD)}
+
+    assert sorted(items) == sorted(alias for alias, _, _ in entries)
+    for alias, key, chain in entries:
+        item = items[alias]
+        assert item.chain == chain, alias
+        if key is None:
+            assert item.private_key is None
+        else:
+            assert item.private_key is not None
+            assert crypto.private_key_matches(item.private_key, item.chain[0])
+            assert crypto.private_key_to_der(item.private_key) == pki.pkcs8_der(key)
+            crypto.verify_chain(item.chain)
+
+
+def test_cryptography_alone_would_lose_keys(multi_store):
+    """Why load_pkcs12 walks the file itself: cryptography returns a single key."""
+    data, _ = multi_store
+
+    loaded = pkcs12.load_pkcs12(data, PASSWORD.encode())
+
+    assert loaded.key is not None
+    assert len([item for item in crypto.load_pkcs12(data, PASSWORD) if item.private_key]) == 3
+
+
+@needs_keytool
+def test_make_pkcs12_helper_writes_key_pairs_and_trusted_certificates(chain_a):
+    single = pki.make_pkcs12([("one", chain_a.leaf_key, chain_a.chain)], PASSWORD)
+    mixed = pki.make_pkcs12(
+        [("one", chain_a.leaf_key, chain_a.chain), ("trusted", None, [chain_a.root])], PASSWORD
+    )
+
+    assert [item.alias for item in crypto.load_pkcs12(single, PASSWORD)] == ["one"]
+    assert [item.alias for item in crypto.load_pkcs12(mixed, PASSWORD)] == ["one", "trusted"]
+
+
+def test_wrong_password_for_pkcs12(multi_store):
+    data, _ = multi_store
+
+    with pytest.raises(CryptoError, match="Wrong password or damaged PKCS#12 file") as caught:
+        crypto.load_keystore(data, "not-the-password")
+
+    assert "not-the-password" not in str(caught.value)
+    with pytest.raises(CryptoError, match="Wrong password"):
+        crypto.load_pkcs12(data, "")
+
+
+def test_single_pkcs12_from_cryptography_without_a_friendly_name(chain_a):
+    data = pkcs12.serialize_key_and_certificates(
+        None,
+        chain_a.leaf_key,
+        chain_a.leaf,
+        [chain_a.root, chain_a.inter],
+        serialization.BestAvailableEncryption(PASSWORD.encode()),
+    )
+
+    [item] = crypto.load_pkcs12(data, PASSWORD)
+
+    assert item.alias == ""
+    assert item.chain == chain_a.chain
+
+
+@needs_openssl
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param([], id="openssl3-default-aes"),
+        pytest.param(["-certpbe", "PBE-SHA1-3DES", "-keypbe", "PBE-SHA1-3DES"], id="sha1-3des"),
+        pytest.param(["-certpbe", "DES-EDE3-CBC", "-keypbe", "AES-128-CBC"], id="pbes2-3des"),
+        pytest.param(["-certpbe", "PBE-SHA1-2DES", "-macalg", "sha1"], id="sha1-2des"),
+        pytest.param(["-legacy"], id="legacy-rc2-40"),
+    ],
+)
+def test_pkcs12_written_by_openssl(options, chain_a, chain_b, tmp_path):
+    key = write_pem(tmp_path / "key.pem", key_pem(chain_a.leaf_key))
+    cert = write_pem(tmp_path / "cert.pem", pki.pem(chain_a.leaf))
+    # a chain out of order plus a certificate that belongs to no chain
+    extra = write_pem(tmp_path / "cas.pem", pki.pem(chain_a.root, chain_b.root, chain_a.inter))
+    out = tmp_path / "openssl.p12"
+    result = openssl(
+        "pkcs12",
+        "-export",
+        "-in",
+        cert,
+        "-inkey",
+        key,
+        "-certfile",
+        extra,
+        "-name",
+        "from openssl",
+        "-out",
+        str(out),
+        "-passout",
+        f"pass:{PASSWORD}",
+        *options,
+    )
+    if result.returncode != 0:
+        if options:
+            pytest.skip(f"this openssl cannot write {options}: {result.stderr[-200:]!r}")
+        raise AssertionError(result.stderr)
+
+    items = crypto.load_pkcs12(out.read_bytes(), PASSWORD)
+
+    assert [(item.alias, item.private_key is not None) for item in items] == [
+        ("from openssl", True),
+        ("", False),
+    ]
+    assert items[0].chain == chain_a.chain
+    assert items[1].chain == [chain_b.root]
+    assert items[0].private_key is not None
+    assert crypto.private_key_to_der(items[0].private_key) == pki.pkcs8_der(chain_a.leaf_key)
+
+
+@needs_openssl
+@pytest.mark.parametrize("keypbe", ["AES-256-CBC", "PBE-SHA1-3DES"])
+def test_our_own_key_decryption_when_cryptography_declines(keypbe, chain_a, tmp_path, monkeypatch):
+    key = write_pem(tmp_path / "key.pem", key_pem(chain_a.leaf_key))
+    cert = write_pem(tmp_path / "cert.pem", pki.pem(chain_a.leaf))
+    out = tmp_path / "k.p12"
+    result = openssl(
+        "pkcs12",
+        "-export",
+        "-in",
+        cert,
+        "-inkey",
+        key,
+        "-name",
+        "k",
+        "-keypbe",
+        keypbe,
+        "-out",
+        str(out),
+        "-passout",
+        f"pass:{PASSWORD}",
+    )
+    assert result.returncode == 0, result.stderr
+    real_loader = serialization.load_der_private_key
+
+    def plaintext_only(data, password, **kwargs):
+        if password is not None:
+            raise ValueError("pretend this scheme is unsupported")
+        return real_loader(data, password, **kwargs)
+
+    monkeypatch.setattr(crypto.serialization, "load_der_private_key", plaintext_only)
+
+    [item] = crypto.load_pkcs12(out.read_bytes(), PASSWORD)
+
+    assert item.private_key is not None
+    assert crypto.private_key_matches(item.private_key, chain_a.leaf)
+
+
+def test_pkcs12_kdf_matches_the_independent_pyjks_implementation():
+    salt, iterations = b"\x01\x02\x03\x04\x05\x06\x07\x08", 2048
+    for purpose, size in ((1, 24), (2, 8), (1, 5)):
+        ours = crypto._pkcs12_kdf(
+            PASSWORD.encode("utf-16-be") + b"\x00\x00", salt, iterations, purpose, size
+        )
+        theirs = jks.rfc7292.derive_key(hashlib.sha1, purpose, PASSWORD, salt, iterations, size)
+        assert ours == theirs
+
+
+def corruptions(data: bytes) -> list[bytes]:
+    return [
+        b"",
+        data[: len(data) // 2],
+        data[:-40],
+        os.urandom(len(data)),
+        data[:4] + os.urandom(200),
+    ]
+
+
+def test_damaged_pkcs12_files_raise_only_crypto_errors(chain_a):
+    data = crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD)
+
+    for damaged in corruptions(data):
+        with pytest.raises(CryptoError):
+            crypto.load_pkcs12(damaged, PASSWORD)
+        with pytest.raises(CryptoError):
+            crypto.load_keystore(damaged, PASSWORD)
+
+
+def test_absurd_iteration_counts_are_refused_before_any_key_derivation(chain_a, monkeypatch):
+    data = crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD)
+
+    def must_not_derive(*args, **kwargs):
+        raise AssertionError("derived keys despite the iteration cap")
+
+    monkeypatch.setattr(crypto, "MAX_KDF_ITERATIONS", crypto.PKCS12_KDF_ROUNDS - 1)
+    monkeypatch.setattr(crypto.pkcs12, "load_pkcs12", must_not_derive)
+
+    with pytest.raises(CryptoError, match="unreasonably high key-derivation iteration count"):
+        crypto.load_pkcs12(data, PASSWORD)
+
+
+def test_keystore_size_cap_is_checked_before_parsing(monkeypatch):
+    def must_not_parse(*args, **kwargs):
+        raise AssertionError("parsed a file that is over the size limit")
+
+    monkeypatch.setattr(crypto.pkcs12, "load_pkcs12", must_not_parse)
+    monkeypatch.setattr(crypto.jks.KeyStore, "loads", must_not_parse)
+    monkeypatch.setattr(crypto.ber_decoder, "decode", must_not_parse)
+    too_big = crypto.JKS_MAGIC + b"\x00" * crypto.MAX_KEYSTORE_BYTES
+
+    for load in (crypto.load_keystore, crypto.load_pkcs12, crypto.load_jks):
+        with pytest.raises(CryptoError, match="larger than 1 MiB"):
+            load(too_big, PASSWORD)
+
+
+# --------------------------------------------------------------------------- JKS / JCEKS
+
+
+def test_jks_written_by_pyjks(chain_a, chain_b):
+    data = pki.make_jks(
+        [
+            ("alpha", chain_a.leaf_key, chain_a.chain),
+            ("beta_ec", *_ec_pair(chain_b)),
+            ("trusted_root", None, [chain_b.root]),
+        ],
+        PASSWORD,
+    )
+
+    items = crypto.load_keystore(data, PASSWORD)
+
+    assert [item.alias for item in items] == ["alpha", "beta_ec", "trusted_root"]
+    assert items[0].chain == chain_a.chain
+    assert items[0].private_key is not None
+    assert crypto.private_key_matches(items[0].private_key, chain_a.leaf)
+    assert items[1].private_key is not None
+    assert crypto.private_key_matches(items[1].private_key, items[1].chain[0])
+    assert items[2].private_key is None
+    assert items[2].chain == [chain_b.root]
+
+
+def _ec_pair(p: pki.Pki) -> tuple[pki.AnyPrivateKey, list[x509.Certificate]]:
+    key = pki.make_key("ec")
+    return key, [pki.make_cert("Beta EC", key, p.inter, p.inter_key), p.inter, p.root]
+
+
+def test_wrong_password_for_jks(chain_a):
+    data = pki.make_jks([("alpha", chain_a.leaf_key, chain_a.chain)], PASSWORD)
+
+    with pytest.raises(CryptoError, match="Wrong password or damaged Java keystore") as caught:
+        crypto.load_keystore(data, "guessed-wrong")
+
+    assert "guessed-wrong" not in str(caught.value)
+
+
+def test_jks_key_with_its_own_password_is_reported(chain_a):
+    entry = jks.PrivateKeyEntry.new(
+        "alpha", [pki.der(chain_a.leaf)], pki.pkcs8_der(chain_a.leaf_key)
+    )
+    entry.encrypt("key-password")
+    data = jks.KeyStore.new("jks", [entry]).saves(PASSWORD)
+
+    with pytest.raises(CryptoError, match="'alpha' is protected by a password other than"):
+        crypto.load_jks(data, PASSWORD)
+
+
+def test_damaged_jks_files_raise_only_crypto_errors(chain_a):
+    data = pki.make_jks([("alpha", chain_a.leaf_key, chain_a.chain)], PASSWORD)
+
+    for damaged in corruptions(data)[1:]:
+        with pytest.raises(CryptoError):
+            crypto.load_jks(damaged, PASSWORD)
+    with pytest.raises(CryptoError, match="Not a JKS"):
+        crypto.load_jks(b"PK\x03\x04 a zip file", PASSWORD)
+
+
+@needs_keytool
+@pytest.mark.parametrize("store_type", ["JKS", "JCEKS"])
+def test_keystore_generated_by_keytool(store_type, tmp_path):
+    data = pki.make_keytool_store(tmp_path, store_type, PASSWORD, alias="backend", cn="Backend")
+
+    [item] = crypto.load_keystore(data, PASSWORD)
+
+    assert data[:4] == (crypto.JKS_MAGIC if store_type == "JKS" else crypto.JCEKS_MAGIC)
+    assert item.alias == "backend"
+    assert item.private_key is not None
+    assert crypto.private_key_matches(item.private_key, item.chain[0])
+    facts = crypto.certificate_facts(item.chain[0])
+    assert facts.subject == "CN=Backend,O=SAP SE"
+    assert facts.self_signed
+    with pytest.raises(CryptoError, match="Wrong password"):
+        crypto.load_keystore(data, PASSWORD + "x")
