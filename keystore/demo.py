@@ -1,0 +1,386 @@
+"""The demo keystore: two tenants, an SAP-like PKI, tenant entries in every state, three users.
+
+`seed()` is the one way in (the `seed_demo` and `run_demo` commands call it). It is idempotent:
+tenants, entries and users are looked up before anything is made, so a second run adds no row
+and keeps every fingerprint.
+
+The demo SAP issuing CA is kept as an SAP-owned key pair (`sap_demo_issuing_ca`) in an internal
+tenant on which no demo user has a role. `sap_ca()` returns it and `issue_sap_key()` uses it, so
+that a renewed SAP key (New SAP Keys) comes from the same CA as the key it replaces, as at SAP.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from keystore import crypto, permissions, services
+from keystore.models import KeystoreEntry, Tenant
+
+DEMO_TENANT = ("demo", "Demo tenant")
+ACME_TENANT = ("acme", "ACME Corp")
+SAP_CA_TENANT = ("sap-demo-ca", "SAP demo CA (internal)")
+
+SAP_CA_ALIAS = "sap_demo_issuing_ca"
+SAP_KEY_ALIAS = "sap_cloudintegrationcertificate"
+SAP_ROOT_CN = "SAP Global Root CA (demo)"
+SAP_ISSUING_CN = "SAP Cloud Platform Client CA (demo)"
+
+#: How long the seeded SAP key is still valid: inside the 60 days in which SAP renews it.
+SAP_KEY_DAYS_LEFT = 20
+
+DEMO_URL = "http://127.0.0.1:8000/admin/"
+
+#: username -> role on the demo tenant.
+DEMO_USERS = (
+    ("admin", permissions.ADMINISTRATOR),
+    ("developer", permissions.INTEGRATION_DEVELOPER),
+    ("reader", permissions.READ_ONLY),
+)
+
+
+# -- certificates ----------------------------------------------------------------------------
+
+
+def _new_key() -> crypto.PrivateKey:
+    return crypto.generate_key_pair("rsa", 2048)
+
+
+def _name(common_name: str, organization: str, unit: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if unit:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"))
+    return x509.Name(attributes)
+
+
+def _issue(
+    subject: x509.Name,
+    key: crypto.PrivateKey,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+    issuer: tuple[x509.Certificate, crypto.PrivateKey] | None = None,
+    ca: bool = False,
+    dns_name: str | None = None,
+) -> x509.Certificate:
+    """A certificate for `key`, signed by `issuer` (certificate, key) or self-signed."""
+    issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before.replace(microsecond=0))
+        .not_valid_after(not_after.replace(microsecond=0))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    if dns_name:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _self_signed_ca(
+    common_name: str, organization: str, *, not_before: datetime, not_after: datetime
+) -> tuple[crypto.PrivateKey, x509.Certificate]:
+    key = _new_key()
+    subject = _name(common_name, organization)
+    return key, _issue(subject, key, not_before=not_before, not_after=not_after, ca=True)
+
+
+# -- the demo SAP CA -------------------------------------------------------------------------
+
+
+def sap_ca(create: bool = True) -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
+    """The demo SAP issuing CA: its private key and its chain [issuing CA, root].
+
+    Made once and kept; with `create=False` a missing CA is an error instead.
+    """
+    entry = KeystoreEntry.objects.filter(tenant__slug=SAP_CA_TENANT[0], alias=SAP_CA_ALIAS).first()
+    if entry is None:
+        if not create:
+            raise services.KeystoreError(
+                "The demo SAP CA does not exist yet; run `manage.py seed_demo` first."
+            )
+        entry = _create_sap_ca(timezone.now())
+    return entry.open_private_key(), entry.certificate_chain()
+
+
+def _create_sap_ca(now: datetime) -> KeystoreEntry:
+    with transaction.atomic():
+        tenant = _tenant(*SAP_CA_TENANT)
+        root_key, root = _self_signed_ca(
+            SAP_ROOT_CN,
+            "SAP SE",
+            not_before=now - timedelta(days=5 * 365),
+            not_after=now + timedelta(days=15 * 365),
+        )
+        issuing_key = _new_key()
+        issuing = _issue(
+            _name(SAP_ISSUING_CN, "SAP SE"),
+            issuing_key,
+            issuer=(root, root_key),
+            ca=True,
+            not_before=now - timedelta(days=2 * 365),
+            not_after=now + timedelta(days=8 * 365),
+        )
+        # The root's key is not kept: only the issuing CA signs SAP keys.
+        return services.create_sap_entry(
+            tenant, SAP_CA_ALIAS, issuing_key, [issuing, root], label="SAP demo CA"
+        )
+
+
+def sap_key_subject(tenant: Tenant) -> x509.Name:
+    """The subject of a tenant's SAP key; a renewed key keeps it."""
+    return _name(
+        f"{tenant.slug}.integration.demo.sap.example", "SAP SE", unit="SAP Cloud Platform Clients"
+    )
+
+
+def issue_sap_key(
+    tenant: Tenant,
+    *,
+    not_after: datetime,
+    not_before: datetime | None = None,
+    ca: tuple[crypto.PrivateKey, list[x509.Certificate]] | None = None,
+) -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
+    """A new SAP key pair for the tenant from the demo SAP CA: (private key, chain leaf first).
+
+    `ca` is what `sap_ca()` returned, to open the CA's key once for many keys.
+    """
+    ca_key, ca_chain = ca or sap_ca()
+    key = _new_key()
+    leaf = _issue(
+        sap_key_subject(tenant),
+        key,
+        issuer=(ca_chain[0], ca_key),
+        not_before=not_before or timezone.now() - timedelta(hours=1),
+        not_after=not_after,
+        dns_name=f"{tenant.slug}.integration.demo.sap.example",
+    )
+    return key, [leaf, *ca_chain]
+
+
+# -- the seed --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    username: str
+    password: str
+    role: str
+    tenant: str
+    email: str
+
+
+@dataclass
+class SeedResult:
+    tenants: list[Tenant]
+    created: list[str] = field(default_factory=list)  # "tenant/alias" rows made by this run
+    logins: list[DemoLogin] = field(default_factory=list)
+
+
+def _tenant(slug: str, name: str) -> Tenant:
+    tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": name})
+    return tenant
+
+
+def _missing(tenant: Tenant, alias: str) -> bool:
+    return not KeystoreEntry.objects.filter(tenant=tenant, alias=alias).exists()
+
+
+def _seed_sap_key(tenant: Tenant, now: datetime, result: SeedResult, ca) -> None:
+    if not _missing(tenant, SAP_KEY_ALIAS):
+        return
+    key, chain = issue_sap_key(
+        tenant,
+        ca=ca,
+        not_before=now - timedelta(days=365 - SAP_KEY_DAYS_LEFT),
+        not_after=now + timedelta(days=SAP_KEY_DAYS_LEFT),
+    )
+    services.create_sap_entry(tenant, SAP_KEY_ALIAS, key, chain)
+    result.created.append(f"{tenant.slug}/{SAP_KEY_ALIAS}")
+
+
+def _seed_customer_key_pair(tenant: Tenant, alias: str, now: datetime, result: SeedResult) -> None:
+    """A tenant key pair issued by the customer's own CA (Customer Root CA -> Issuing CA)."""
+    if not _missing(tenant, alias):
+        return
+    root_key, root = _self_signed_ca(
+        "Customer Root CA (demo)",
+        "Demo Customer",
+        not_before=now - timedelta(days=3 * 365),
+        not_after=now + timedelta(days=7 * 365),
+    )
+    issuing_key = _new_key()
+    issuing = _issue(
+        _name("Customer Issuing CA (demo)", "Demo Customer"),
+        issuing_key,
+        issuer=(root, root_key),
+        ca=True,
+        not_before=now - timedelta(days=365),
+        not_after=now + timedelta(days=4 * 365),
+    )
+    key = _new_key()
+    leaf = _issue(
+        _name(f"{alias.replace('_', '-')}.{tenant.slug}.example", "Demo Customer"),
+        key,
+        issuer=(issuing, issuing_key),
+        not_before=now - timedelta(hours=1),
+        not_after=now + timedelta(days=365),
+    )
+    data = crypto.to_pkcs12(alias, key, [leaf, issuing, root], "demo-seed")
+    services.import_key_pair(tenant, alias, data, "demo-seed")
+    result.created.append(f"{tenant.slug}/{alias}")
+
+
+def _seed_trusted_certificate(
+    tenant: Tenant,
+    alias: str,
+    common_name: str,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+    result: SeedResult,
+) -> None:
+    if not _missing(tenant, alias):
+        return
+    _key, cert = _self_signed_ca(
+        common_name, "Partner AG", not_before=not_before, not_after=not_after
+    )
+    # Expired certificates are refused for users; the demo wants one to show how it looks.
+    services.import_certificate(tenant, alias, crypto.to_der(cert), allow_expired=True)
+    result.created.append(f"{tenant.slug}/{alias}")
+
+
+def _demo_password(username: str) -> str:
+    return os.environ.get("DEMO_PASSWORD") or f"{username}-demo-pass"
+
+
+def _seed_user(username: str, role: str, tenant: Tenant) -> DemoLogin:
+    password = _demo_password(username)
+    email = f"{username}@{tenant.slug}.example"
+    user, created = get_user_model().objects.get_or_create(
+        username=username, defaults={"email": email, "is_staff": True}
+    )
+    # Only touch the hash when it does not fit, so a second run changes nothing.
+    if created or not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    if not user.is_active:
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+    permissions.assign_role(user, tenant, role)
+    return DemoLogin(username, password, role, tenant.slug, email)
+
+
+def _seed_pending_key(tenant: Tenant) -> None:
+    """Let the renewals app add one New SAP Key, when it offers a demo hook."""
+    try:
+        renewals_demo = importlib.import_module("renewals.demo")
+    except ModuleNotFoundError as error:
+        if error.name not in {"renewals.demo", "renewals"}:
+            raise  # renewals.demo exists but is broken: say so
+        return
+    renewals_demo.seed_pending_key(tenant)
+
+
+def seed(*, now: datetime | None = None) -> SeedResult:
+    """Create (or keep) the whole demo; returns the tenants, what was made and the logins."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        demo = _tenant(*DEMO_TENANT)
+        acme = _tenant(*ACME_TENANT)
+        result = SeedResult(tenants=[demo, acme])
+        ca = sap_ca()
+
+        _seed_sap_key(demo, now, result, ca)
+        _seed_customer_key_pair(demo, "erp_client", now, result)
+        _seed_trusted_certificate(
+            demo,
+            "partner_root_ca",
+            "Partner Root CA (demo)",
+            not_before=now - timedelta(days=2 * 365),
+            not_after=now + timedelta(days=8 * 365),
+            result=result,
+        )
+        _seed_trusted_certificate(
+            demo,
+            "old_partner_root",
+            "Old Partner Root CA (demo)",
+            not_before=now - timedelta(days=5 * 365),
+            not_after=now - timedelta(days=30),
+            result=result,
+        )
+        _seed_trusted_certificate(
+            demo,
+            "backend_ca_expiring",
+            "Backend CA (demo)",
+            not_before=now - timedelta(days=3 * 365),
+            not_after=now + timedelta(days=10),
+            result=result,
+        )
+
+        _seed_sap_key(acme, now, result, ca)
+        _seed_trusted_certificate(
+            acme,
+            "acme_partner_root",
+            "ACME Partner Root CA (demo)",
+            not_before=now - timedelta(days=365),
+            not_after=now + timedelta(days=5 * 365),
+            result=result,
+        )
+
+        result.logins = [_seed_user(username, role, demo) for username, role in DEMO_USERS]
+        _seed_pending_key(demo)
+    return result
+
+
+def login_table(logins: list[DemoLogin], url: str = DEMO_URL) -> str:
+    """The demo logins as printed by seed_demo and run_demo (demo passwords, meant to be seen)."""
+    rows = [("username", "password", "role", "tenant")] + [
+        (login.username, login.password, login.role, login.tenant) for login in logins
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines = [f"Log in at {url}"]
+    lines += [
+        "  " + "  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Merge a whole keystore file (PKCS#12 or JKS) into a tenant's keystore."""
+
+import json
+import os
+
+from django.core.management.base import BaseCommand, CommandError
+
+from keystore import services
+from keystore.management.commands import get_tenant, read_input_file
+
+
+class Command(BaseCommand):
+    help = (
+        "Import every entry of a PKCS#12 or JKS keystore under its own alias and print what was "
+        "added, overwritten or rejected (and why). The password is read from an environment "
+        "variable so that it does not show in the process list or the shell history."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", metavar="FILE")
+        parser.add_argument("--tenant", required=True, help="tenant slug")
+        parser.add_argument(
+            "--password-env",
+            required=True,
+            metavar="VAR",
+            help="name of the environment variable that holds the keystore password",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace existing tenant entries"
+        )
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    def handle(self, *args, **options) -> None:
+        tenant = get_tenant(options["tenant"])
+        variable = options["password_env"]
+        password = os.environ.get(variable, "")
+        if not password:
+            raise CommandError(f"The environment variable {variable} is not set or empty.")
+        data = read_input_file(options["file"])
+        try:
+            summary = services.import_keystore(
+                tenant, data, password, overwrite=options["overwrite"]
+            )
+        except services.KeystoreError as error:
+            raise CommandError(str(error))
+        if options["json"]:
+            self.stdout.write(json.dumps(summary.as_dict(), indent=2))
+        else:
+            self._print(summary)
+        if not summary.added and not summary.overwritten:
+            raise CommandError(
+                "Nothing was imported: the keystore holds no entry."
+                if not summary.outcomes
+                else "Nothing was imported: every entry was rejected."
+            )
+
+    def _print(self, summary: services.ImportSummary) -> None:
+        for title, outcomes in (("Added", summary.added), ("Overwritten", summary.overwritten)):
+            self.stdout.write(f"{title} ({len(outcomes)}):")
+            for outcome in outcomes:
+                self.stdout.write(f"  {outcome.alias}")
+        self.stdout.write(f"Rejected ({len(summary.rejected)}):")
+        for outcome in summary.rejected:
+            self.stdout.write(f"  {outcome.alias}: {outcome.reason}")
