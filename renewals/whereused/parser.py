@@ -1,0 +1,1172 @@
+"""Read SAP Cloud Integration flow exports and list every way they use a keystore key.
+
+Pure Python (no Django) so it can be tested and benchmarked alone. The entry point is
+`parse_flow_zip`: it takes an exported integration flow ZIP and returns a `FlowExport` naming the
+bundle and every `KeyUsage` found in its `.iflw` files and scripts. Everything in the file is
+untrusted: the ZIP is size-, entry- and expansion-capped before and while it is read (members are
+read into memory one at a time, never extracted to disk), and XML with a DTD is refused before
+any entity could be expanded.
+
+How a component uses a key (the where-used rules, see shared/DOMAIN.md):
+
+* Every adapter channel (`bpmn2:messageFlow`) and step (`bpmn2:callActivity`, `serviceTask`, ...)
+  is read once into a `{key: value}` dict of its `ifl:property` pairs; `{{param}}` references are
+  resolved from `parameters.prop`. All rules below are dict look-ups on that one dict.
+* Alias properties are the keys containing "alias" (not `proxyAlias`), plus the alias columns
+  of table-valued properties (`<row><cell id='PrivateKeyAlias'>k</cell>...</row>`, as in signer
+  parameters or the Mail adapter's S/MIME key lists). Their name says the operation when it
+  mentions one: `...Sign...` with a private key -> signing, with a public key -> signature
+  verification; `...Encrypt...` with a public key -> encryption, with a private key -> decryption
+  (e.g. `PrivateKeyAliasResponseEncryption`); `...MDN...Verification` -> verification.
+* Such operation aliases count only while the operation is switched on. SOAP WS-Security
+  (`WSSecurity*` keys) must be on and its type must name the operation ("SignMessage" enables
+  signing/verification, "...Encrypt..." encryption/decryption; a type naming neither, e.g. policy
+  based, enables all). Elsewhere on/off flags are found by name (a non-alias key containing "sign",
+  "encrypt", "decrypt", "verif" or, for MDNs, "mdn"/"receipt"): if clear flags exist and none is
+  on (true/1/yes/on/a value starting with the operation), the alias is ignored.
+* Plain aliases (`privateKeyAlias`, `odataCertAuthPrivateKeyAlias`, `alias`, ...) on a channel are
+  client-certificate aliases: used when an authentication key (`authentication`,
+  `authenticationMethod`, ...) says "Client Certificate" (or SFTP "PublicKey"/"Dual"), and CPI
+  opens the connection (receiver channels; polling senders like SFTP, Mail, OData). No alias
+  configured -> "may use" any key (except SFTP, which only counts with a named SSH key). Another
+  authentication value (Basic, OAuth, None) switches the alias off.
+* Steps: signers (PKCS#7, XML, simple) use their alias for signing; PKCS#7/XML encryptors use
+  public aliases for encryption and a private alias for optional signing; verifiers use public
+  aliases for verification; decryptors "may use" any key (decryption tries every key) plus any
+  public alias for verifying the signer.
+* An alias value that is a runtime expression (`${header.x}`) cannot be known: it becomes
+  "may use" any key, with a warning.
+* Alias properties no rule handled (unknown components, sender channels with client-certificate
+  authorization, ...) are kept as "unclassified", never dropped.
+* Scripts: see `find_script_aliases`.
+
+`KeyUsage.outbound` marks client-certificate usages on connections CPI opens: the TLS socket keeps
+the key for up to 24 hours, so those flows must be restarted after activation. Signing, encryption
+and decryption pick up a new key at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import BinaryIO, NamedTuple
+from xml.etree import ElementTree as ET
+
+import defusedxml.ElementTree as DefusedET
+from defusedxml import DefusedXmlException
+
+MAX_ZIP_BYTES = 20 * 1024 * 1024  # compressed file size cap, checked before opening
+MAX_ZIP_ENTRIES = 2000
+MAX_UNCOMPRESSED_BYTES = 50 * 1024 * 1024  # declared and actually read, whole archive
+MAX_MEMBER_BYTES = 10 * 1024 * 1024
+
+MANIFEST_PATH = "meta-inf/manifest.mf"
+FLOW_DIR = "src/main/resources/scenarioflows/integrationflow/"
+PARAMETERS_PATH = "src/main/resources/parameters.prop"
+SCRIPT_DIR = "src/main/resources/script/"
+SCRIPT_SUFFIXES = (".groovy", ".gsh", ".js")
+
+
+class FlowParseError(ValueError):
+    """A flow export (or one of its files) cannot be read; the message is one operator line."""
+
+
+class Usage(StrEnum):
+    """How a component uses a key."""
+
+    CLIENT_CERTIFICATE = "client-certificate authentication"
+    SIGNING = "signing"
+    ENCRYPTION = "encryption"
+    DECRYPTION = "decryption"
+    VERIFICATION = "signature verification"
+    NAMED_IN_SCRIPT = "named in script"
+    UNCLASSIFIED = "unclassified"
+
+
+class Certainty(StrEnum):
+    USES = "uses"  # the alias is configured explicitly
+    MAY_USE = "may use"  # no alias configured (any fitting key), a decryptor, a runtime expression
+
+
+ANY_KEY = ""  # alias value meaning "any key"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    component_id: str  # bpmn id (for scripts: the path inside the ZIP)
+    component_name: str
+    component_type: str  # "SOAP", "HTTP", "IDoc", "PKCS#7 signer", "Script", "Unknown", ...
+    direction: str  # "Receiver" / "Sender" / "" for steps
+    usage: Usage
+    certainty: Certainty
+    alias: str  # parameters resolved, or ANY_KEY
+    property_key: str  # the ifl:property that carried it ("" if none; scripts: the API call)
+    system: str  # backend participant name ("" if none)
+    address: str  # endpoint address/URL/host ("" if none)
+    outbound: bool  # client-certificate usage on a connection CPI opens -> restart after activation
+
+
+@dataclass(frozen=True)
+class FlowExport:
+    bundle_id: str  # Bundle-SymbolicName
+    bundle_name: str  # Bundle-Name, falling back to bundle_id
+    version: str  # Bundle-Version or ""
+    flow_names: list[str]  # .iflw file names without the suffix
+    usages: list[KeyUsage]
+    warnings: list[str] = field(default_factory=list)
+
+
+class ScriptAlias(NamedTuple):
+    alias: str
+    call: str  # keystore API method the literal was passed to, "" for a plain literal
+
+
+# ---------------------------------------------------------------------------------------------
+# ZIP
+
+
+def parse_flow_zip(
+    source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike[str],
+    *,
+    known_aliases: Iterable[str] | None = None,
+) -> FlowExport:
+    """Parse one integration flow export.
+
+    `known_aliases` (the tenant's aliases) lets scripts be matched against real aliases; see
+    `find_script_aliases`. Raises FlowParseError with a one-line message for anything unusable.
+    """
+    with _open_source(source) as fp:
+        declared = _declared_entry_count(fp)
+        if declared is not None and declared > MAX_ZIP_ENTRIES:
+            raise FlowParseError(_too_many_entries(declared))
+        try:
+            archive = zipfile.ZipFile(fp)
+        except zipfile.BadZipFile:
+            raise FlowParseError("not a ZIP file")
+        except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+            raise FlowParseError(f"not a readable ZIP file ({_one_line(exc)})")
+        with archive:
+            return _parse_archive(archive, known_aliases)
+
+
+@contextlib.contextmanager
+def _open_source(
+    source: bytes | bytearray | memoryview | BinaryIO | str | os.PathLike[str],
+) -> Iterator[BinaryIO]:
+    """A seekable binary file for `source`, refusing anything over MAX_ZIP_BYTES unopened."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        _check_zip_size(len(source))
+        yield io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        try:
+            size = os.stat(source).st_size
+        except OSError as exc:
+            raise FlowParseError(f"cannot read the file ({_one_line(exc.strerror or exc)})")
+        _check_zip_size(size)  # before opening: a huge file is never touched
+        try:
+            fh = open(source, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise FlowParseError(f"cannot read the file ({_one_line(exc.strerror or exc)})")
+        with fh:
+            yield fh
+    elif source.seekable():
+        start = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(start)
+        _check_zip_size(end - start)
+        yield source
+    else:
+        # A stream has no size to ask for: read one byte past the cap and no further.
+        data = source.read(MAX_ZIP_BYTES + 1)
+        _check_zip_size(len(data))
+        yield io.BytesIO(data)
+
+
+def _check_zip_size(size: int) -> None:
+    if size > MAX_ZIP_BYTES:
+        raise FlowParseError(f"ZIP file too large ({size} bytes; the limit is {MAX_ZIP_BYTES})")
+
+
+def _too_many_entries(count: int) -> str:
+    return f"ZIP file has too many entries ({count}; the limit is {MAX_ZIP_ENTRIES})"
+
+
+def _declared_entry_count(fp: BinaryIO) -> int | None:
+    """The entry count from the end-of-central-directory record, if one is found.
+
+    zipfile builds a ZipInfo for every central directory entry before we could count them; a
+    20 MB archive can declare several hundred thousand. This cheap look at the trailer refuses
+    such archives first (the real count is checked again after opening).
+    """
+    try:
+        start = fp.tell()
+        size = fp.seek(0, io.SEEK_END) - start
+        tail_len = min(size, 22 + 0xFFFF)  # record + longest comment
+        fp.seek(start + size - tail_len)
+        tail = fp.read(tail_len)
+        fp.seek(start)
+    except (OSError, ValueError):
+        return None
+    pos = tail.rfind(b"PK\x05\x06")
+    if pos < 0 or pos + 22 > len(tail):
+        return None
+    _sig, _disk, _cd_disk, on_disk, total, _size, _offset, _comment = struct.unpack(
+        "<4s4H2LH", tail[pos : pos + 22]
+    )
+    count = max(on_disk, total)
+    return None if count == 0xFFFF else count  # 0xFFFF: ZIP64, zipfile's count is checked later
+
+
+class _MemberReader:
+    """Reads members one at a time, counting the bytes that really come out of the inflater.
+
+    Headers can lie about sizes; zipfile stops at the declared size and then fails the CRC check,
+    but counting real bytes against the caps does not depend on that.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
+        self.used = 0
+
+    def read(self, info: zipfile.ZipInfo) -> bytes:
+        name = _one_line(info.filename)
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise FlowParseError(
+                f"{name} expands too far ({info.file_size} bytes; the limit is {MAX_MEMBER_BYTES})"
+            )
+        limit = min(MAX_MEMBER_BYTES, MAX_UNCOMPRESSED_BYTES - self.used)
+        try:
+            with self.archive.open(info) as fh:
+                data = fh.read(limit + 1)
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            NotImplementedError,
+            RuntimeError,
+            ValueError,
+        ) as exc:
+            raise FlowParseError(f"cannot read {name} from the ZIP ({_one_line(exc)})")
+        if len(data) > limit:
+            raise FlowParseError(f"ZIP file expands too far ({name} inflates beyond the limit)")
+        self.used += len(data)
+        return data
+
+
+def _parse_archive(archive: zipfile.ZipFile, known_aliases: Iterable[str] | None) -> FlowExport:
+    infos = archive.infolist()
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise FlowParseError(_too_many_entries(len(infos)))
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_UNCOMPRESSED_BYTES:
+        raise FlowParseError(
+            f"ZIP file expands too far ({declared} bytes uncompressed; "
+            f"the limit is {MAX_UNCOMPRESSED_BYTES})"
+        )
+
+    # Pick members by name only; the dicts keep the last of duplicate names, as zipfile does.
+    manifest_info: zipfile.ZipInfo | None = None
+    parameters_info: zipfile.ZipInfo | None = None
+    flows: dict[str, zipfile.ZipInfo] = {}
+    scripts: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = info.filename.replace("\\", "/").lstrip("/")
+        lower = name.lower()
+        if lower == MANIFEST_PATH:
+            manifest_info = info
+        elif lower == PARAMETERS_PATH:
+            parameters_info = info
+        elif lower.startswith(FLOW_DIR) and lower.endswith(".iflw"):
+            flows[name] = info
+        elif lower.startswith(SCRIPT_DIR) and lower.endswith(SCRIPT_SUFFIXES):
+            scripts[name] = info
+    if not flows:
+        raise FlowParseError(
+            "no integration flow in the ZIP (expected src/main/resources/scenarioflows/"
+            "integrationflow/*.iflw)"
+        )
+    if manifest_info is None:
+        raise FlowParseError("no META-INF/MANIFEST.MF in the ZIP (not an integration flow export)")
+
+    reader = _MemberReader(archive)
+    headers = _parse_manifest(reader.read(manifest_info))
+    bundle_id = headers.get("Bundle-SymbolicName", "").split(";", 1)[0].strip()
+    if not bundle_id:
+        raise FlowParseError("META-INF/MANIFEST.MF names no Bundle-SymbolicName")
+    bundle_name = headers.get("Bundle-Name", "").strip() or bundle_id
+    version = headers.get("Bundle-Version", "").strip()
+
+    parameters: dict[str, str] = {}
+    if parameters_info is not None:
+        parameters = parse_parameters(reader.read(parameters_info))
+
+    warnings: list[str] = []
+    usages: list[KeyUsage] = []
+    flow_names: list[str] = []
+    for name, info in flows.items():
+        flow_name = name.rsplit("/", 1)[-1][: -len(".iflw")]
+        flow_names.append(flow_name)
+        # One member in memory at a time: read, parse, drop.
+        usages += parse_iflw(reader.read(info), parameters, flow_name=flow_name, warnings=warnings)
+    if len(flows) > 1:
+        warnings.append(f"the export holds {len(flows)} integration flows; all were indexed")
+
+    known = _alias_lookup(known_aliases)
+    for name, info in scripts.items():
+        usages += _script_usages(name, reader.read(info), known, warnings)
+
+    return FlowExport(bundle_id, bundle_name, version, flow_names, usages, warnings)
+
+
+def _parse_manifest(data: bytes) -> dict[str, str]:
+    """Main-section headers of a JAR manifest (lines wrap at 72 bytes, continued after a space)."""
+    text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+    headers: dict[str, str] = {}
+    last = ""
+    for line in re.split(r"\r\n|\r|\n", text):
+        if line.startswith(" ") and last:
+            headers[last] += line[1:]
+        elif not line:
+            if headers:
+                break  # the main section ends at the first blank line
+        else:
+            name, sep, value = line.partition(":")
+            if sep:
+                last = name.strip()
+                headers[last] = value.lstrip(" ")
+    return headers
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters.prop (java.util.Properties)
+
+_PROPERTY_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(u)|(.)|$)", re.DOTALL)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SPECIAL = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def parse_parameters(text: bytes | str) -> dict[str, str]:
+    """Parse a Java .properties file as `java.util.Properties.load` does.
+
+    Comment lines start with `#` or `!`; a pair is `key=value`, `key:value` or `key value`;
+    escapes `\\uXXXX`, `\\t`, `\\n`, `\\r`, `\\f` and `\\<char>` (so `\\:`, `\\=`, `\\ `); a line
+    ending in an odd number of backslashes continues on the next one (leading blanks dropped).
+    Bytes are read as UTF-8, falling back to ISO-8859-1 (what Properties.store writes).
+    """
+    if isinstance(text, bytes | bytearray):
+        raw = bytes(text).removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("iso-8859-1")
+    result: dict[str, str] = {}
+    logical: list[str] = []
+    for line in _LINE_BREAK.split(text):
+        line = line.lstrip(" \t\f")
+        if not logical and (not line or line[0] in "#!"):
+            continue  # comments never continue, even when they end in a backslash
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2:
+            logical.append(line[:-1])
+            continue
+        logical.append(line)
+        key, value = _split_property("".join(logical))
+        result[key] = value
+        logical = []
+    if logical:  # the file ended inside a continuation
+        key, value = _split_property("".join(logical))
+        result[key] = value
+    return result
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    end = len(line)
+    i = 0
+    while i < end:
+        c = line[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "=: \t\f":
+            break
+        i += 1
+    key_end = min(i, end)
+    has_separator = key_end < end and line[key_end] in "=:"
+    j = key_end + 1
+    while j < end:
+        c = line[j]
+        if c in " \t\f":
+            j += 1
+        elif not has_separator and c in "=:":
+            has_separator = True
+            j += 1
+        else:
+            break
+    return _unescape(line[:key_end]), _unescape(line[j:])
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        hex_digits, bad_u, char = match.groups()
+        if hex_digits:
+            return chr(int(hex_digits, 16))
+        if bad_u:
+            raise FlowParseError("parameters.prop: malformed \\uxxxx escape")
+        if char is None:
+            return ""  # a lone backslash at the very end
+        return _SPECIAL.get(char, char)
+
+    result = _PROPERTY_ESCAPE.sub(replace, text)
+    if _SURROGATE.search(result):
+        # \uD83D\uDE00 style pairs: Java strings are UTF-16, join the halves into one character.
+        result = result.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# .iflw
+
+_PARAMETER = re.compile(r"\{\{([^{}]*)\}\}")
+
+_ADAPTER_NAMES = {
+    "soap": "SOAP",
+    "http": "HTTP",
+    "https": "HTTPS",
+    "idoc": "IDoc",
+    "hciodata": "OData",
+    "odata": "OData",
+    "odatav4": "OData",
+    "as2": "AS2",
+    "as4": "AS4",
+    "successfactors": "SuccessFactors",
+    "mail": "Mail",
+    "sftp": "SFTP",
+    "ftp": "FTP",
+    "processdirect": "ProcessDirect",
+    "xi": "XI",
+    "jms": "JMS",
+    "amqp": "AMQP",
+    "kafka": "Kafka",
+    "ariba": "Ariba",
+    "rfc": "RFC",
+    "ldap": "LDAP",
+    "elster": "ELSTER",
+}
+# Sender channels of these adapters poll or subscribe, so CPI opens the connection itself.
+_POLLING_ADAPTERS = frozenset(
+    {"SFTP", "FTP", "Mail", "OData", "SuccessFactors", "Ariba", "AMQP", "Kafka"}
+)
+_SSH_ADAPTERS = frozenset({"SFTP"})
+_ADDRESS_KEYS = (
+    "address",
+    "Address",
+    "httpAddressWithoutQuery",
+    "url",
+    "URL",
+    "host",
+    "Host",
+    "server",
+    "recipientURL",
+    "urlPath",
+)
+_AUTH_KEYS = frozenset(
+    {"authentication", "authenticationmethod", "authenticationtype", "authtype", "authmethod"}
+)
+_ON = frozenset({"true", "1", "yes", "on", "y", "enabled", "x"})
+_OFF = frozenset({"false", "0", "no", "off", "n", "none", "disabled", "notrequired"})
+# operation -> usage, and the word a switch for it contains
+_OPS = {
+    "sign": (Usage.SIGNING, "sign"),
+    "verify": (Usage.VERIFICATION, "verif"),
+    "encrypt": (Usage.ENCRYPTION, "encrypt"),
+    "decrypt": (Usage.DECRYPTION, "decrypt"),
+    "mdnsign": (Usage.SIGNING, "mdn"),
+    "mdnverify": (Usage.VERIFICATION, "mdn"),
+}
+
+
+def parse_iflw(
+    xml: bytes,
+    parameters: Mapping[str, str] | None = None,
+    *,
+    flow_name: str = "",
+    warnings: list[str] | None = None,
+) -> list[KeyUsage]:
+    """Key usages of one `.iflw` document, in document order (channels, then steps).
+
+    `parameters` resolves `{{name}}` references (a missing one raises FlowParseError); with None
+    values are left as they are. Warnings (runtime-expression aliases) are appended to `warnings`.
+    One parse, then one walk over the collaboration and the processes; the diagram is skipped.
+    """
+    label = f"integration flow {flow_name!r}" if flow_name else "integration flow"
+    root = _parse_xml(xml, label)
+    tag = root.tag
+    ns = tag[: tag.index("}") + 1] if tag.startswith("{") else ""
+    if tag[len(ns) :] != "definitions":
+        raise FlowParseError(
+            f"{label}: not a BPMN integration flow (root element {tag[len(ns) :]})"
+        )
+    ctx = _Context(ns, parameters, label, warnings if warnings is not None else [])
+    # Single-byte searches (memchr, unlike multi-byte ones) spare the per-value check in a
+    # document without references; a character reference or UTF-16 could hide the braces.
+    ctx.has_references = parameters is not None and (
+        b"{" in xml or b"&" in xml or b"\x00" in xml[:4]
+    )
+    return _extract(root, ctx)
+
+
+def _extract(root: ET.Element, ctx: _Context) -> list[KeyUsage]:
+    """The single walk: participants and channels of the collaboration, then the processes."""
+    ns = ctx.ns
+    participants: dict[str, str] = {}
+    channels: list[ET.Element] = []
+    usages: list[KeyUsage] = []
+    processes: list[ET.Element] = []
+    for section in root:
+        local = section.tag[len(ns) :]
+        if local == "collaboration":
+            for el in section:
+                el_local = el.tag[len(ns) :]
+                if el_local == "participant":
+                    participants[el.get("id", "")] = el.get("name", "")
+                elif el_local == "messageFlow":
+                    channels.append(el)
+        elif local == "process":
+            processes.append(section)
+    for el in channels:
+        props = ctx.properties(el)
+        if props:
+            usages += _channel_usages(el, props, participants, ctx)
+    for process in processes:
+        _walk_process(process, ctx, usages)
+    return usages
+
+
+class _Context:
+    """Per-document constants and the shared warning list."""
+
+    __slots__ = ("ns", "ext", "doc", "sub", "parameters", "has_references", "label", "warnings")
+
+    def __init__(
+        self, ns: str, parameters: Mapping[str, str] | None, label: str, warnings: list[str]
+    ) -> None:
+        self.ns = ns
+        self.ext = ns + "extensionElements"
+        self.doc = ns + "documentation"
+        self.sub = ns + "subProcess"
+        self.parameters = parameters
+        self.has_references = False  # False when the bytes prove there is no "{{" reference
+        self.label = label
+        self.warnings = warnings
+
+    def properties(self, el: ET.Element) -> dict[str, str]:
+        """The element's ifl:property pairs, parameters resolved ({} when it has none)."""
+        for child in el:
+            if child.tag == self.ext:
+                break
+            if child.tag != self.doc:  # extensionElements follows documentation, or nothing
+                return {}
+        else:
+            return {}
+        try:
+            # Fast path for what exports contain: <key> then <value> in every ifl:property.
+            props = {k.text: v.text or "" for k, v in child if k.tag == "key"}
+        except ValueError:  # a property without exactly two children
+            props = {}
+        if len(props) != len(child):  # other order, namespaced, duplicates: read each slowly
+            props = _properties_leniently(child)
+        props.pop(None, None)  # type: ignore[call-overload]  # an empty <key/>
+        if self.has_references:
+            for key, value in props.items():
+                if "{{" in value:
+                    props[key] = self.resolve(value, el)
+        return props  # type: ignore[return-value]
+
+    def resolve(self, value: str, el: ET.Element) -> str:
+        parameters = self.parameters
+        assert parameters is not None
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in parameters:
+                return parameters[name]
+            if name.strip() in parameters:
+                return parameters[name.strip()]
+            component = el.get("name") or el.get("id") or "a component"
+            raise FlowParseError(
+                f"{self.label}: parameter {{{{{_one_line(name)}}}}} used by "
+                f"{_one_line(component)!r} is not defined in parameters.prop"
+            )
+
+        return _PARAMETER.sub(replace, value)
+
+
+def _properties_leniently(ext: ET.Element) -> dict[str, str]:
+    """ifl:property pairs in any child order or namespace; children other than key/value ignored."""
+    props: dict[str, str] = {}
+    for prop in ext:
+        key = value = None
+        for part in prop:
+            local = part.tag.rpartition("}")[2]
+            if local == "key":
+                key = part.text
+            elif local == "value":
+                value = part.text
+        if key and key.strip():
+            props[key.strip()] = value or ""
+    return props
+
+
+def _parse_xml(data: bytes, label: str) -> ET.Element:
+    """Parse untrusted XML without ever expanding an entity.
+
+    The C parser is several times faster than defusedxml (which runs expat's callbacks in
+    Python), so it parses documents that provably have no DTD: ASCII-compatible bytes (expat only
+    accepts encodings that keep ASCII markup characters as they are; UTF-16 shows NUL bytes or a
+    BOM) whose prolog holds no `<!` declaration. Everything else goes through defusedxml, which
+    refuses a DTD at its first byte.
+    """
+    head = data[:4]
+    plain = (
+        b"\x00" not in head
+        and not head.startswith((b"\xff\xfe", b"\xfe\xff"))
+        and not _prolog_has_declaration(data)
+    )
+    try:
+        if plain:
+            return ET.fromstring(data)  # noqa: S314 - no DTD is possible, checked above
+        return DefusedET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException:
+        raise FlowParseError(
+            f"{label}: XML with a DTD or entity declarations is refused (never expanded)"
+        )
+    except ET.ParseError as exc:
+        raise FlowParseError(f"{label}: malformed XML ({_one_line(exc)})")
+
+
+def _prolog_has_declaration(data: bytes) -> bool:
+    """Does anything but comments and processing instructions precede the root element as `<!`?
+
+    A DOCTYPE is only legal in the prolog; after the root element starts, expat rejects one
+    before reading its entities. Scanning just the prolog (single-byte finds, fast) instead of
+    the whole document for "<!DOCTYPE" keeps the safety check off the parse time.
+    """
+    pos = 0
+    while True:
+        start = data.find(b"<", pos)
+        if start < 0:
+            return False  # no element at all: expat reports the document as malformed
+        if data.startswith(b"<?", start):
+            end = data.find(b"?>", start + 2)
+            pos = end + 2
+        elif data.startswith(b"<!--", start):
+            end = data.find(b"-->", start + 4)
+            pos = end + 3
+        else:
+            return data.startswith(b"<!", start)  # a declaration, or the root element
+        if end < 0:
+            return False  # unterminated: expat reports it before reaching anything else
+
+
+def _walk_process(container: ET.Element, ctx: _Context, usages: list[KeyUsage]) -> None:
+    for el in container:
+        props = ctx.properties(el)
+        if props:
+            usages += _step_usages(el, props, ctx)
+        if el.tag == ctx.sub:  # exception and event subprocesses hold steps of their own
+            _walk_process(el, ctx, usages)
+
+
+def _cname(props: Mapping[str, str]) -> str:
+    uri = props.get("cmdVariantUri", "")
+    _, found, rest = uri.partition("cname::")
+    return rest.split("/", 1)[0] if found else ""
+
+
+def _uri_part(props: Mapping[str, str], part: str) -> str:
+    _, found, rest = props.get("cmdVariantUri", "").partition(part + "::")
+    return rest.split("/", 1)[0] if found else ""
+
+
+def _alias_op(key_lower: str) -> str:
+    """The operation an alias property's name announces ("" for a plain alias)."""
+    if "mdn" in key_lower or "receipt" in key_lower:
+        if "verif" in key_lower or "public" in key_lower:
+            return "mdnverify"
+        if "sign" in key_lower:
+            return "mdnsign"
+    if "verif" in key_lower:
+        return "verify"
+    if "decrypt" in key_lower:
+        return "decrypt"
+    if "encrypt" in key_lower:
+        return "decrypt" if "private" in key_lower else "encrypt"
+    if "sign" in key_lower:
+        return "verify" if "public" in key_lower else "sign"
+    return ""
+
+
+def _switch_matches(key_lower: str, op: str) -> bool:
+    """Is this (non-alias) property an on/off switch for `op`?"""
+    if "alias" in key_lower or "algorithm" in key_lower:
+        return False
+    mdn = "mdn" in key_lower or "receipt" in key_lower
+    if op in ("mdnsign", "mdnverify"):
+        return mdn
+    if mdn:  # a signed-MDN request says nothing about signing the message itself
+        return False
+    if op == "sign":
+        return "sign" in key_lower and "verif" not in key_lower
+    return _OPS[op][1] in key_lower
+
+
+_OP_WORDS = ("sign", "encrypt", "decrypt", "verif")
+
+
+def _flag_allows(props: Mapping[str, str], op: str) -> bool:
+    """False only if the component has clear on/off switches for `op` and none of them is on."""
+    word = _OPS[op][1]
+    seen_off = False
+    for key, value in props.items():
+        if value.startswith("<row") or not _switch_matches(key.lower(), op):
+            continue  # tables are configuration lists, not switches
+        vl = value.strip().lower()
+        if vl in _ON or word in vl:  # "true", or a type naming it: "SignAndEncryptContent"
+            return True
+        if vl in _OFF or any(other in vl for other in _OP_WORDS):
+            seen_off = True  # "None", or a type naming only other operations: "SignContent"
+    return not seen_off
+
+
+def _wss_allows(props: Mapping[str, str]) -> dict[str, bool] | None:
+    """Which operations SOAP WS-Security enables, or None when the channel has no WS-Security."""
+    groups: dict[str, list[str]] = {}
+    for key, value in props.items():
+        kl = key.lower()
+        if kl.startswith("wssecurity"):
+            groups.setdefault(kl.partition("_")[2], []).append(value.strip().lower())
+    if not groups:
+        return None
+    # Within one direction (key suffix) every switch must be on: WSSecurity_outbound "None"
+    # turns off a stale WSSecurityType_outbound "SignMessage".
+    text = " ".join(
+        " ".join(values) for values in groups.values() if all(v and v not in _OFF for v in values)
+    )
+    if not text:
+        return {"sign": False, "encrypt": False}
+    sign, encrypt = "sign" in text, "encrypt" in text
+    if not sign and not encrypt:  # e.g. based on WSDL policies: every configured alias counts
+        return {"sign": True, "encrypt": True}
+    return {"sign": sign, "encrypt": encrypt}
+
+
+def _adapter_name(props: Mapping[str, str]) -> str:
+    raw = props.get("ComponentType") or _cname(props).removeprefix("sap:")
+    if not raw:
+        return "Unknown"
+    return _ADAPTER_NAMES.get(raw.lower(), raw)
+
+
+def _client_cert_state(props: Mapping[str, str], adapter: str) -> bool | None:
+    """True if the channel authenticates with a client certificate (SFTP: with an SSH key),
+    False if it authenticates some other way, None if it has no authentication setting."""
+    state: bool | None = None
+    for key, value in props.items():
+        kl = key.lower()
+        if kl in _AUTH_KEYS or (
+            kl.endswith(("authentication", "authenticationmethod", "authenticationtype"))
+            and not kl.startswith("proxy")
+        ):
+            vl = re.sub(r"[^a-z0-9]", "", value.lower())
+            if "clientcert" in vl or vl in ("certificate", "x509", "certificatebased"):
+                return True
+            if adapter in _SSH_ADAPTERS and ("publickey" in vl or "dual" in vl):
+                return True
+            state = False
+    return state
+
+
+class _Component:
+    """One channel or step being classified: collects its KeyUsage rows."""
+
+    __slots__ = ("id", "name", "type", "direction", "system", "address", "ctx", "usages")
+
+    def __init__(
+        self,
+        el: ET.Element,
+        comp_type: str,
+        ctx: _Context,
+        direction: str = "",
+        system: str = "",
+        address: str = "",
+    ) -> None:
+        self.id = el.get("id", "")
+        self.name = el.get("name", "")
+        self.type = comp_type
+        self.direction = direction
+        self.system = system
+        self.address = address
+        self.ctx = ctx
+        self.usages: list[KeyUsage] = []
+
+    def add(
+        self, usage: Usage, key: str, value: str, *, outbound: bool = False, any_key: bool = False
+    ) -> None:
+        if any_key:
+            alias, certainty = ANY_KEY, Certainty.MAY_USE
+        elif "${" in value:
+            # Resolved at runtime (header or property): any key may end up being used.
+            self.ctx.warnings.append(
+                f"{self.ctx.label}: {_one_line(self.name or self.id)!r} takes its alias ({key}) "
+                f"from the runtime expression {_one_line(value)!r}; listed as 'may use' any key"
+            )
+            alias, certainty = ANY_KEY, Certainty.MAY_USE
+        else:
+            alias, certainty = value, Certainty.USES
+        self.usages.append(
+            KeyUsage(
+                component_id=self.id,
+                component_name=self.name,
+                component_type=self.type,
+                direction=self.direction,
+                usage=usage,
+                certainty=certainty,
+                alias=alias,
+                property_key=key,
+                system=self.system,
+                address=self.address,
+                outbound=outbound,
+            )
+        )
+
+    def add_unclassified(self, entries: Iterable[_AliasEntry]) -> None:
+        """Alias-like properties no rule consumed: kept, so nothing that may use a key is lost."""
+        for entry in entries:
+            if entry.value and entry.value.lower() not in ("true", "false"):
+                self.add(Usage.UNCLASSIFIED, entry.key, entry.value)
+
+
+class _AliasEntry(NamedTuple):
+    key: str  # the ifl:property
+    name: str  # lower-cased words that tell the operation: the key, plus a table column's id
+    value: str  # the alias, stripped ("" when not configured)
+
+
+_TABLE_ROW = re.compile(r"<row>(.*?)</row>", re.DOTALL)
+_TABLE_CELL = re.compile(r"<cell(?:\s[^>]*?\bid\s*=\s*['\"]([^'\"]*)['\"])?[^>]*>([^<]*)</cell>")
+
+
+def _alias_entries(props: Mapping[str, str]) -> list[_AliasEntry]:
+    """Alias-like properties: keys naming an alias, and alias columns of table-valued properties
+    (`<row><cell id='PrivateKeyAlias'>k</cell>...</row>`, e.g. signers or S/MIME key lists).
+
+    Proxy settings (`proxyAlias`) name no keystore entry and are left out.
+    """
+    entries = []
+    for key, value in props.items():
+        if value[:1] == "<" and value.startswith("<row"):  # cheap test first: hot loop
+            entries += _table_entries(key, value)
+        elif ("lias" in key or "LIAS" in key) and not key.startswith("proxy"):
+            entries.append(_AliasEntry(key, key.lower(), value.strip()))
+    return entries
+
+
+def _table_entries(key: str, value: str) -> list[_AliasEntry]:
+    kl = key.lower()
+    # Without an alias column, a key list ("encrypt.smime.keys") holds one alias per row.
+    first_column = "alias" in kl or "smime" in kl or kl.endswith("keys")
+    entries = []
+    for row in _TABLE_ROW.findall(value):
+        cells = _TABLE_CELL.findall(row)
+        named = [(cid, text) for cid, text in cells if "alias" in cid.lower()]
+        if not named and first_column and cells:
+            named = cells[:1]
+        entries += [
+            _AliasEntry(key, f"{kl} {cid.lower()}", text.strip())
+            for cid, text in named
+            if text.strip()
+        ]
+    return entries
+
+
+# Adapters whose plain alias properties are message-level keys (S/MIME): (public, private).
+_CHANNEL_PLAIN_OPS = {"Mail": ("encrypt", "sign")}
+# The usual client-certificate alias keys come first when a channel carries several aliases.
+_CLIENT_CERT_KEYS = (
+    "privatekeyalias",
+    "odatacertauthprivatekeyalias",
+    "clientcertificatealias",
+    "keyalias",
+    "alias",
+)
+
+
+def _client_cert_rank(entry: _AliasEntry) -> int:
+    kl = entry.key.lower()
+    if kl in _CLIENT_CERT_KEYS:
+        return _CLIENT_CERT_KEYS.index(kl)
+    return len(_CLIENT_CERT_KEYS) + (0 if "private" in kl or "cert" in kl else 1)
+
+
+def _channel_usages(
+    el: ET.Element, props: dict[str, str], participants: Mapping[str, str], ctx: _Context
+) -> list[KeyUsage]:
+    entries = _alias_entries(props)
+    if not entries and not any("uth" in k or "UTH" in k for k in props):
+        return []  # nothing key-related: skip the participant and address look-ups
+
+    adapter = _adapter_name(props)
+    source, target = el.get("sourceRef", ""), el.get("targetRef", "")
+    direction = (props.get("direction") or _uri_part(props, "direction")).strip()
+    if direction.lower() in ("receiver", "sender"):
+        direction = direction.capitalize()
+    elif target in participants:
+        direction = "Receiver"
+    elif source in participants:
+        direction = "Sender"
+    # The backend is the participant at the other end of the channel.
+    if direction == "Sender":
+        other = source if source in participants else target
+    else:
+        other = target if target in participants else source
+    system = (participants.get(other) or props.get("system", "")).strip()
+    address = next((props[k].strip() for k in _ADDRESS_KEYS if props.get(k, "").strip()), "")
+    comp = _Component(el, adapter, ctx, direction, system, address)
+
+    unhandled: list[_AliasEntry] = []
+    plain: list[_AliasEntry] = []  # client-certificate alias candidates
+    wss: dict[str, bool] | None | bool = False  # False: not looked at yet
+    plain_ops = _CHANNEL_PLAIN_OPS.get(adapter)
+    for entry in entries:
+        op = _alias_op(entry.name)
+        if not op and plain_ops:
+            op = plain_ops[0 if "public" in entry.name else 1]
+        if not op:
+            # A public key cannot authenticate a client; leave it to "unclassified".
+            (unhandled if "public" in entry.name else plain).append(entry)
+            continue
+        if not entry.value:
+            continue
+        if wss is False:
+            wss = _wss_allows(props)
+        if isinstance(wss, dict) and op in ("sign", "verify", "encrypt", "decrypt"):
+            allowed = wss["sign"] if op in ("sign", "verify") else wss["encrypt"]
+        else:
+            allowed = _flag_allows(props, op)
+        if allowed:
+            comp.add(_OPS[op][0], entry.key, entry.value)
+
+    state = _client_cert_state(props, adapter)
+    # CPI opens the connection for receivers and polling senders; a sender channel's client
+    # certificate setting is about the caller's certificate, not a key of this keystore.
+    opens_connection = direction != "Sender" or adapter in _POLLING_ADAPTERS
+    if state is True and opens_connection:
+        plain.sort(key=_client_cert_rank)
+        named = next((e for e in plain if e.value), None)
+        if named is not None:
+            comp.add(Usage.CLIENT_CERTIFICATE, named.key, named.value, outbound=True)
+        elif adapter not in _SSH_ADAPTERS:  # SFTP counts only with a named SSH key
+            key = plain[0].key if plain else ""
+            comp.add(Usage.CLIENT_CERTIFICATE, key, "", outbound=True, any_key=True)
+    elif state is None or (state is True and not opens_connection):
+        unhandled += plain
+    # state False: Basic/OAuth/None authentication switches a leftover alias off.
+
+    comp.add_unclassified(unhandled)
+    return comp.usages
+
+
+def _step_kind(props: Mapping[str, str]) -> tuple[str, str]:
+    """(kind, display type) of a step; kind is "" for steps the rules do not know."""
+    cname = _cname(props)
+    activity = props.get("activityType", "")
+    text = f"{cname} {activity} {props.get('subActivityType', '')}".lower()
+    xml = "xml" in text
+    if "pgp" in text:  # PGP keys live in the PGP keyring, not in the keystore
+        return "", cname or activity or "PGP"
+    if "decrypt" in text:
+        return "decryptor", "XML decryptor" if xml else "PKCS#7 decryptor"
+    if "verif" in text:
+        return "verifier", "XML verifier" if xml else "PKCS#7 verifier"
+    if "encrypt" in text:
+        return "encryptor", "XML encryptor" if xml else "PKCS#7 encryptor"
+    # "signer", "signmessage", "signature", but not "assign" or "design"
+    if "signer" in text or "signmessage" in text or "signature" in text or text.startswith("sign"):
+        if "simple" in text:
+            return "signer", "Simple signer"
+        return "signer", "XML signer" if xml else "PKCS#7 signer"
+    if "script" in text:
+        return "", "Script"
+    return "", cname or activity or "Unknown"
+
+
+# What a step of each kind does with a plain alias property: (public key, private key).
+_STEP_PLAIN_OPS = {
+    "signer": ("verify", "sign"),
+    "encryptor": ("encrypt", "sign"),
+    "verifier": ("verify", "verify"),
+    "decryptor": ("verify", ""),
+}
+# The operations a step always performs; others (an encryptor that also signs) follow switches.
+_STEP_PRIMARY_OPS = {
+    "signer": ("sign",),
+    "encryptor": ("encrypt",),
+    "verifier": ("verify",),
+    "decryptor": ("decrypt", "verify"),
+}
+
+
+def _step_usages(el: ET.Element, props: dict[str, str], ctx: _Context) -> list[KeyUsage]:
+    entries = _alias_entries(props)
+    if not entries and "crypt" not in _cname(props).lower() + props.get("activityType", ""):
+        return []  # the usual step: no alias, not a decryptor
+    kind, comp_type = _step_kind(props)
+    if not entries and kind != "decryptor":
+        return []
+    comp = _Component(el, comp_type, ctx)
+    if kind == "decryptor":
+        # PKCS#7 decryption tries every key pair in the keystore that fits the message.
+        comp.add(Usage.DECRYPTION, "", "", any_key=True)
+
+    unhandled: list[_AliasEntry] = []
+    for entry in entries:
+        op = _alias_op(entry.name)
+        if not op and kind:
+            op = _STEP_PLAIN_OPS[kind][0 if "public" in entry.name else 1]
+        if not op:
+            unhandled.append(entry)  # an unknown step, or a private alias on a decryptor
+            continue
+        if entry.value and (op in _STEP_PRIMARY_OPS.get(kind, ()) or _flag_allows(props, op)):
+            comp.add(_OPS[op][0], entry.key, entry.value)
+
+    comp.add_unclassified(unhandled)
+    return comp.usages
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripts
+
+_STRING_LITERAL = re.compile(r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|`([^`\\]*)`""")
+_KEYSTORE_CALL = re.compile(
+    r"\b(getKey|getCertificate|getCertificateChain|getKeyPair|getPrivateKey|getPublicKey"
+    r"|getEntry|getKeyStoreEntry|containsAlias|isKeyEntry|isCertificateEntry|getCertificateAlias"
+    r""")\s*\(\s*(?:"([^"\\\n$]*)"|'([^'\\\n]*)')"""
+)
+_SAP_PREFIXES = ("sap_", "hcicertificate")
+
+
+def find_script_aliases(
+    script: str, known_aliases: Iterable[str] | None = None
+) -> list[ScriptAlias]:
+    """Aliases a Groovy or JavaScript source names as string literals, in order of first mention.
+
+    A literal counts when
+    (a) it equals one of `known_aliases` (case-insensitively; reported in the known spelling), or
+    (b) it is the first argument of a keystore API call: `getKey("x")`, `getCertificate('x')`,
+        `getCertificateChain`, `getKeyPair`, `getPrivateKey`, `getPublicKey`, `getEntry`,
+        `containsAlias`, ... (CPI's `KeystoreService` and `java.security.KeyStore`).
+    With `known_aliases=None` (the tenant is unknown): (b), plus literals that start with `sap_` or
+    `hcicertificate` (SAP-owned aliases, the ones that get renewed).
+    Other identifier-like literals are not reported: scripts are full of header and property
+    names, and reporting them would bury the real hits. Interpolated strings (`"${alias}"`) and
+    variables cannot be resolved and are not reported.
+    """
+    return _scan_script(script, _alias_lookup(known_aliases))
+
+
+def _alias_lookup(known_aliases: Iterable[str] | None) -> dict[str, str] | None:
+    """lower-cased alias -> the tenant's spelling (keystore aliases are case-insensitive)."""
+    if known_aliases is None:
+        return None
+    return {alias.lower(): alias for alias in known_aliases}
+
+
+def _scan_script(script: str, known: Mapping[str, str] | None) -> list[ScriptAlias]:
+    hits: dict[str, tuple[int, str]] = {}  # alias -> (first position, API call)
+
+    def hit(alias: str, pos: int, call: str) -> None:
+        first = hits.get(alias)
+        if first is None:
+            hits[alias] = (pos, call)
+        else:  # keep the earliest position, and the API call if any mention had one
+            hits[alias] = (min(first[0], pos), first[1] or call)
+
+    for match in _KEYSTORE_CALL.finditer(script):
+        group = 2 if match.group(2) is not None else 3
+        alias = match.group(group).strip()
+        if alias:
+            if known is not None:
+                alias = known.get(alias.lower(), alias)
+            hit(alias, match.start(group), match.group(1))
+    for match in _STRING_LITERAL.finditer(script):
+        literal = next(g for g in match.groups() if g is not None)
+        if not literal or len(literal) > 250:
+            continue
+        if known is not None:
+            alias = known.get(literal.lower())
+            if alias is not None:
+                hit(alias, match.start(), "")
+        elif literal.lower().startswith(_SAP_PREFIXES) and not any(c.isspace() for c in literal):
+            hit(literal, match.start(), "")
+    return [ScriptAlias(alias, call) for alias, (_, call) in sorted(hits.items(), key=_position)]
+
+
+def _position(item: tuple[str, tuple[int, str]]) -> int:
+    return item[1][0]
+
+
+def script_usages(
+    path: str, script: bytes | str, known_aliases: Iterable[str] | None = None
+) -> list[KeyUsage]:
+    """`find_script_aliases` as KeyUsage rows: "named in script", component type "Script",
+    component id = `path` (inside the ZIP), component name = the file name."""
+    return _script_usages(path, script, _alias_lookup(known_aliases), [])
+
+
+def _script_usages(
+    path: str, script: bytes | str, known: Mapping[str, str] | None, warnings: list[str]
+) -> list[KeyUsage]:
+    name = path.rsplit("/", 1)[-1]
+    if isinstance(script, bytes):
+        try:
+            script = script.decode("utf-8")
+        except UnicodeDecodeError:
+            script = script.decode("utf-8", errors="replace")
+            warnings.append(f"script {_one_line(name)!r} is not UTF-8; read with replacements")
+    return [
+        KeyUsage(
+            component_id=path,
+            component_name=name,
+            component_type="Script",
+            direction="",
+            usage=Usage.NAMED_IN_SCRIPT,
+            certainty=Certainty.USES,
+            alias=found.alias,
+            property_key=found.call,
+            system="",
+            address="",
+            outbound=False,
+        )
+        for found in _scan_script(script, known)
+    ]
+
+
+def _one_line(value: object, limit: int = 200) -> str:
+    """Messages are one line: control characters out, long values cut."""
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

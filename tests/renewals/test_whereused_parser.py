@@ -1,0 +1,826 @@
+"""The where-used flow parser: one test per rule and per kind of bad input.
+
+Flows are generated in memory by `tests/renewals/flowfactory.py`; nothing touches Django.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+
+import pytest
+
+from renewals.whereused import parser
+from renewals.whereused.parser import (
+    ANY_KEY,
+    Certainty,
+    FlowParseError,
+    KeyUsage,
+    ScriptAlias,
+    Usage,
+    find_script_aliases,
+    parse_flow_zip,
+    parse_iflw,
+    parse_parameters,
+    script_usages,
+)
+from tests.renewals.flowfactory import (
+    FLOW_DIR,
+    SCRIPT_DIR,
+    channel,
+    flow_zip,
+    iflw,
+    manifest,
+    step,
+    zip_bytes,
+)
+
+CERT_AUTH = {"authentication": "Client Certificate"}
+
+
+def usages_of(*components, parameters=None, warnings=None) -> list[KeyUsage]:
+    return parse_iflw(iflw(*components), parameters or {}, flow_name="Flow", warnings=warnings)
+
+
+def only(usages: list[KeyUsage]) -> KeyUsage:
+    assert len(usages) == 1, usages
+    return usages[0]
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cname", "props", "expected_type"),
+    [
+        ("PKCS7Signer", {"privateKeyAlias": "partner_sign"}, "PKCS#7 signer"),
+        ("SignMessage", {"PrivateKeyAliasSigning": "partner_sign"}, "PKCS#7 signer"),
+        ("XMLSigner", {"privateKeyAlias": "partner_sign"}, "XML signer"),
+        ("SimpleSigner", {"privateKeyAlias": "partner_sign"}, "Simple signer"),
+    ],
+)
+def test_signer_step_uses_its_alias_for_signing(cname, props, expected_type):
+    u = only(usages_of(step("CallActivity_7", "Sign payload", cname, props)))
+    assert (u.component_id, u.component_name, u.component_type) == (
+        "CallActivity_7",
+        "Sign payload",
+        expected_type,
+    )
+    assert (u.usage, u.certainty, u.alias) == (Usage.SIGNING, Certainty.USES, "partner_sign")
+    assert u.property_key in props
+    assert (u.direction, u.system, u.address, u.outbound) == ("", "", "", False)
+
+
+def test_decryptor_may_use_any_key_and_verifies_with_a_public_alias():
+    plain = only(usages_of(step("CallActivity_1", "Decrypt", "PKCS7Decryptor")))
+    assert (plain.usage, plain.certainty, plain.alias) == (
+        Usage.DECRYPTION,
+        Certainty.MAY_USE,
+        ANY_KEY,
+    )
+    assert plain.component_type == "PKCS#7 decryptor"
+
+    verifying = usages_of(
+        step("CallActivity_1", "Decrypt", "PKCS7Decryptor", {"publicKeyAlias": "partner_cert"})
+    )
+    assert {(u.usage, u.certainty, u.alias) for u in verifying} == {
+        (Usage.DECRYPTION, Certainty.MAY_USE, ANY_KEY),
+        (Usage.VERIFICATION, Certainty.USES, "partner_cert"),
+    }
+
+
+def test_encryptor_uses_the_partner_public_alias():
+    u = only(
+        usages_of(
+            step(
+                "CallActivity_2",
+                "Encrypt",
+                "PKCS7Encryptor",
+                {"publicKeyAliasForEncryption": "partner_cert"},
+            )
+        )
+    )
+    assert (u.component_type, u.usage, u.certainty, u.alias) == (
+        "PKCS#7 encryptor",
+        Usage.ENCRYPTION,
+        Certainty.USES,
+        "partner_cert",
+    )
+
+
+def test_encryptor_signs_only_while_its_signing_switch_is_on():
+    props = {"PublicKeyAliasEncryption": "partner_cert", "privateKeyAlias": "own_key"}
+    on = usages_of(step("A", "Enc", "PKCS7Encryptor", {**props, "signAndEncrypt": "true"}))
+    assert {(u.usage, u.alias) for u in on} == {
+        (Usage.ENCRYPTION, "partner_cert"),
+        (Usage.SIGNING, "own_key"),
+    }
+    off = usages_of(step("A", "Enc", "PKCS7Encryptor", {**props, "signAndEncrypt": "false"}))
+    assert [(u.usage, u.alias) for u in off] == [(Usage.ENCRYPTION, "partner_cert")]
+
+
+def test_xml_verifier_uses_public_alias_for_verification():
+    u = only(usages_of(step("A", "Verify", "XMLVerifier", {"publicKeyAlias": "partner"})))
+    assert (u.component_type, u.usage, u.alias) == (
+        "XML verifier",
+        Usage.VERIFICATION,
+        "partner",
+    )
+
+
+def test_steps_in_exception_subprocesses_are_found():
+    nested = step("CallActivity_9", "Sign in handler", "PKCS7Signer", {"privateKeyAlias": "k"})
+    handler = step(
+        "SubProcess_1",
+        "Exception",
+        "ErrorEventSubProcessTemplate",
+        tag="subProcess",
+        inner=[nested],
+    )
+    assert [(u.component_id, u.alias) for u in usages_of(handler)] == [("CallActivity_9", "k")]
+
+
+# --- channels: client certificate -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("adapter", "props", "expected_type", "alias_key"),
+    [
+        ("SOAP", {**CERT_AUTH, "privateKeyAlias": "erp_client"}, "SOAP", "privateKeyAlias"),
+        (
+            "HTTP",
+            {"authenticationMethod": "Client Certificate", "privateKeyAlias": "erp_client"},
+            "HTTP",
+            "privateKeyAlias",
+        ),
+        (
+            "IDoc",
+            {"authentication": "ClientCertificate", "privateKeyAlias": "erp_client"},
+            "IDoc",
+            "privateKeyAlias",
+        ),
+        (
+            "OData",
+            {
+                "authenticationMethod": "client-certificate",
+                "odataCertAuthPrivateKeyAlias": "erp_client",
+            },
+            "OData",
+            "odataCertAuthPrivateKeyAlias",
+        ),
+        ("AS2", {**CERT_AUTH, "privateKeyAlias": "erp_client"}, "AS2", "privateKeyAlias"),
+        (
+            "SuccessFactors",
+            {"authenticationMethod": "Client Certificate", "alias": "erp_client"},
+            "SuccessFactors",
+            "alias",
+        ),
+    ],
+)
+def test_receiver_with_client_certificate_and_alias_uses_it(
+    adapter, props, expected_type, alias_key
+):
+    u = only(
+        usages_of(
+            channel(
+                "MessageFlow_3",
+                "To ERP",
+                adapter,
+                props=props,
+                receiver="ERP_PROD",
+                address="https://erp.example:443/sap/bc/srt",
+            )
+        )
+    )
+    assert (u.component_id, u.component_name, u.component_type, u.direction) == (
+        "MessageFlow_3",
+        "To ERP",
+        expected_type,
+        "Receiver",
+    )
+    assert (u.usage, u.certainty, u.alias, u.property_key) == (
+        Usage.CLIENT_CERTIFICATE,
+        Certainty.USES,
+        "erp_client",
+        alias_key,
+    )
+    assert (u.system, u.address, u.outbound) == (
+        "ERP_PROD",
+        "https://erp.example:443/sap/bc/srt",
+        True,
+    )
+
+
+@pytest.mark.parametrize("adapter", ["SOAP", "HTTP", "IDoc", "OData", "AS2", "SuccessFactors"])
+def test_receiver_with_client_certificate_without_alias_may_use_any_key(adapter):
+    u = only(
+        usages_of(channel("MF", "To ERP", adapter, props={**CERT_AUTH, "privateKeyAlias": ""}))
+    )
+    assert (u.usage, u.certainty, u.alias, u.outbound) == (
+        Usage.CLIENT_CERTIFICATE,
+        Certainty.MAY_USE,
+        ANY_KEY,
+        True,
+    )
+    assert u.system == "ERP_PROD"
+
+
+def test_system_comes_from_the_participant_at_the_other_end():
+    u = only(
+        usages_of(
+            channel(
+                "MF",
+                "To S4",
+                "HTTP",
+                props={**CERT_AUTH, "privateKeyAlias": "k", "system": ""},
+                receiver="S4HANA_PROD",
+                address="https://s4.example/api",
+            )
+        )
+    )
+    assert (u.system, u.address) == ("S4HANA_PROD", "https://s4.example/api")
+
+
+@pytest.mark.parametrize(
+    "auth", ["Basic", "None", "OAuth2 Client Credentials", "Principal Propagation"]
+)
+def test_other_authentication_switches_a_leftover_alias_off(auth):
+    assert (
+        usages_of(
+            channel(
+                "MF", "To ERP", "SOAP", props={"authentication": auth, "privateKeyAlias": "old"}
+            )
+        )
+        == []
+    )
+
+
+def test_sender_channel_client_certificate_is_not_a_key_of_this_keystore():
+    # Client-certificate *authorization* on a sender checks the caller's certificate.
+    assert usages_of(channel("MF", "From C4C", "SOAP", direction="Sender", props=CERT_AUTH)) == []
+
+
+def test_sftp_counts_only_with_a_named_ssh_key():
+    named = only(
+        usages_of(
+            channel(
+                "MF",
+                "Drop file",
+                "SFTP",
+                props={"authentication": "PublicKey", "privateKeyAlias": "id_rsa_partner"},
+                address="sftp.partner.example:22",
+            )
+        )
+    )
+    assert (named.component_type, named.usage, named.alias, named.address) == (
+        "SFTP",
+        Usage.CLIENT_CERTIFICATE,
+        "id_rsa_partner",
+        "sftp.partner.example:22",
+    )
+    unnamed = channel("MF", "x", "SFTP", props={"authentication": "PublicKey"})
+    assert usages_of(unnamed) == []
+
+
+# --- channels: WS-Security and AS2 ------------------------------------------------------------
+
+WSS_ALIASES = {"PrivateKeyAliasSigning": "own_sign", "PublicKeyAliasEncryption": "partner_enc"}
+
+
+def test_ws_security_sign_and_encrypt_uses_both_aliases():
+    props = {
+        "WSSecurity_outbound": "ManualConfiguration",
+        "WSSecurityType_outbound": "SignAndEncryptMessage",
+        **WSS_ALIASES,
+    }
+    found = usages_of(channel("MF", "To partner", "SOAP", props=props, receiver="PARTNER"))
+    assert {(u.usage, u.certainty, u.alias, u.property_key) for u in found} == {
+        (Usage.SIGNING, Certainty.USES, "own_sign", "PrivateKeyAliasSigning"),
+        (Usage.ENCRYPTION, Certainty.USES, "partner_enc", "PublicKeyAliasEncryption"),
+    }
+    assert {(u.system, u.direction, u.outbound) for u in found} == {("PARTNER", "Receiver", False)}
+
+
+def test_ws_security_sign_only_ignores_the_encryption_alias():
+    props = {"WSSecurity_outbound": "SignMessage", **WSS_ALIASES}
+    u = only(usages_of(channel("MF", "To partner", "SOAP", props=props)))
+    assert (u.usage, u.alias) == (Usage.SIGNING, "own_sign")
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"WSSecurity_outbound": "None", "WSSecurityType_outbound": "SignAndEncryptMessage"},
+        {"WSSecurity_outbound": "", "WSSecurityType_outbound": ""},
+        {"WSSecurityType_outbound": "None"},
+    ],
+)
+def test_ws_security_off_uses_nothing(switch):
+    assert usages_of(channel("MF", "x", "SOAP", props={**switch, **WSS_ALIASES})) == []
+
+
+AS2_OFF = {
+    "authentication": "Basic",
+    "privateKeyAliasForSigning": "own_as2",
+    "messageSigning": "false",
+    "publicKeyAliasForEncryption": "partner_as2",
+    "messageEncryption": "false",
+    "publicKeyAliasForMDNVerification": "partner_mdn",
+    "mdnSignatureRequested": "false",
+}
+
+
+def test_as2_with_signing_and_encryption_off_and_basic_auth_uses_no_key():
+    assert usages_of(channel("MF", "To partner", "AS2", props=AS2_OFF)) == []
+
+
+def test_as2_signing_encryption_and_mdn_verification_when_switched_on():
+    props = {
+        **AS2_OFF,
+        "messageSigning": "true",
+        "messageEncryption": "1",
+        "mdnSignatureRequested": "yes",
+    }
+    found = usages_of(channel("MF", "To partner", "AS2", props=props))
+    assert {(u.usage, u.alias) for u in found} == {
+        (Usage.SIGNING, "own_as2"),
+        (Usage.ENCRYPTION, "partner_as2"),
+        (Usage.VERIFICATION, "partner_mdn"),
+    }
+
+
+# --- parameters, runtime expressions, unknown components --------------------------------------
+
+
+def test_externalized_alias_and_address_are_resolved():
+    comp = channel(
+        "MF",
+        "To ERP",
+        "SOAP",
+        props={"authentication": "{{auth}}", "privateKeyAlias": "{{Private Key Alias}}"},
+        address="https://{{erp_host}}:443/sap/bc/srt",
+    )
+    data = flow_zip(
+        "com.example.orders",
+        iflw(comp),
+        parameters={
+            "auth": "Client Certificate",
+            "Private Key Alias": "sap_cloudintegrationcertificate",
+            "erp_host": "erp.example",
+        },
+    )
+    u = only(parse_flow_zip(data).usages)
+    assert (u.alias, u.address, u.certainty) == (
+        "sap_cloudintegrationcertificate",
+        "https://erp.example:443/sap/bc/srt",
+        Certainty.USES,
+    )
+
+
+def test_missing_parameter_names_it_and_the_flow():
+    comp = step("A", "Sign", "PKCS7Signer", {"privateKeyAlias": "{{signing_alias}}"})
+    data = flow_zip("com.example.orders", iflw(comp), parameters={"other": "x"}, flow_name="Orders")
+    with pytest.raises(FlowParseError, match=r"\{\{signing_alias\}\}.*not defined") as err:
+        parse_flow_zip(data)
+    assert "Orders" in str(err.value) and "\n" not in str(err.value)
+    # No parameters.prop at all is the same error.
+    with pytest.raises(FlowParseError, match="signing_alias"):
+        parse_flow_zip(flow_zip("b", iflw(comp), parameters=None))
+
+
+def test_runtime_expression_alias_may_use_any_key_with_a_warning():
+    warnings: list[str] = []
+    comp = step("A", "Sign", "SimpleSigner", {"privateKeyAlias": "${header.alias}"})
+    u = only(usages_of(comp, warnings=warnings))
+    assert (u.usage, u.certainty, u.alias) == (Usage.SIGNING, Certainty.MAY_USE, ANY_KEY)
+    assert len(warnings) == 1 and "${header.alias}" in warnings[0]
+
+
+def test_unknown_component_with_alias_like_property_is_unclassified():
+    found = usages_of(
+        step("CallActivity_5", "Custom adapter step", "com.acme:Thing", {"keyStoreAlias": "acme"}),
+        channel("MF", "To Acme", "AcmeAdapter", props={"myAlias": "acme2", "enableAlias": "true"}),
+    )
+    assert {(u.component_type, u.usage, u.certainty, u.alias, u.property_key) for u in found} == {
+        ("com.acme:Thing", Usage.UNCLASSIFIED, Certainty.USES, "acme", "keyStoreAlias"),
+        ("AcmeAdapter", Usage.UNCLASSIFIED, Certainty.USES, "acme2", "myAlias"),
+    }
+
+
+def test_flow_without_key_usage_is_valid():
+    xml = iflw(
+        channel("MF1", "From shop", "HTTPS", direction="Sender", receiver="SHOP"),
+        step("A", "Map", "MessageMapping", {"mappinguri": "dir://mmap/x"}),
+        channel("MF2", "To ERP", "SOAP", props={"authentication": "Basic"}),
+    )
+    export = parse_flow_zip(flow_zip("com.example.plain", xml, parameters={}))
+    assert export.usages == [] and export.warnings == []
+
+
+# --- scripts ----------------------------------------------------------------------------------
+
+GROOVY = """\
+import com.sap.it.api.ITApiFactory
+import com.sap.it.api.keystore.KeystoreService
+def Message processData(Message message) {
+    def keystore = ITApiFactory.getService(KeystoreService.class, null)
+    def key = keystore.getKey("partner_signing")          // API call with a literal
+    def cert = keystore.getCertificate('partner_root')
+    def legacy = "sap_cloudintegrationcertificate"
+    message.setHeader("Content-Type", "application/xml")  // noise: not an alias
+    def dyn = keystore.getKey("${alias}")                 // runtime value: cannot be known
+    return message
+}
+"""
+
+
+def test_alias_in_groovy_script_is_named_in_script():
+    data = flow_zip(
+        "com.example.scripted",
+        iflw(),
+        parameters={},
+        scripts={"Sign.groovy": GROOVY, "notes.txt": "sap_ignored"},
+    )
+    found = parse_flow_zip(data).usages
+    assert [(u.alias, u.property_key) for u in found] == [
+        ("partner_signing", "getKey"),
+        ("partner_root", "getCertificate"),
+        ("sap_cloudintegrationcertificate", ""),
+    ]
+    u = found[0]
+    assert (u.component_type, u.component_name, u.component_id) == (
+        "Script",
+        "Sign.groovy",
+        SCRIPT_DIR + "Sign.groovy",
+    )
+    assert (u.usage, u.certainty, u.outbound) == (Usage.NAMED_IN_SCRIPT, Certainty.USES, False)
+
+
+def test_known_aliases_match_script_literals_in_the_tenant_spelling():
+    script = 'var x = "Partner_Root"; var y = "application/xml"; var z = `tenant_key`;'
+    assert find_script_aliases(script, ["partner_root", "tenant_key", "unused"]) == [
+        ScriptAlias("partner_root", ""),
+        ScriptAlias("tenant_key", ""),
+    ]
+    # Without known aliases only API calls and SAP-owned prefixes count.
+    assert find_script_aliases(script, None) == []
+    assert [u.alias for u in script_usages("s/x.js", script.encode(), {"tenant_key"})] == [
+        "tenant_key"
+    ]
+
+
+# --- ZIP ---------------------------------------------------------------------------------------
+
+
+def test_bundle_identity_comes_from_the_manifest():
+    export = parse_flow_zip(
+        flow_zip(
+            "com.example.orders.replicate",
+            iflw(),
+            bundle_name="Replicate Orders",
+            version="1.0.7",
+            flow_name="Replicate_Orders",
+        )
+    )
+    assert (export.bundle_id, export.bundle_name, export.version, export.flow_names) == (
+        "com.example.orders.replicate",
+        "Replicate Orders",
+        "1.0.7",
+        ["Replicate_Orders"],
+    )
+
+
+def test_manifest_continuation_lines_and_name_fallback():
+    long_id = "com.example." + "x" * 120
+    lines = [f"Bundle-SymbolicName: {long_id}; singleton:=true"]
+    wrapped = "\r\n ".join(lines[0][i : i + 70] for i in range(0, len(lines[0]), 70))
+    data = zip_bytes(
+        {
+            "META-INF/MANIFEST.MF": f"Manifest-Version: 1.0\r\n{wrapped}\r\n".encode(),
+            FLOW_DIR + "f.iflw": iflw(),
+        }
+    )
+    export = parse_flow_zip(data)
+    assert (export.bundle_id, export.bundle_name, export.version) == (long_id, long_id, "")
+
+
+def test_path_and_file_object_sources(tmp_path):
+    data = flow_zip("com.example.file", iflw())
+    path = tmp_path / "flow.zip"
+    path.write_bytes(data)
+    assert parse_flow_zip(path).bundle_id == "com.example.file"
+    assert parse_flow_zip(str(path)).bundle_id == "com.example.file"
+    with path.open("rb") as fh:
+        assert parse_flow_zip(fh).bundle_id == "com.example.file"
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, not a zip", b"PK\x03\x04garbage" * 3])
+def test_not_a_zip(data):
+    with pytest.raises(FlowParseError, match="not a ZIP"):
+        parse_flow_zip(data)
+
+
+def test_zip_without_flow():
+    data = zip_bytes({"META-INF/MANIFEST.MF": manifest("b"), "readme.txt": b"hi"})
+    with pytest.raises(FlowParseError, match="no integration flow"):
+        parse_flow_zip(data)
+
+
+def test_zip_without_manifest_or_symbolic_name():
+    with pytest.raises(FlowParseError, match="MANIFEST.MF"):
+        parse_flow_zip(zip_bytes({FLOW_DIR + "f.iflw": iflw()}))
+    no_name = zip_bytes({"META-INF/MANIFEST.MF": manifest(None), FLOW_DIR + "f.iflw": iflw()})
+    with pytest.raises(FlowParseError, match="Bundle-SymbolicName"):
+        parse_flow_zip(no_name)
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        b"<bpmn2:definitions xmlns:bpmn2='x'><unclosed></bpmn2:definitions>",
+        b"",
+        b"not xml at all",
+        b"<a>&undefined;</a>",
+        b"<root/>",  # well-formed, but not BPMN
+    ],
+)
+def test_malformed_xml(xml):
+    with pytest.raises(FlowParseError, match="integration flow 'f'") as err:
+        parse_flow_zip(flow_zip("b", xml, flow_name="f"))
+    assert "\n" not in str(err.value)
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<bpmn2:definitions xmlns:bpmn2="http://www.omg.org/spec/BPMN/20100524/MODEL">&lol9;</bpmn2:definitions>
+"""
+EXTERNAL_ENTITY = (
+    b'<?xml version="1.0"?><!-- a comment first --><?pi x?>\n'
+    b'<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><d>&xxe;</d>'
+)
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        BILLION_LAUGHS,
+        EXTERNAL_ENTITY,
+        BILLION_LAUGHS.decode().replace('"1.0"?>', '"1.0" encoding="UTF-16"?>').encode("utf-16"),
+    ],
+    ids=["billion-laughs", "external-entity-after-comment", "utf-16"],
+)
+def test_dtd_and_entities_are_refused_and_never_expanded(xml, monkeypatch):
+    def expanding_parser(*args, **kwargs):
+        raise AssertionError("a document with a DTD reached the non-defused parser")
+
+    monkeypatch.setattr(parser.ET, "fromstring", expanding_parser)
+    with pytest.raises(FlowParseError, match="DTD") as err:
+        parse_flow_zip(flow_zip("b", xml, flow_name="f"))
+    assert "integration flow 'f'" in str(err.value)
+
+
+def test_doctype_after_the_root_element_is_malformed_not_expanded():
+    for xml in (b"<a/><!DOCTYPE a [<!ENTITY e 'x'>]>", b"<a><!DOCTYPE a [<!ENTITY e 'x'>]></a>"):
+        with pytest.raises(FlowParseError, match="malformed"):
+            parse_iflw(xml)
+
+
+def test_zip_over_the_size_cap_is_refused_before_opening(monkeypatch, tmp_path):
+    data = flow_zip("b", iflw())
+    monkeypatch.setattr(parser, "MAX_ZIP_BYTES", len(data) - 1)
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("opened an oversized ZIP")
+
+    monkeypatch.setattr(parser.zipfile, "ZipFile", no_open)
+    path = tmp_path / "big.zip"
+    path.write_bytes(data)
+
+    class Stream(io.RawIOBase):  # not seekable: the size is unknown up front
+        def __init__(self):
+            self.inner = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            chunk = self.inner.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    for source in (data, path, io.BytesIO(data), io.BufferedReader(Stream())):
+        with pytest.raises(FlowParseError, match="too large"):
+            parse_flow_zip(source)
+
+
+def test_zip_with_too_many_entries(monkeypatch):
+    members = {"META-INF/MANIFEST.MF": manifest("b"), FLOW_DIR + "f.iflw": iflw()}
+    members.update({f"junk/{i}.txt": b"" for i in range(10)})
+    data = zip_bytes(members)
+    monkeypatch.setattr(parser, "MAX_ZIP_ENTRIES", 5)
+    with pytest.raises(FlowParseError, match=r"too many entries \(12"):
+        parse_flow_zip(data)
+    # A trailer that under-reports the count is caught by the real count after opening.
+    eocd = data.rindex(b"PK\x05\x06")
+    lying = bytearray(data)
+    lying[eocd + 8 : eocd + 12] = struct.pack("<HH", 2, 2)
+    with pytest.raises(FlowParseError, match="too many entries"):
+        parse_flow_zip(bytes(lying))
+
+
+def test_zip_that_expands_too_far(monkeypatch):
+    bomb = flow_zip("b", iflw(), extra_members={"padding.bin": b"\0" * 2_000_000})
+    assert len(bomb) < 20_000  # highly compressible
+    monkeypatch.setattr(parser, "MAX_UNCOMPRESSED_BYTES", 1_000_000)
+    with pytest.raises(FlowParseError, match="expands too far"):
+        parse_flow_zip(bomb)
+
+
+def test_member_over_the_member_cap(monkeypatch):
+    comps = [step(f"S{i}", "s", "ContentModifier", {"x": "y" * 100}) for i in range(50)]
+    data = flow_zip("b", iflw(*comps))
+    monkeypatch.setattr(parser, "MAX_MEMBER_BYTES", 10_000)
+    with pytest.raises(FlowParseError, match="expands too far"):
+        parse_flow_zip(data)
+
+
+def _lie_about_size(data: bytes, member: str, claimed: int) -> bytes:
+    """Rewrite the uncompressed size of `member` in its local and central headers."""
+    out = bytearray(data)
+    name = member.encode()
+    central = 0
+    while True:
+        central = out.index(b"PK\x01\x02", central)
+        name_len = struct.unpack_from("<H", out, central + 28)[0]
+        if bytes(out[central + 46 : central + 46 + name_len]) == name:
+            break
+        central += 4
+    struct.pack_into("<L", out, central + 24, claimed)
+    local = struct.unpack_from("<L", out, central + 42)[0]
+    struct.pack_into("<L", out, local + 22, claimed)
+    return bytes(out)
+
+
+def test_member_whose_header_lies_about_its_size(monkeypatch):
+    comps = [step(f"S{i}", "s", "ContentModifier", {"x": "y" * 100}) for i in range(50)]
+    honest = flow_zip("b", iflw(*comps), flow_name="f")
+    lying = _lie_about_size(honest, FLOW_DIR + "f.iflw", 100)
+    assert zipfile.ZipFile(io.BytesIO(lying)).getinfo(FLOW_DIR + "f.iflw").file_size == 100
+    # The declared sizes pass every cap; reading then stops at the declared size and fails.
+    monkeypatch.setattr(parser, "MAX_MEMBER_BYTES", 1_000)
+    monkeypatch.setattr(parser, "MAX_UNCOMPRESSED_BYTES", 2_000)
+    with pytest.raises(FlowParseError, match="cannot read|expands too far"):
+        parse_flow_zip(lying)
+
+
+def test_reader_counts_real_bytes_not_headers(monkeypatch):
+    data = flow_zip("b", iflw(*[step(f"S{i}", "s", "X", {"x": "y" * 100}) for i in range(50)]))
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    info = archive.getinfo(FLOW_DIR + "b.iflw")
+    info.file_size = 10  # as if the header lied and the inflater did not stop there
+    real_open = archive.open
+
+    def unbounded_open(member, *args, **kwargs):
+        fh = real_open(member, *args, **kwargs)
+        fh._left = 1 << 40  # zipfile's own limit, disabled to prove ours holds
+        return fh
+
+    monkeypatch.setattr(archive, "open", unbounded_open)
+    monkeypatch.setattr(parser, "MAX_MEMBER_BYTES", 1_000)
+    with pytest.raises(FlowParseError, match="expands too far"):
+        parser._MemberReader(archive).read(info)
+
+
+# --- parameters.prop ---------------------------------------------------------------------------
+
+
+def test_properties_parsing_follows_java_rules():
+    text = (
+        b"# comment\n"
+        b"! another comment \\\n"
+        b"plain=value\n"
+        b"colon:value2\n"
+        b"space value3\n"
+        b"  spaced   =   trimmed leading, kept trailing  \n"
+        b"url=https\\://erp.example\\:443/x?a\\=b\n"
+        b"key\\ with\\ spaces=v\n"
+        b"unicode=caf\\u00e9 \\u20ac\n"
+        b"emoji=\\ud83d\\ude00\n"
+        b"multi=first \\\n"
+        b"       second \\\n"
+        b"   third\n"
+        b"escaped_backslash=C:\\\\temp\\\\\n"
+        b"tabs=a\\tb\\nc\n"
+        b"empty=\n"
+        b"lonely\n"
+    )
+    props = parse_parameters(text)
+    assert props["plain"] == "value"
+    assert props["colon"] == "value2"
+    assert props["space"] == "value3"
+    assert props["spaced"] == "trimmed leading, kept trailing  "
+    assert props["url"] == "https://erp.example:443/x?a=b"
+    assert props["key with spaces"] == "v"
+    assert props["unicode"] == "café €"
+    assert props["emoji"] == "\U0001f600"
+    assert props["multi"] == "first second third"
+    assert props["escaped_backslash"] == "C:\\temp\\"
+    assert props["tabs"] == "a\tb\nc"
+    assert props["empty"] == "" and props["lonely"] == ""
+    assert "! another comment " not in props and "# comment" not in props
+
+
+def test_properties_bom_crlf_latin1_and_bad_escape():
+    assert parse_parameters(b"\xef\xbb\xbfa=1\r\nb=2\rc=3") == {"a": "1", "b": "2", "c": "3"}
+    assert parse_parameters(b"name=M\xfcller") == {"name": "Müller"}  # ISO-8859-1
+    with pytest.raises(FlowParseError, match="uxxxx"):
+        parse_parameters(b"bad=\\u12")
+
+
+# --- more channel rules ------------------------------------------------------------------------
+
+
+def test_mail_smime_key_tables_follow_the_encryption_type():
+    # Mail keeps S/MIME keys in table-valued properties (rows of cells), not in *Alias keys.
+    props = {
+        "auth": "loginPlain",
+        "proxyAlias": "",
+        "signature.smime.table": "<row><cell id='PrivateKeyAlias'>own_smime</cell>"
+        "<cell id='SignatureAlgorithm'>SHA256/RSA</cell></row>",
+        "signature.smime.clearText": "1",
+        "encrypt.smime.keys": "<row><cell>partner_a</cell></row><row><cell>partner_b</cell></row>",
+        "encrypt.smime.aes.keysize": "128",
+        "encrypt.type": "none",
+    }
+    mail = channel("MF", "Mail", "Mail", props=props, address="smtp.example:587")
+    u = only(usages_of(mail))
+    assert (u.component_type, u.usage, u.alias, u.property_key, u.address) == (
+        "Mail",
+        Usage.SIGNING,
+        "own_smime",
+        "signature.smime.table",
+        "smtp.example:587",
+    )
+    encrypting = channel("MF", "Mail", "Mail", props={**props, "encrypt.type": "smime"})
+    assert {(u.usage, u.alias) for u in usages_of(encrypting)} == {
+        (Usage.SIGNING, "own_smime"),
+        (Usage.ENCRYPTION, "partner_a"),
+        (Usage.ENCRYPTION, "partner_b"),
+    }
+
+
+def test_signer_table_with_several_aliases():
+    table = (
+        "<row><cell id='PrivateKeyAlias'>key_one</cell><cell id='Algorithm'>SHA256</cell></row>"
+        "<row><cell id='PrivateKeyAlias'>key_two</cell><cell id='Algorithm'>SHA256</cell></row>"
+    )
+    found = usages_of(step("A", "Sign", "PKCS7Signer", {"signerParameters": table}))
+    assert [(u.usage, u.alias) for u in found] == [
+        (Usage.SIGNING, "key_one"),
+        (Usage.SIGNING, "key_two"),
+    ]
+    # Tables without an alias column (content modifier headers) are not aliases.
+    headers = "<row><cell id='Name'>sap_header</cell><cell id='Value'>x</cell></row>"
+    assert usages_of(step("B", "Headers", "Enricher", {"headerTable": headers})) == []
+
+
+def test_ws_security_and_client_certificate_on_one_channel():
+    props = {
+        **CERT_AUTH,
+        "privateKeyAlias": "tls_client",
+        "WSSecurity_outbound": "SignMessage",
+        "PrivateKeyAliasSigning": "own_sign",
+    }
+    found = usages_of(channel("MF", "To partner", "SOAP", props=props))
+    assert {(u.usage, u.alias, u.outbound) for u in found} == {
+        (Usage.CLIENT_CERTIFICATE, "tls_client", True),
+        (Usage.SIGNING, "own_sign", False),
+    }
+
+
+def test_the_usual_client_certificate_key_wins_over_other_aliases():
+    props = {**CERT_AUTH, "proxyAlias": "not_this", "privateKeyAlias": "this_one"}
+    u = only(usages_of(channel("MF", "To ERP", "HTTP", props=props)))
+    assert (u.alias, u.property_key) == ("this_one", "privateKeyAlias")
+
+
+def test_properties_in_other_order_or_namespaced_are_still_read():
+    xml = iflw(step("A", "Sign", "PKCS7Signer", {"privateKeyAlias": "k"}))
+    reordered = xml.replace(
+        b"<key>privateKeyAlias</key>\n                    <value>k</value>",
+        b"<value>k</value><key>privateKeyAlias</key>",
+    )
+    assert [u.alias for u in parse_iflw(reordered)] == ["k"]
+    namespaced = xml.replace(b"<key>privateKeyAlias</key>", b"<ifl:key>privateKeyAlias</ifl:key>")
+    assert [u.alias for u in parse_iflw(namespaced)] == ["k"]
