@@ -1,0 +1,909 @@
+"""The keystore in the Django admin: tenants, keystore entries (with uploads, downloads, rename,
+delete and PKCS#12 export) and the audit log.
+
+Every page asks keystore.permissions for the tenant it shows or changes. The admin's own add,
+change and delete machinery is switched off for entries: an entry comes only from an upload and
+changes only through the service functions in keystore.services, which the custom views below
+call with `actor=request.user`. Lists read certificate facts from columns; only the detail page
+parses the chain (to draw it as a tree). Private keys are never put in a page.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_http_methods, require_safe
+
+from keystore import crypto, permissions, services
+from keystore.adminmixins import TenantScopedAdmin
+from keystore.downloads import file_response
+from keystore.forms import (
+    CertificateUploadForm,
+    ExportForm,
+    KeyPairUploadForm,
+    KeystoreUploadForm,
+    RenameForm,
+    read_upload,
+)
+from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
+
+EXPIRY_WARNING = timedelta(days=30)
+EXPIRY_WINDOWS_DAYS = (7, 30, 90)
+SUMMARY_SESSION_KEY = "keystore_import_summary"
+TEMPLATE_DIR = "admin/keystore/keystoreentry"
+
+
+def request_now(request: HttpRequest) -> datetime:
+    """One clock reading per request, so every row and filter of a page agrees on "now"."""
+    now = getattr(request, "_keystore_now", None)
+    if now is None:
+        now = timezone.now()
+        request._keystore_now = now
+    return now
+
+
+def _is_superuser(user) -> bool:
+    return bool(user.is_active and user.is_superuser)
+
+
+def _when(value: datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def expiry_badge(valid_until: datetime, now: datetime) -> str:
+    """Valid-until date coloured: red when expired, amber under 30 days, green otherwise."""
+    left = valid_until - now
+    if left <= timedelta(0):
+        state, colour, title = "expired", "#ba2121", "Expired"
+    elif left < EXPIRY_WARNING:
+        state, colour, title = "soon", "#b26a00", f"Expires in {left.days} days"
+    else:
+        state, colour, title = "valid", "#2e7d32", f"Valid for {left.days} more days"
+    return format_html(
+        '<span class="expiry expiry-{}" style="color: {}; font-weight: bold" title="{}">{}</span>',
+        state,
+        colour,
+        title,
+        _when(valid_until),
+    )
+
+
+# -- list filters ----------------------------------------------------------------------------
+
+
+class TenantFilter(admin.SimpleListFilter):
+    """Only the tenants the user may see are offered (and accepted)."""
+
+    title = "tenant"
+    parameter_name = "tenant"
+
+    def __init__(self, request, params, model, model_admin):
+        self.perm = getattr(model_admin, "view_permission", permissions.READ)
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request, model_admin):
+        return [
+            (str(tenant.pk), str(tenant))
+            for tenant in Tenant.objects.visible_to(request.user, self.perm)
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit() or int(value) not in permissions.tenant_ids(request.user, self.perm):
+            return queryset.none()
+        return queryset.filter(tenant_id=int(value))
+
+
+class ExpiryFilter(admin.SimpleListFilter):
+    title = "expiry"
+    parameter_name = "expiry"
+
+    def lookups(self, request, model_admin):
+        return [("expired", "Expired")] + [
+            (str(days), f"Expires within {days} days") for days in EXPIRY_WINDOWS_DAYS
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        now = request_now(request)
+        if value == "expired":
+            return queryset.expired(now)
+        if value in {str(days) for days in EXPIRY_WINDOWS_DAYS}:
+            return queryset.expiring(timedelta(days=int(value)), now)
+        return queryset
+
+
+# -- shared behaviour of the read-only tenant data pages --------------------------------------
+
+
+class TenantFactsAdmin(TenantScopedAdmin):
+    """Object pages answer 404 for a missing object and 403 for another tenant's object
+    (Django's default would redirect to the index for both)."""
+
+    def has_module_permission(self, request):
+        # A superuser sees the pages even before the first tenant exists.
+        return _is_superuser(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None and _is_superuser(request.user):
+            return True
+        return super().has_view_permission(request, obj)
+
+    def checked_object(self, request: HttpRequest, object_id, perm: str | None = None):
+        try:
+            pk = int(str(object_id))
+        except ValueError:
+            raise Http404("No such object.")
+        return self.get_object_for(request, pk, perm or self.view_permission)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.checked_object(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self.checked_object(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+
+# -- tenants ---------------------------------------------------------------------------------
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    """Superusers manage tenants; everyone else sees the tenants they may read, view only."""
+
+    list_display = ("slug", "name", "entry_count", "created_at")
+    search_fields = ("slug", "name")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .visible_to(request.user, permissions.READ)
+            .annotate(entry_count=Count("entries"))
+        )
+
+    @admin.display(description="entries", ordering="entry_count")
+    def entry_count(self, tenant: Tenant) -> int:
+        return tenant.entry_count
+
+    def has_module_permission(self, request):
+        return _is_superuser(request.user) or permissions.may_anywhere(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        if _is_superuser(request.user):
+            return True
+        if obj is None:
+            return permissions.may_anywhere(request.user)
+        return permissions.may(request.user, permissions.READ, obj)
+
+    def has_add_permission(self, request):
+        return _is_superuser(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return _is_superuser(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return _is_superuser(request.user)
+
+    def checked_tenant(self, request, object_id) -> Tenant:
+        """404 for a missing tenant, 403 for one the user may not see (not a redirect)."""
+        tenant = Tenant.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if tenant is None:
+            raise Http404("No such tenant.")
+        if not self.has_view_permission(request, tenant):
+            raise PermissionDenied("You do not have the permission for this tenant.")
+        return tenant
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.checked_tenant(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self.checked_tenant(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # A new tenant gets its role groups at once, so roles can be assigned to it.
+        permissions.ensure_roles([obj])
+
+
+# -- keystore entries ------------------------------------------------------------------------
+
+
+@admin.register(KeystoreEntry)
+class KeystoreEntryAdmin(TenantFactsAdmin):
+    list_filter = (TenantFilter, "entry_type", "owner", ExpiryFilter)
+    search_fields = ("alias", "subject", "issuer", "serial", "fingerprint_sha256")
+    list_select_related = ("tenant",)
+    list_per_page = 100
+    actions = ["delete_selected_entries"]
+
+    fieldsets = (
+        (None, {"fields": ("tenant", "alias_with_owner", "entry_type", "owner", "active_since")}),
+        (
+            "Certificate",
+            {
+                "fields": (
+                    "subject",
+                    "issuer",
+                    "serial",
+                    "valid_from",
+                    "valid_until_coloured",
+                    "key",
+                    "signature_algorithm",
+                    "fingerprint_sha256",
+                    "root_subject",
+                    "root_fingerprint_sha256",
+                    "chain_length",
+                )
+            },
+        ),
+        ("Certificate chain", {"fields": ("chain_tree",)}),
+        ("Changes", {"fields": ("created_at", "modified_at", "modified_by_label")}),
+    )
+    # Every fact is read-only; the sealed key is no field of any form here.
+    readonly_fields = (
+        "tenant",
+        "alias_with_owner",
+        "entry_type",
+        "owner",
+        "active_since",
+        "subject",
+        "issuer",
+        "serial",
+        "valid_from",
+        "valid_until_coloured",
+        "key",
+        "signature_algorithm",
+        "fingerprint_sha256",
+        "root_subject",
+        "root_fingerprint_sha256",
+        "chain_length",
+        "chain_tree",
+        "created_at",
+        "modified_at",
+        "modified_by_label",
+    )
+
+    # ---- permissions: the admin's own add/change/delete are off; the custom views act ----
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_deploy_permission(self, request):
+        return permissions.may_anywhere(request.user, permissions.DEPLOY)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    # ---- changelist ------------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        # The chain and the sealed key are not needed to list entries.
+        return super().get_queryset(request).defer("chain_pem", "sealed_private_key")
+
+    def get_list_display(self, request):
+        # Built once per request: the columns close over the request (its clock and user), and
+        # the admin compares columns by identity (sortable_by), so repeated calls must agree.
+        columns = getattr(request, "_keystore_entry_columns", None)
+        if columns is not None:
+            return columns
+        now = request_now(request)
+
+        @admin.display(description="valid until", ordering="valid_until")
+        def valid_until(entry):
+            return expiry_badge(entry.valid_until, now)
+
+        @admin.display(description="actions")
+        def buttons(entry):
+            return self.render_buttons(self.entry_buttons(request, entry))
+
+        columns = (
+            "alias_with_owner",
+            "tenant",
+            "entry_type",
+            "owner",
+            valid_until,
+            "subject_common_name",
+            "issuer_common_name",
+            "key",
+            "last_modified",
+            buttons,
+        )
+        request._keystore_entry_columns = columns
+        return columns
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        # A fingerprint pasted without colons (as openssl -fingerprint prints with them removed).
+        if re.fullmatch(r"[0-9A-Fa-f]{64}", term):
+            colons = ":".join(term[i : i + 2] for i in range(0, 64, 2)).upper()
+            results |= queryset.filter(fingerprint_sha256=colons)
+        return results, may_have_duplicates
+
+    def changelist_view(self, request, extra_context=None):
+        may_upload = permissions.may_anywhere(request.user, permissions.DEPLOY)
+        info = self._url_prefix()
+        tools = []
+        if may_upload:
+            tools = [
+                ("Add certificate", reverse(f"{info}_add_certificate")),
+                ("Add key pair", reverse(f"{info}_add_key_pair")),
+                ("Add keystore", reverse(f"{info}_add_keystore")),
+            ]
+        return super().changelist_view(request, {**(extra_context or {}), "upload_tools": tools})
+
+    @admin.display(description="alias", ordering="alias")
+    def alias_with_owner(self, entry: KeystoreEntry):
+        if entry.is_sap_owned:
+            return format_html(
+                '{} <span class="sap-badge" title="Owned by SAP" style="background: #0a6ed1; '
+                'color: #fff; border-radius: 3px; padding: 0 4px; font-size: 0.8em">SAP</span>',
+                entry.alias,
+            )
+        return entry.alias
+
+    @admin.display(description="subject CN", ordering="subject_cn")
+    def subject_common_name(self, entry: KeystoreEntry) -> str:
+        return entry.subject_cn
+
+    @admin.display(description="issuer CN", ordering="issuer_cn")
+    def issuer_common_name(self, entry: KeystoreEntry) -> str:
+        return entry.issuer_cn
+
+    @admin.display(description="key", ordering="key_size")
+    def key(self, entry: KeystoreEntry) -> str:
+        return f"{entry.key_type} {entry.key_size}"
+
+    @admin.display(description="last modified", ordering="modified_at")
+    def last_modified(self, entry: KeystoreEntry):
+        return format_html(
+            "{}<br><small>{}</small>", _when(entry.modified_at), entry.modified_by_label
+        )
+
+    # ---- detail page ---------------------------------------------------------------------
+
+    @admin.display(description="valid until")
+    def valid_until_coloured(self, entry: KeystoreEntry):
+        return expiry_badge(entry.valid_until, timezone.now())
+
+    @admin.display(description="chain (root at the top)")
+    def chain_tree(self, entry: KeystoreEntry):
+        """The chain as nested lists: the root outermost, the entry's own certificate innermost."""
+        chain = entry.certificate_chain()
+        html = ""
+        for position, cert in enumerate(chain):
+            facts = crypto.certificate_facts(cert)
+            if position == 0:
+                role = "this entry"
+            elif position < len(chain) - 1:
+                role = "intermediate"
+            else:
+                role = "root" if facts.self_signed else "top of the chain; its root is not included"
+            item = format_html(
+                '<div class="chain-member"><strong>{}</strong> <small>({})</small><br>'
+                "<small>SHA-256 {}<br>serial {} &middot; valid {} &ndash; {}</small></div>",
+                facts.subject or "(empty subject)",
+                role,
+                facts.fingerprint_sha256,
+                facts.serial,
+                _when(facts.not_before),
+                _when(facts.not_after),
+            )
+            html = format_html(
+                '<ul class="chain-tree" style="list-style: none; margin: 0; padding-left: {}">'
+                "<li>{}{}</li></ul>",
+                "1.5em" if position < len(chain) - 1 else "0",
+                item,
+                html,
+            )
+        return html
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        entry = self.checked_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "entry_buttons": self.entry_buttons(request, entry),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # ---- buttons -------------------------------------------------------------------------
+
+    def _url_prefix(self) -> str:
+        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}"
+
+    def entry_buttons(self, request, entry: KeystoreEntry) -> list[tuple[str, str, str]]:
+        """(label, url, css class) of what this user may do with this entry."""
+        info = self._url_prefix()
+        buttons = [
+            (label, reverse(f"{info}_download", args=[entry.pk, kind]), "download")
+            for label, kind in (
+                ("Download Certificate", "cer"),
+                ("Download Root Certificate", "root"),
+                ("Download Certificate Chain", "p7b"),
+                ("PEM chain", "pem"),
+            )
+        ]
+        if not entry.is_sap_owned and permissions.may(
+            request.user, permissions.DEPLOY, entry.tenant_id
+        ):
+            buttons.append(("Rename", reverse(f"{info}_rename", args=[entry.pk]), "change"))
+            buttons.append(("Delete", reverse(f"{info}_delete_entry", args=[entry.pk]), "delete"))
+        if entry.entry_type == EntryType.KEY_PAIR and permissions.may(
+            request.user, permissions.READ_SECURITY, entry.tenant_id
+        ):
+            buttons.append(("Export PKCS#12", reverse(f"{info}_export", args=[entry.pk]), "export"))
+        return buttons
+
+    @staticmethod
+    def render_buttons(buttons: list[tuple[str, str, str]]):
+        return format_html_join(
+            " ",
+            '<a class="button entry-{}" href="{}" style="white-space: nowrap">{}</a>',
+            ((css, url, label) for label, url, css in buttons),
+        )
+
+    # ---- custom URLs ---------------------------------------------------------------------
+
+    def get_urls(self):
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+
+        def view(method, *, safe_only: bool = False):
+            # Downloads are plain GETs; forms answer GET (show) and POST (act) only.
+            allowed = require_safe if safe_only else require_http_methods(["GET", "HEAD", "POST"])
+            return self.tenant_view(allowed(method))
+
+        own = [
+            path(
+                "download/<int:pk>/<str:kind>/",
+                view(self.download_view, safe_only=True),
+                name=f"{info}_download",
+            ),
+            path(
+                "add-certificate/",
+                view(self.add_certificate_view),
+                name=f"{info}_add_certificate",
+            ),
+            path("add-key-pair/", view(self.add_key_pair_view), name=f"{info}_add_key_pair"),
+            path("add-keystore/", view(self.add_keystore_view), name=f"{info}_add_keystore"),
+            path(
+                "import-summary/",
+                view(self.import_summary_view, safe_only=True),
+                name=f"{info}_import_summary",
+            ),
+            path("<int:pk>/rename/", view(self.rename_view), name=f"{info}_rename"),
+            path(
+                "<int:pk>/delete-entry/", view(self.delete_entry_view), name=f"{info}_delete_entry"
+            ),
+            path("<int:pk>/export/", view(self.export_view), name=f"{info}_export"),
+        ]
+        return own + super().get_urls()
+
+    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"{TEMPLATE_DIR}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": title,
+                "changelist_url": reverse(f"{self._url_prefix()}_changelist"),
+                **context,
+            },
+        )
+
+    def _change_url(self, entry: KeystoreEntry) -> str:
+        return reverse(f"{self._url_prefix()}_change", args=[entry.pk])
+
+    def _changelist_redirect(self) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse(f"{self._url_prefix()}_changelist"))
+
+    @staticmethod
+    def _require_deploy_somewhere(request) -> None:
+        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
+            raise PermissionDenied("You may not change keystore content in any tenant.")
+
+    def _refuse_sap_owned(self, request, entry: KeystoreEntry) -> HttpResponseRedirect:
+        self.message_user(
+            request,
+            f"{entry.alias!r} is owned by SAP; it changes only through New SAP Keys.",
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(self._change_url(entry))
+
+    # ---- downloads -----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in services.PUBLIC_FORMATS:
+            raise Http404("Unknown download format.")
+
+    @staticmethod
+    def _download(entry: KeystoreEntry, kind: str) -> HttpResponse:
+        return file_response(services.public_download(entry, kind))
+
+    @staticmethod
+    def _entry_facts(entry: KeystoreEntry) -> list[tuple[str, str]]:
+        return [
+            ("Tenant", entry.tenant.slug),
+            ("Alias", entry.alias),
+            ("Type", entry.get_entry_type_display()),
+            ("Subject", entry.subject),
+            ("SHA-256 fingerprint", entry.fingerprint_sha256),
+            ("Valid until", _when(entry.valid_until)),
+        ]
+
+    def download_view(self, request, pk: int, kind: str):
+        self._check_kind(kind)
+        entry = self.get_object_for(request, pk, permissions.READ)
+        return self._download(entry, kind)
+
+    # ---- uploads -------------------------------------------------------------------------
+
+    def _check_posted_tenant(self, request) -> None:
+        """A posted tenant the user may not deploy to is refused outright (a forged form)."""
+        raw = request.POST.get("tenant", "").strip()
+        if raw.isdigit() and not permissions.may(request.user, permissions.DEPLOY, int(raw)):
+            raise PermissionDenied("You may not change keystore content in this tenant.")
+
+    def _upload(self, request, form_class, title: str, intro: str, store):
+        self._require_deploy_somewhere(request)
+        if request.method == "POST":
+            self._check_posted_tenant(request)
+            form = form_class(request.POST, request.FILES, user=request.user)
+            if form.is_valid():
+                tenant = form.cleaned_data["tenant"]
+                permissions.require(request.user, permissions.DEPLOY, tenant)
+                try:
+                    return store(form, tenant, read_upload(form.cleaned_data["file"]))
+                except services.KeystoreError as error:
+                    form.add_error(None, str(error))
+        else:
+            form = form_class(user=request.user)
+        return self._page(
+            request,
+            "entry_form.html",
+            title,
+            form=form,
+            intro=intro,
+            multipart=True,
+            submit_label="Upload",
+        )
+
+    def add_certificate_view(self, request):
+        def store(form, tenant, data):
+            entry = services.import_certificate(
+                tenant,
+                form.cleaned_data["alias"],
+                data,
+                actor=request.user,
+                overwrite=form.cleaned_data["overwrite"],
+            )
+            return self._stored(request, entry, "certificate")
+
+        return self._upload(
+            request,
+            CertificateUploadForm,
+            "Add certificate",
+            "Add a trusted certificate (PEM or DER) to a tenant's keystore.",
+            store,
+        )
+
+    def add_key_pair_view(self, request):
+        def store(form, tenant, data):
+            entry = services.import_key_pair(
+                tenant,
+                form.cleaned_data["alias"],
+                data,
+                form.cleaned_data["password"],
+                actor=request.user,
+                overwrite=form.cleaned_data["overwrite"],
+            )
+            return self._stored(request, entry, "key pair")
+
+        return self._upload(
+            request,
+            KeyPairUploadForm,
+            "Add key pair",
+            "Add a private key with its certificate chain from a PKCS#12 file.",
+            store,
+        )
+
+    def add_keystore_view(self, request):
+        def store(form, tenant, data):
+            summary = services.import_keystore(
+                tenant,
+                data,
+                form.cleaned_data["password"],
+                actor=request.user,
+                overwrite=form.cleaned_data["overwrite"],
+            )
+            # Post/redirect/get: the summary travels in the session, so a reload shows it
+            # again without importing twice.
+            request.session[SUMMARY_SESSION_KEY] = {
+                "tenant": tenant.slug,
+                "outcomes": [
+                    {
+                        "alias": outcome.alias,
+                        "result": outcome.result,
+                        "reason": outcome.reason,
+                        "entry_type": EntryType(outcome.entry_type).label
+                        if outcome.entry_type
+                        else "",
+                        "fingerprint": outcome.fingerprint,
+                    }
+                    for outcome in summary.outcomes
+                ],
+            }
+            level = messages.WARNING if summary.rejected else messages.SUCCESS
+            self.message_user(
+                request,
+                f"Keystore imported into {tenant.slug}: {len(summary.added)} added, "
+                f"{len(summary.overwritten)} overwritten, {len(summary.rejected)} rejected.",
+                level,
+            )
+            return HttpResponseRedirect(reverse(f"{self._url_prefix()}_import_summary"))
+
+        return self._upload(
+            request,
+            KeystoreUploadForm,
+            "Add keystore",
+            "Merge a whole keystore (PKCS#12 or JKS) into a tenant's keystore; each entry "
+            "keeps its own alias.",
+            store,
+        )
+
+    def _stored(self, request, entry: KeystoreEntry, what: str) -> HttpResponseRedirect:
+        done = "overwritten" if entry.version > 1 else "added"
+        self.message_user(
+            request,
+            f"The {what} {entry.alias!r} was {done} in tenant {entry.tenant.slug}.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self._change_url(entry))
+
+    def import_summary_view(self, request):
+        self._require_deploy_somewhere(request)
+        summary = request.session.get(SUMMARY_SESSION_KEY)
+        if summary is None:
+            return self._changelist_redirect()
+        outcomes = summary["outcomes"]
+        return self._page(
+            request,
+            "import_summary.html",
+            "Keystore import summary",
+            tenant_slug=summary["tenant"],
+            added=[o for o in outcomes if o["result"] == "added"],
+            overwritten=[o for o in outcomes if o["result"] == "overwritten"],
+            rejected=[o for o in outcomes if o["result"] == "rejected"],
+        )
+
+    # ---- rename, delete, export ----------------------------------------------------------
+
+    def rename_view(self, request, pk: int):
+        self._require_deploy_somewhere(request)
+        entry = self.get_object_for(request, pk, permissions.DEPLOY)
+        if entry.is_sap_owned:
+            return self._refuse_sap_owned(request, entry)
+        if request.method == "POST":
+            form = RenameForm(request.POST)
+            if form.is_valid():
+                old_alias = entry.alias
+                try:
+                    renamed = services.rename_entry(
+                        entry, form.cleaned_data["new_alias"], actor=request.user
+                    )
+                except services.KeystoreError as error:
+                    form.add_error("new_alias", str(error))
+                else:
+                    self.message_user(
+                        request, f"Renamed {old_alias!r} to {renamed.alias!r}.", messages.SUCCESS
+                    )
+                    return HttpResponseRedirect(self._change_url(renamed))
+        else:
+            form = RenameForm(initial={"new_alias": entry.alias})
+        return self._page(
+            request,
+            "entry_form.html",
+            f"Rename {entry.alias}",
+            form=form,
+            entry=entry,
+            facts=self._entry_facts(entry),
+            submit_label="Rename",
+        )
+
+    def delete_entry_view(self, request, pk: int):
+        self._require_deploy_somewhere(request)
+        try:
+            entry = self.get_object_for(request, pk, permissions.DEPLOY)
+        except Http404:
+            if request.method != "POST":
+                raise
+            # A repeated confirmation (double click, back and resubmit): say so and move on.
+            self.message_user(
+                request, "The entry no longer exists; it was deleted already.", messages.WARNING
+            )
+            return self._changelist_redirect()
+        if entry.is_sap_owned:
+            return self._refuse_sap_owned(request, entry)
+        if request.method == "POST":
+            try:
+                services.delete_entry(entry, actor=request.user)
+            except services.KeystoreError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return HttpResponseRedirect(self._change_url(entry))
+            self.message_user(
+                request,
+                f"Deleted {entry.alias!r} from tenant {entry.tenant.slug}.",
+                messages.SUCCESS,
+            )
+            return self._changelist_redirect()
+        return self._page(
+            request,
+            "entry_form.html",
+            f"Delete {entry.alias}",
+            entry=entry,
+            facts=self._entry_facts(entry),
+            intro="This entry will be removed from the tenant's keystore. Integration flows "
+            "that use its alias will fail.",
+            submit_label="Yes, delete",
+            danger=True,
+        )
+
+    def export_view(self, request, pk: int):
+        entry = self.get_object_for(request, pk, permissions.READ_SECURITY)
+        if entry.entry_type != EntryType.KEY_PAIR:
+            self.message_user(request, "Only key pairs can be exported as PKCS#12.", messages.ERROR)
+            return HttpResponseRedirect(self._change_url(entry))
+        if request.method == "POST":
+            form = ExportForm(request.POST)
+            if form.is_valid():
+                try:
+                    content = services.export_pkcs12(
+                        entry, form.cleaned_data["password1"], actor=request.user
+                    )
+                except services.KeystoreError as error:
+                    form.add_error(None, str(error))
+                else:
+                    stem = entry.alias.replace("/", "_").replace("\\", "_")
+                    return file_response(
+                        services.Download(f"{stem}.p12", "application/x-pkcs12", content)
+                    )
+        else:
+            form = ExportForm()
+        return self._page(
+            request,
+            "entry_form.html",
+            f"Export {entry.alias} as PKCS#12",
+            form=form,
+            entry=entry,
+            facts=self._entry_facts(entry),
+            intro="The file holds the private key, protected by the password you choose here. "
+            "The export is recorded in the audit log.",
+            submit_label="Export",
+        )
+
+    # ---- bulk delete -----------------------------------------------------------------------
+
+    @admin.action(description="Delete selected entries", permissions=["deploy"])
+    def delete_selected_entries(self, request, queryset):
+        selected = queryset.count()
+        allowed = list(
+            self.filter_selection(request, queryset, permissions.DEPLOY).select_related("tenant")
+        )
+        deletable = [entry for entry in allowed if not entry.is_sap_owned]
+        sap_owned = [entry for entry in allowed if entry.is_sap_owned]
+        not_allowed = selected - len(allowed)
+        if request.POST.get("post") != "yes":
+            if not deletable:
+                self._report_refused(request, sap_owned, not_allowed)
+                self.message_user(request, "Nothing to delete.", messages.WARNING)
+                return None
+            return self._page(
+                request,
+                "delete_selected_confirmation.html",
+                "Delete keystore entries",
+                deletable=deletable,
+                sap_owned=sap_owned,
+                not_allowed=not_allowed,
+                selected_ids=[entry.pk for entry in allowed],
+                action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+            )
+        deleted = []
+        for entry in deletable:
+            try:
+                services.delete_entry(entry, actor=request.user)
+            except services.KeystoreError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                deleted.append(entry.alias)
+        if deleted:
+            self.message_user(
+                request,
+                f"Deleted {len(deleted)} entries: {', '.join(sorted(deleted))}.",
+                messages.SUCCESS,
+            )
+        self._report_refused(request, sap_owned, not_allowed)
+        return None
+
+    def _report_refused(self, request, sap_owned: list[KeystoreEntry], not_allowed: int) -> None:
+        if sap_owned:
+            self.message_user(
+                request,
+                "Not deleted, owned by SAP (they change only through New SAP Keys): "
+                + ", ".join(sorted(entry.alias for entry in sap_owned))
+                + ".",
+                messages.ERROR,
+            )
+        if not_allowed:
+            self.message_user(
+                request,
+                f"Not deleted: {not_allowed} entries in tenants where you may not change "
+                "keystore content.",
+                messages.ERROR,
+            )
+
+
+# -- audit log -------------------------------------------------------------------------------
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(TenantFactsAdmin):
+    """The audit log is written by the services only: nobody adds, changes or deletes here."""
+
+    list_display = (
+        "at",
+        "tenant",
+        "alias",
+        "action",
+        "actor_label",
+        "old_fingerprint",
+        "new_fingerprint",
+    )
+    list_filter = (TenantFilter, "action")
+    search_fields = ("alias", "actor_label")
+    list_select_related = ("tenant",)
+    actions = None
+    fields = (
+        "at",
+        "tenant",
+        "alias",
+        "action",
+        "actor_label",
+        "old_fingerprint",
+        "new_fingerprint",
+        "detail",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

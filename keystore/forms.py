@@ -1,0 +1,159 @@
+"""Forms of the keystore admin views: uploads, rename and PKCS#12 export.
+
+The forms only collect input: every check on the content (parsing, chain, strength, alias rules)
+happens in keystore.services, whose KeystoreError message the view puts back on the form. What the
+forms do check is what must be refused before the service is called: a file over the size cap
+(refused from UploadedFile.size, before the file is read), an empty file, a tenant the user may
+not deploy to, and two export passwords that differ. Passwords are never rendered back.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.files.uploadedfile import UploadedFile
+
+from keystore import crypto, permissions
+from keystore.models import ALIAS_MAX_LENGTH, Tenant
+from keystore.services import MIN_EXPORT_PASSWORD_LENGTH
+
+
+def _size_text(limit: int) -> str:
+    if limit % (1024 * 1024) == 0:
+        return f"{limit // (1024 * 1024)} MiB"
+    return f"{limit // 1024} KiB"
+
+
+class CappedFileField(forms.FileField):
+    """A file field that refuses files over `max_bytes` by their announced size, unread."""
+
+    def __init__(self, *, max_bytes: int, what: str, **kwargs) -> None:
+        self.max_bytes = max_bytes
+        self.what = what
+        kwargs.setdefault("allow_empty_file", False)
+        kwargs.setdefault(
+            "error_messages",
+            {"empty": "The file is empty.", "required": "Choose a file to upload."},
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if isinstance(upload, UploadedFile) and upload.size > self.max_bytes:
+            raise forms.ValidationError(
+                f"The file is larger than {_size_text(self.max_bytes)}, the limit for {self.what}."
+            )
+        return upload
+
+
+def read_upload(upload: UploadedFile) -> bytes:
+    """The whole file; only called after CappedFileField has checked its size."""
+    upload.seek(0)
+    return b"".join(upload.chunks())
+
+
+def _password_field(label: str, help_text: str = "") -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        strip=False,
+        help_text=help_text,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+
+def _alias_field(label: str = "Alias") -> forms.CharField:
+    # strip=False: white space around an alias is reported by the service, not silently changed.
+    return forms.CharField(
+        label=label,
+        max_length=ALIAS_MAX_LENGTH,
+        strip=False,
+        help_text="Unique in the tenant's keystore; aliases starting with 'sap_' or "
+        "'hcicertificate' are reserved for SAP.",
+    )
+
+
+class TenantUploadForm(forms.Form):
+    """Base of the upload forms: the tenant is chosen among those where the user may deploy."""
+
+    tenant = forms.ModelChoiceField(
+        queryset=Tenant.objects.none(),
+        error_messages={
+            "invalid_choice": "Choose a tenant in which you may add keystore content.",
+            "required": "Choose a tenant.",
+        },
+    )
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        tenants = Tenant.objects.visible_to(user, permissions.DEPLOY)
+        self.fields["tenant"].queryset = tenants
+        if not self.is_bound:
+            only = list(tenants[:2])
+            if len(only) == 1:
+                self.fields["tenant"].initial = only[0].pk
+
+
+class CertificateUploadForm(TenantUploadForm):
+    alias = _alias_field()
+    file = CappedFileField(
+        label="Certificate file",
+        max_bytes=crypto.MAX_CERTIFICATE_BYTES,
+        what="a certificate file",
+        help_text="PEM (one certificate or a chain) or DER (.cer, .crt, .pem, .der).",
+    )
+    overwrite = forms.BooleanField(
+        required=False, help_text="Replace an existing tenant entry with this alias."
+    )
+
+
+class KeyPairUploadForm(TenantUploadForm):
+    alias = _alias_field()
+    file = CappedFileField(
+        label="PKCS#12 file",
+        max_bytes=crypto.MAX_KEYSTORE_BYTES,
+        what="a PKCS#12 file",
+        help_text="One private key with its certificate chain (.p12, .pfx).",
+    )
+    password = _password_field("Password", "The password of the PKCS#12 file.")
+    overwrite = forms.BooleanField(
+        required=False, help_text="Replace an existing tenant entry with this alias."
+    )
+
+
+class KeystoreUploadForm(TenantUploadForm):
+    file = CappedFileField(
+        label="Keystore file",
+        max_bytes=crypto.MAX_KEYSTORE_BYTES,
+        what="a keystore file",
+        help_text="PKCS#12 (.p12, .pfx) or Java keystore (.jks); every entry is imported "
+        "under its own alias.",
+    )
+    password = _password_field("Password", "The password of the keystore file.")
+    overwrite = forms.BooleanField(
+        required=False,
+        help_text="Replace existing tenant entries with the same aliases "
+        "(otherwise they are rejected).",
+    )
+
+
+class RenameForm(forms.Form):
+    new_alias = _alias_field("New alias")
+
+
+class ExportForm(forms.Form):
+    password1 = _password_field(
+        "Password",
+        f"Protects the exported file; at least {MIN_EXPORT_PASSWORD_LENGTH} characters.",
+    )
+    password2 = _password_field("Password (again)")
+
+    def clean(self):
+        cleaned = super().clean()
+        first, second = cleaned.get("password1"), cleaned.get("password2")
+        if first is not None and len(first) < MIN_EXPORT_PASSWORD_LENGTH:
+            self.add_error(
+                "password1",
+                f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters.",
+            )
+        elif first is not None and second is not None and first != second:
+            self.add_error("password2", "The two passwords differ.")
+        return cleaned
