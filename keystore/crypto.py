@@ -1104,8 +1104,18 @@ def private_key_to_der(key: PrivateKey) -> bytes:
 
 
 def private_key_from_der(data: bytes) -> PrivateKey:
-    """Read a key written by private_key_to_der."""
-    return _load_unencrypted_key(bytes(data), "The private key")
+    """Read a key written by private_key_to_der.
+
+    Only keys that were checked on import get here, and the AEAD seal proves they were not
+    altered since, so the costly RSA consistency check is skipped.
+    """
+    try:
+        key = serialization.load_der_private_key(
+            bytes(data), password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except Exception:
+        raise CryptoError("The private key could not be read; it may be damaged.") from None
+    return _supported_key(key, "The private key")
 
 
 _EC_CURVES: dict[int, ec.EllipticCurve] = {

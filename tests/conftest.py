@@ -11,6 +11,12 @@ from tests import pki as pki_factory
 ROLE_NAMES = ("none", "ReadOnly", "IntegrationDeveloper", "Administrator", "other_admin")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Five users per test: the production hasher would dominate the suite's time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def tenant(db):
     from keystore.models import Tenant

@@ -147,7 +147,9 @@ def secret_markers(key) -> list[bytes]:
     der = pki_factory.pkcs8_der(key)
     b64 = base64.b64encode(der)
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
-    exponent = key.private_numbers().d.to_bytes(256, "big")
+    d = key.private_numbers().d
+    # Minimal length, as DER writes it: a fixed 256 would add leading zeros for a short d.
+    exponent = d.to_bytes((d.bit_length() + 7) // 8, "big")
     return [
         b"PRIVATE KEY",
         exponent[:32],

@@ -1,0 +1,503 @@
+"""The renewal of SAP-owned keys: provide a new key, activate it, revert, activate automatically.
+
+Each operation is one function; the admin screens, the management commands and the scheduler
+call it. Every operation that touches an alias locks the keystore entry row first and the
+pending row second, always in this order, so concurrent callers queue instead of deadlocking;
+the entry lock plus "is the pending row still there?" is what makes an activation happen once.
+
+`actor` is the user who acts (their tenant permission is checked) or None for the system
+(commands run by the operator, the scheduler).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from keystore import crypto, permissions
+from keystore.models import AuditAction, EntryType, KeystoreEntry, Owner, Tenant, is_sap_alias
+from keystore.services import KeystoreError, actor_label, record_audit, validated_chain
+from renewals import conf, issuing, notifications
+from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
+
+logger = logging.getLogger(__name__)
+
+AUTOMATIC = "automatic"
+SAP_LABEL = "SAP"
+
+
+class RenewalError(KeystoreError):
+    """A renewal step was refused; nothing changed. The message is meant for the operator."""
+
+
+class NothingToActivate(RenewalError):
+    """No pending key (any more): someone else activated it first, or there never was one."""
+
+
+# The admin and the scheduler say "already activated"; both mean the same thing.
+AlreadyActivated = NothingToActivate
+
+
+class PendingKeyExists(RenewalError):
+    """A new key is waiting already; replacing it needs an explicit confirmation."""
+
+
+class AlreadyWaiting(RenewalError):
+    """The very same key is waiting in New SAP Keys already (a repeated revert or import)."""
+
+
+def _require(actor, tenant: Tenant) -> None:
+    if actor is not None and not permissions.may(actor, permissions.DEPLOY, tenant):
+        raise RenewalError(f"You are not allowed to activate or revert keys in {tenant.slug}.")
+
+
+def _when(moment: datetime) -> str:
+    return notifications.when(moment)
+
+
+def _nothing_waiting(tenant: Tenant, alias: str) -> NothingToActivate:
+    return NothingToActivate(
+        f"No new SAP key is waiting for {alias} in {tenant.slug}; "
+        "it may have been activated already."
+    )
+
+
+def _locked_sap_entry(tenant: Tenant, alias: str) -> KeystoreEntry:
+    """The current SAP-owned key pair with this alias, locked for this transaction."""
+    entry = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
+    _check_sap_entry(entry, tenant, alias)
+    return entry
+
+
+def _check_sap_entry(entry: KeystoreEntry | None, tenant: Tenant, alias: str) -> None:
+    if not is_sap_alias(alias):
+        raise RenewalError(
+            f"{alias!r} is not an SAP alias: only aliases starting with 'sap_' or "
+            "'hcicertificate' are renewed by SAP."
+        )
+    if entry is None:
+        raise RenewalError(
+            f"Tenant {tenant.slug} has no key pair {alias!r}; SAP renews existing keys only."
+        )
+    if entry.owner != Owner.SAP or entry.entry_type != EntryType.KEY_PAIR:
+        raise RenewalError(f"{alias!r} in {tenant.slug} is not an SAP-owned key pair.")
+
+
+def _locked_pending(entry: KeystoreEntry) -> PendingSapKey | None:
+    return PendingSapKey.objects.select_for_update().filter(entry=entry).first()
+
+
+# -- providing a new key ---------------------------------------------------------------------
+
+
+def _store_pending(
+    tenant: Tenant,
+    alias: str,
+    chain: list[x509.Certificate],
+    private_key: crypto.PrivateKey,
+    *,
+    source: str,
+    replace: bool,
+    now: datetime,
+    actor=None,
+    label: str,
+    reverted_from: SapKeyBackup | None = None,
+) -> PendingSapKey:
+    with transaction.atomic():
+        entry = _locked_sap_entry(tenant, alias)
+        pending = PendingSapKey(
+            tenant=tenant,
+            entry=entry,
+            alias=entry.alias,
+            source=source,
+            provided_at=now,
+            provided_by=actor,
+            provided_by_label=label,
+            reverted_from=reverted_from,
+        )
+        pending.set_material(chain, private_key)
+        if pending.fingerprint_sha256 == entry.fingerprint_sha256:
+            raise RenewalError(f"This key is the active key of {alias} in {tenant.slug} already.")
+        waiting = _locked_pending(entry)
+        if waiting is not None:
+            if waiting.fingerprint_sha256 == pending.fingerprint_sha256:
+                raise AlreadyWaiting(
+                    f"This key is waiting in New SAP Keys for {alias} in {tenant.slug} already."
+                )
+            if not replace:
+                raise PendingKeyExists(
+                    f"A new SAP key is waiting for {alias} in {tenant.slug} already "
+                    f"(SHA-256 {waiting.fingerprint_sha256[:23]}..., provided "
+                    f"{_when(waiting.provided_at)}); confirm replacing it."
+                )
+            waiting.delete()
+        pending.save()
+        if reverted_from is not None:
+            record_audit(
+                tenant,
+                alias,
+                AuditAction.REVERT,
+                actor,
+                label=label,
+                old_fingerprint=entry.fingerprint_sha256,
+                new_fingerprint=pending.fingerprint_sha256,
+                detail=f"backup active until {_when(reverted_from.active_until)} added to "
+                "New SAP Keys" + (" (replacing the waiting key)" if waiting else ""),
+                at=now,
+            )
+            notifications.notify_reverted(pending, reverted_from)
+        else:
+            record_audit(
+                tenant,
+                alias,
+                AuditAction.PROVISION,
+                actor,
+                label=label,
+                old_fingerprint=entry.fingerprint_sha256,
+                new_fingerprint=pending.fingerprint_sha256,
+                detail=f"{pending.get_source_display()}, valid until "
+                f"{_when(pending.valid_until)}"
+                + (" (replacing the waiting key)" if waiting else ""),
+                at=now,
+            )
+            notifications.notify_new_key(pending)
+    return pending
+
+
+def _checked_chain(
+    chain: list[x509.Certificate], private_key: crypto.PrivateKey, now: datetime
+) -> list[x509.Certificate]:
+    try:
+        checked, _warnings = validated_chain(chain, private_key, now=now)
+    except RenewalError:
+        raise
+    except KeystoreError as error:
+        raise RenewalError(str(error))
+    return checked
+
+
+def _sap_ca() -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
+    try:
+        from keystore.demo import sap_ca
+    except ImportError:
+        raise RenewalError("The demo SAP issuing CA (keystore.demo.sap_ca) is not available.")
+    return sap_ca()
+
+
+def provision_sap_key(
+    tenant: Tenant,
+    alias: str,
+    *,
+    valid_days: int | None = None,
+    now: datetime | None = None,
+    replace: bool = False,
+    private_key: crypto.PrivateKey | None = None,
+    ca: tuple[crypto.PrivateKey, list[x509.Certificate]] | None = None,
+) -> PendingSapKey:
+    """Stand in for SAP delivering a renewed key: a new RSA-2048 key with the current
+    certificate's subject, issued by the SAP CA (`ca`, default the demo's), into New SAP Keys."""
+    now = now or timezone.now()
+    valid_days = conf.provision_valid_days() if valid_days is None else valid_days
+    if not 2 <= valid_days <= 3650:
+        raise RenewalError("The validity must be between 2 and 3650 days.")
+    entry = KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first()
+    _check_sap_entry(entry, tenant, alias)
+    ca_key, ca_chain = ca or _sap_ca()
+    key = private_key or crypto.generate_key_pair("rsa", 2048)
+    not_before = (now - timedelta(minutes=5)).replace(microsecond=0)
+    chain = issuing.issue_renewed_certificate(
+        entry.certificate(),
+        key,
+        ca_key,
+        ca_chain,
+        not_before=not_before,
+        not_after=not_before + timedelta(days=valid_days),
+    )
+    chain = _checked_chain(chain, key, now)
+    return _store_pending(
+        tenant,
+        alias,
+        chain,
+        key,
+        source=PendingSource.PROVISIONED,
+        replace=replace,
+        now=now,
+        label=SAP_LABEL,
+    )
+
+
+def import_sap_key(
+    tenant: Tenant,
+    alias: str,
+    data: bytes,
+    password: str,
+    *,
+    actor=None,
+    replace: bool = False,
+    now: datetime | None = None,
+) -> PendingSapKey:
+    """Take a renewed key that SAP delivered as PKCS#12 into New SAP Keys."""
+    _require(actor, tenant)
+    now = now or timezone.now()
+    if not password:
+        raise RenewalError("The password is missing.")
+    if len(data) > crypto.MAX_KEYSTORE_BYTES:
+        raise RenewalError("The file is larger than 1 MiB.")
+    try:
+        items = crypto.load_pkcs12(data, password)
+    except crypto.CryptoError as error:
+        raise RenewalError(str(error))
+    key_items = [item for item in items if item.private_key is not None]
+    if len(key_items) != 1:
+        raise RenewalError(
+            f"The PKCS#12 file holds {len(key_items)} key pairs; a delivered SAP key is one."
+        )
+    item = key_items[0]
+    # keytool writes aliases in lower case; SAP aliases are lower case anyway.
+    if item.alias and item.alias.lower() != alias.lower():
+        raise RenewalError(
+            f"The file's key pair is named {item.alias!r}, not {alias!r}; a renewed SAP key "
+            "keeps its alias."
+        )
+    chain = _checked_chain(item.chain, item.private_key, now)
+    return _store_pending(
+        tenant,
+        alias,
+        chain,
+        item.private_key,
+        source=PendingSource.IMPORTED,
+        replace=replace,
+        now=now,
+        actor=actor,
+        label=actor_label(actor) if actor is not None else SAP_LABEL,
+    )
+
+
+# -- activation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    tenant: Tenant
+    alias: str
+    entry: KeystoreEntry
+    backup: SapKeyBackup
+    old_fingerprint: str
+    new_fingerprint: str
+    activated_by: str
+    automatic: bool
+    root_changed: bool
+    at: datetime
+
+
+def activate_pending_key(
+    tenant: Tenant,
+    alias: str,
+    *,
+    actor=None,
+    automatic: bool = False,
+    now: datetime | None = None,
+    expected_fingerprint: str | None = None,
+) -> ActivationResult:
+    """Activate the new SAP key of an alias, in one transaction: the current key goes to SAP
+    Key History (Active Until = now), the entry takes the new key, the pending row goes, the
+    audit record is written; mails go out after commit.
+
+    Raises NothingToActivate when no key is waiting (another caller was first), and
+    RenewalError when the key must not be activated; in both cases nothing changed.
+    `expected_fingerprint` is the pending key the caller confirmed; if another key took its
+    place meanwhile, nothing is activated.
+    """
+    _require(actor, tenant)
+    now = now or timezone.now()
+    label = AUTOMATIC if automatic else actor_label(actor)
+    with transaction.atomic():
+        entry = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
+        pending = _locked_pending(entry) if entry is not None else None
+        if pending is None:
+            raise _nothing_waiting(tenant, alias)
+        if expected_fingerprint and pending.fingerprint_sha256 != expected_fingerprint:
+            raise RenewalError(
+                f"The new SAP key waiting for {alias} changed since you reviewed it; "
+                "review it again before activating."
+            )
+        if automatic and entry.valid_until > now + conf.auto_activate_before():
+            raise NothingToActivate(
+                f"The new SAP key for {alias} in {tenant.slug} is not due before "
+                f"{_when(entry.valid_until - conf.auto_activate_before())}."
+            )
+        if pending.valid_until <= now:
+            raise RenewalError(
+                f"The new SAP key for {alias} in {tenant.slug} expired on "
+                f"{_when(pending.valid_until)}; it cannot be activated."
+            )
+        old_fingerprint = entry.fingerprint_sha256
+        old_root = entry.root_fingerprint_sha256
+        backup = SapKeyBackup(
+            tenant=tenant,
+            entry=entry,
+            alias=entry.alias,
+            active_from=entry.active_since,
+            active_until=now,
+            activated_by=actor,
+            activated_by_label=label,
+        )
+        backup.copy_material_from(entry)
+        try:
+            with transaction.atomic():
+                backup.save()
+        except IntegrityError:
+            raise RenewalError(
+                f"SAP Key History holds a backup of {alias} active until {now.isoformat()} "
+                "already; try again."
+            )
+        entry.version += 1
+        entry.copy_material_from(pending)
+        entry.active_since = now
+        entry.modified_by = actor
+        entry.modified_by_label = label
+        entry.save()
+        occasion = pending.material_id
+        pending.delete()
+        record_audit(
+            tenant,
+            alias,
+            AuditAction.ACTIVATE,
+            actor,
+            label=label,
+            old_fingerprint=old_fingerprint,
+            new_fingerprint=entry.fingerprint_sha256,
+            detail=("automatic activation" if automatic else "activation")
+            + f"; previous key kept in SAP Key History, active until {now.isoformat()}",
+            at=now,
+        )
+        notifications.notify_activated(
+            tenant=tenant,
+            alias=alias,
+            entry=entry,
+            backup=backup,
+            occasion=occasion,
+            activated_by=label,
+            automatic=automatic,
+        )
+    return ActivationResult(
+        tenant=tenant,
+        alias=alias,
+        entry=entry,
+        backup=backup,
+        old_fingerprint=old_fingerprint,
+        new_fingerprint=entry.fingerprint_sha256,
+        activated_by=label,
+        automatic=automatic,
+        root_changed=old_root != entry.root_fingerprint_sha256,
+        at=now,
+    )
+
+
+# -- revert ----------------------------------------------------------------------------------
+
+
+def add_back_to_pending(
+    backup: SapKeyBackup,
+    *,
+    actor=None,
+    replace: bool = False,
+    now: datetime | None = None,
+) -> PendingSapKey:
+    """Revert: copy a backup from SAP Key History back into New SAP Keys, from where it is
+    activated like any new key. The backup stays as it is. A waiting key is replaced only
+    with `replace=True` (PendingKeyExists otherwise)."""
+    tenant = backup.tenant
+    _require(actor, tenant)
+    now = now or timezone.now()
+    if backup.valid_until <= now:
+        raise RenewalError(
+            f"The backup of {backup.alias} expired on {_when(backup.valid_until)}; "
+            "an expired key cannot be activated again."
+        )
+    return _store_pending(
+        tenant,
+        backup.alias,
+        backup.certificate_chain(),
+        backup.open_private_key(),
+        source=PendingSource.REVERTED,
+        replace=replace,
+        now=now,
+        actor=actor,
+        label=actor_label(actor),
+        reverted_from=backup,
+    )
+
+
+# -- automatic activation --------------------------------------------------------------------
+
+
+@dataclass
+class ScanResult:
+    now: datetime
+    activated: list[ActivationResult] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    reminded: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "now": self.now.isoformat(),
+            "activated": [
+                {"tenant": r.tenant.slug, "alias": r.alias, "fingerprint_sha256": r.new_fingerprint}
+                for r in self.activated
+            ],
+            "skipped": [{"tenant": t, "alias": a, "reason": why} for t, a, why in self.skipped],
+            "failed": [{"tenant": t, "alias": a, "error": why} for t, a, why in self.failed],
+            "reminded": [
+                {"tenant": n.tenant.slug, "alias": n.alias, "days": n.threshold_days}
+                for n in self.reminded
+            ],
+        }
+
+
+def auto_activate_due(now: datetime | None = None) -> ScanResult:
+    """Activate every pending key whose current key expires within a day (or has expired),
+    recorded as "automatic"; send due reminders; retry mails that failed before.
+
+    Safe to run several times at once and to replay: each key is activated by whichever run
+    locks it first, the others skip it; each mail is recorded once.
+    """
+    now = now or timezone.now()
+    run = ScanRun.objects.create(started_at=timezone.now(), as_of=now)
+    result = ScanResult(now=now)
+    # Mails that failed in earlier runs first; a mail failing in this run waits for the next.
+    notifications.deliver_unsent()
+    due = (
+        PendingSapKey.objects.due_for_auto_activation(now)
+        .select_related("tenant")
+        .only("tenant", "alias")
+        .order_by("entry__valid_until", "pk")
+    )
+    for pending in list(due):
+        tenant, alias = pending.tenant, pending.alias
+        try:
+            activation = activate_pending_key(tenant, alias, automatic=True, now=now)
+        except NothingToActivate as error:
+            result.skipped.append((tenant.slug, alias, str(error)))
+        except Exception as error:  # one broken key must not stop the others
+            logger.warning("Automatic activation of %s in %s failed: %s", alias, tenant.slug, error)
+            result.failed.append((tenant.slug, alias, str(error)))
+        else:
+            logger.info("Activated %s in %s automatically.", alias, tenant.slug)
+            result.activated.append(activation)
+    result.reminded = notifications.send_due_reminders(now)
+    ScanRun.objects.filter(pk=run.pk).update(
+        finished_at=timezone.now(),
+        activated=len(result.activated),
+        skipped=len(result.skipped),
+        failed=len(result.failed),
+        reminded=len(result.reminded),
+        detail="\n".join(f"{t}/{a}: {why}" for t, a, why in result.failed)[:4000],
+    )
+    return result

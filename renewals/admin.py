@@ -1,0 +1,486 @@
+"""Admin screens of the renewal: New SAP Keys (download, activate) and SAP Key History
+(download, Add to New SAP Keys).
+
+Rows are never added, changed or deleted through the generic admin forms; every change goes
+through a confirmation page whose POST calls one function of renewals.activation. Each custom
+URL asks keystore.permissions for the row's tenant: reading roles see and download,
+NodeManager.deploysecuritycontent activates and reverts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_http_methods, require_safe
+
+from keystore import permissions, services
+from keystore.admin import TenantFilter, expiry_badge, request_now
+from keystore.adminmixins import TenantScopedAdmin
+from keystore.downloads import file_response
+from renewals.activation import (
+    AlreadyWaiting,
+    NothingToActivate,
+    PendingKeyExists,
+    RenewalError,
+    activate_pending_key,
+    add_back_to_pending,
+)
+from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
+
+DOWNLOADS = (
+    ("Download Certificate", "cer"),
+    ("Download Root Certificate", "root"),
+    ("Download Certificate Chain", "p7b"),
+)
+FACT_FIELDS = (
+    "subject",
+    "issuer",
+    "serial",
+    "valid_from",
+    "valid_until",
+    "key_type",
+    "key_size",
+    "signature_algorithm",
+    "fingerprint_sha256",
+    "root_subject",
+    "root_fingerprint_sha256",
+    "chain_length",
+)
+
+
+def utc(value: datetime | None, *, seconds: bool = False) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def comparison(old, new) -> list[tuple[str, str, str, bool]]:
+    """(label, old, new, differs) rows for a confirmation page; public facts only."""
+    rows = [
+        ("SHA-256 fingerprint", old.fingerprint_sha256, new.fingerprint_sha256),
+        ("Subject", old.subject, new.subject),
+        ("Issuer", old.issuer, new.issuer),
+        ("Serial number", old.serial, new.serial),
+        ("Root certificate", old.root_subject, new.root_subject),
+        ("Root SHA-256 fingerprint", old.root_fingerprint_sha256, new.root_fingerprint_sha256),
+        ("Valid from", utc(old.valid_from) + " UTC", utc(new.valid_from) + " UTC"),
+        ("Valid until", utc(old.valid_until) + " UTC", utc(new.valid_until) + " UTC"),
+        ("Key", f"{old.key_type} {old.key_size}", f"{new.key_type} {new.key_size}"),
+        ("Signature algorithm", old.signature_algorithm, new.signature_algorithm),
+    ]
+    return [(label, a, b, a != b) for label, a, b in rows]
+
+
+class RenewalAdmin(TenantScopedAdmin):
+    """Read-only rows with per-row buttons; changes only through the custom confirmation pages."""
+
+    list_filter = (TenantFilter,)
+    search_fields = ("alias", "tenant__slug", "fingerprint_sha256")
+    actions = None
+    list_per_page = 50
+    has_downloads = True
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def may_deploy(self, request: HttpRequest, obj) -> bool:
+        return permissions.may(request.user, permissions.DEPLOY, obj.tenant_id)
+
+    def url_name(self, suffix: str) -> str:
+        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
+
+    def download_buttons(self, obj) -> list[tuple[str, str, str]]:
+        return [
+            (label, reverse(self.url_name("download"), args=[obj.pk, kind]), "download")
+            for label, kind in DOWNLOADS
+        ]
+
+    @staticmethod
+    def render_buttons(buttons: list[tuple[str, str, str]]):
+        return format_html_join(
+            " ",
+            '<a class="button renewal-{}" href="{}" style="white-space: nowrap">{}</a>',
+            ((css, url, label) for label, url, css in buttons),
+        )
+
+    def get_urls(self):
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        own = self.custom_urls(info)
+        if self.has_downloads:
+            download = self.tenant_view(require_safe(self.download_view))
+            own.append(path("<int:pk>/download/<str:kind>/", download, name=f"{info}_download"))
+        return own + super().get_urls()
+
+    def custom_urls(self, info: str) -> list:
+        return []
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # 404 for a missing row, 403 for another tenant's row (admin would redirect for both).
+        try:
+            pk = int(str(object_id))
+        except ValueError:
+            raise Http404("No such object.")
+        self.get_object_for(request, pk, self.view_permission)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def download_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+        if kind not in services.PUBLIC_FORMATS:
+            raise Http404("Unknown download format.")
+        obj = self.get_object_for(request, pk, permissions.READ)
+        return file_response(services.public_download(obj, kind))
+
+    def page(self, request, template: str, title: str, **context) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"admin/renewals/{self.opts.model_name}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": title,
+                "changelist_url": reverse(self.url_name("changelist")),
+                **context,
+            },
+        )
+
+    @staticmethod
+    def require_deploy_somewhere(request: HttpRequest) -> None:
+        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
+            raise PermissionDenied("You may not activate or revert keys in any tenant.")
+
+
+@admin.register(PendingSapKey)
+class PendingSapKeyAdmin(RenewalAdmin):
+    list_display_links = ("alias",)
+    list_select_related = ("tenant", "entry")
+    ordering = ("entry__valid_until", "tenant__slug", "alias")
+    fields = (
+        "tenant",
+        "alias",
+        "source",
+        "provided_at",
+        "provided_by_label",
+        "auto_activation",
+        "current_valid_until",
+        *FACT_FIELDS,
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        # Lists need the facts only, not chains or sealed keys.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("tenant", "entry")
+            .defer(
+                "chain_pem", "sealed_private_key", "entry__chain_pem", "entry__sealed_private_key"
+            )
+        )
+
+    def get_list_display(self, request):
+        now = request_now(request)
+
+        @admin.display(description="Current key valid until", ordering="entry__valid_until")
+        def current_key_valid_until(pending: PendingSapKey):
+            return expiry_badge(pending.entry.valid_until, now)
+
+        @admin.display(description="Actions")
+        def buttons(pending: PendingSapKey):
+            buttons = self.download_buttons(pending)
+            if self.may_deploy(request, pending):
+                url = reverse(self.url_name("activate"), args=[pending.pk])
+                buttons.append(("Activate", url, "activate"))
+            return self.render_buttons(buttons)
+
+        return (
+            "alias",
+            "tenant",
+            "new_valid_from",
+            "new_valid_until",
+            current_key_valid_until,
+            "auto_activation",
+            "source",
+            buttons,
+        )
+
+    @admin.display(description="New key valid from", ordering="valid_from")
+    def new_valid_from(self, pending: PendingSapKey) -> str:
+        return utc(pending.valid_from)
+
+    @admin.display(description="New key valid until", ordering="valid_until")
+    def new_valid_until(self, pending: PendingSapKey) -> str:
+        return utc(pending.valid_until)
+
+    @admin.display(description="Current key valid until (UTC)")
+    def current_valid_until(self, pending: PendingSapKey) -> str:
+        return utc(pending.entry.valid_until)
+
+    @admin.display(description="Automatic activation (UTC)", ordering="entry__valid_until")
+    def auto_activation(self, pending: PendingSapKey) -> str:
+        return utc(pending.auto_activation_at)
+
+    def custom_urls(self, info: str) -> list:
+        return [
+            path(
+                "<int:pk>/activate/",
+                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(self.activate_view)),
+                name=f"{info}_activate",
+            )
+        ]
+
+    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        self.require_deploy_somewhere(request)
+        history_url = reverse(f"{self.admin_site.name}:renewals_sapkeybackup_changelist")
+        pending = PendingSapKey.objects.select_related("tenant", "entry").filter(pk=pk).first()
+        if pending is None:
+            if request.method == "POST":
+                # A double click or a second administrator: the first POST did the work.
+                self.message_user(
+                    request,
+                    "This new SAP key is not waiting any more; it may have been activated "
+                    "already. See SAP Key History.",
+                    messages.WARNING,
+                )
+                return HttpResponseRedirect(history_url)
+            raise Http404("No such new SAP key.")
+        permissions.require(request.user, permissions.DEPLOY, pending.tenant)
+        if request.method == "POST":
+            return self._activate(request, pending, history_url)
+        entry = pending.entry
+        return self.page(
+            request,
+            "activate.html",
+            f"Activate the new SAP key {pending.alias}",
+            pending=pending,
+            entry=entry,
+            rows=comparison(entry, pending),
+            root_changed=entry.root_fingerprint_sha256 != pending.root_fingerprint_sha256,
+            not_yet_valid=pending.valid_from > request_now(request),
+            auto_activation_at=utc(pending.auto_activation_at),
+        )
+
+    def _activate(self, request, pending: PendingSapKey, history_url: str) -> HttpResponse:
+        confirmed = request.POST.get("fingerprint", "")
+        if not confirmed:
+            self.message_user(
+                request, "Review the new key on the confirmation page first.", messages.ERROR
+            )
+            return HttpResponseRedirect(reverse(self.url_name("activate"), args=[pending.pk]))
+        try:
+            result = activate_pending_key(
+                pending.tenant, pending.alias, actor=request.user, expected_fingerprint=confirmed
+            )
+        except NothingToActivate as error:
+            self.message_user(request, str(error), messages.WARNING)
+            return HttpResponseRedirect(history_url)
+        except RenewalError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(reverse(self.url_name("changelist")))
+        self.message_user(
+            request,
+            f"The new SAP key {result.alias} in {result.tenant.slug} is active. The previous "
+            f"key is in SAP Key History, active until {utc(result.at, seconds=True)} UTC. "
+            "Restart the integration flows that use it and run their tests.",
+            messages.SUCCESS,
+        )
+        if result.root_changed:
+            self.message_user(
+                request,
+                "The new key has another root certificate: backends must trust the new root.",
+                messages.WARNING,
+            )
+        return HttpResponseRedirect(history_url)
+
+
+@admin.register(SapKeyBackup)
+class SapKeyHistoryAdmin(RenewalAdmin):
+    list_display_links = ("alias",)
+    list_select_related = ("tenant",)
+    ordering = ("tenant__slug", "alias", "-active_until")
+    fields = (
+        "tenant",
+        "alias",
+        "active_from",
+        "active_until",
+        "activated_by_label",
+        *FACT_FIELDS,
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("chain_pem", "sealed_private_key")
+
+    def get_list_display(self, request):
+        @admin.display(description="Actions")
+        def buttons(backup: SapKeyBackup):
+            buttons = self.download_buttons(backup)
+            if self.may_deploy(request, backup):
+                url = reverse(self.url_name("revert"), args=[backup.pk])
+                buttons.append(("Add to New SAP Keys", url, "revert"))
+            return self.render_buttons(buttons)
+
+        return (
+            "alias",
+            "tenant",
+            "key_valid_from",
+            "key_valid_until",
+            "active_from_utc",
+            "active_until_utc",
+            "activated_by_label",
+            buttons,
+        )
+
+    @admin.display(description="Key valid from", ordering="valid_from")
+    def key_valid_from(self, backup: SapKeyBackup) -> str:
+        return utc(backup.valid_from)
+
+    @admin.display(description="Key valid until", ordering="valid_until")
+    def key_valid_until(self, backup: SapKeyBackup) -> str:
+        return utc(backup.valid_until)
+
+    @admin.display(description="Active from (UTC)", ordering="active_from")
+    def active_from_utc(self, backup: SapKeyBackup) -> str:
+        return utc(backup.active_from, seconds=True)
+
+    @admin.display(description="Active until (UTC)", ordering="active_until")
+    def active_until_utc(self, backup: SapKeyBackup):
+        return format_html(
+            '<span title="{}">{}</span>',
+            backup.active_until.astimezone(UTC).isoformat(),
+            utc(backup.active_until, seconds=True),
+        )
+
+    def custom_urls(self, info: str) -> list:
+        return [
+            path(
+                "<int:pk>/revert/",
+                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(self.revert_view)),
+                name=f"{info}_revert",
+            )
+        ]
+
+    def revert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        backup = self.get_object_for(request, pk, permissions.DEPLOY)
+        revert_url = reverse(self.url_name("revert"), args=[backup.pk])
+        if request.method == "POST":
+            try:
+                add_back_to_pending(
+                    backup, actor=request.user, replace=request.POST.get("replace") == "on"
+                )
+            except AlreadyWaiting as error:
+                self.message_user(request, str(error), messages.WARNING)
+                return HttpResponseRedirect(
+                    reverse(f"{self.admin_site.name}:renewals_pendingsapkey_changelist")
+                )
+            except PendingKeyExists as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return HttpResponseRedirect(revert_url)
+            except RenewalError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return HttpResponseRedirect(reverse(self.url_name("changelist")))
+            self.message_user(
+                request,
+                f"The backup of {backup.alias} active until "
+                f"{utc(backup.active_until, seconds=True)} UTC is in New SAP Keys. Activate it "
+                "there; backends that already use the newer certificate will fail afterwards.",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(
+                reverse(f"{self.admin_site.name}:renewals_pendingsapkey_changelist")
+            )
+        entry = backup.entry
+        waiting = PendingSapKey.objects.filter(entry=entry).first()
+        return self.page(
+            request,
+            "revert.html",
+            f"Add the backup of {backup.alias} to New SAP Keys",
+            backup=backup,
+            entry=entry,
+            waiting=waiting,
+            rows=comparison(entry, backup),
+            active_until=utc(backup.active_until, seconds=True),
+            expired=backup.valid_until <= request_now(request),
+        )
+
+
+@admin.register(SentNotification)
+class SentNotificationAdmin(RenewalAdmin):
+    """The mails of a tenant's renewals, for its administrators (recipients are addresses)."""
+
+    view_permission = permissions.DEPLOY
+    search_fields = ("alias", "tenant__slug", "subject")
+    list_display = (
+        "created_at",
+        "kind",
+        "tenant",
+        "alias",
+        "threshold_days",
+        "recipients",
+        "sent_at",
+        "attempts",
+        "last_error",
+    )
+    list_select_related = ("tenant",)
+    ordering = ("-created_at", "-id")
+    fields = (
+        "kind",
+        "tenant",
+        "alias",
+        "fingerprint",
+        "threshold_days",
+        "recipients",
+        "subject",
+        "body",
+        "created_at",
+        "sent_at",
+        "attempts",
+        "gave_up",
+        "last_error",
+    )
+    readonly_fields = fields
+
+    has_downloads = False
+
+
+@admin.register(ScanRun)
+class ScanRunAdmin(admin.ModelAdmin):
+    """When the automatic-activation scan ran and what it did (operators: superusers)."""
+
+    list_display = (
+        "started_at",
+        "as_of",
+        "finished_at",
+        "activated",
+        "skipped",
+        "reminded",
+        "failed",
+    )
+    fields = (*list_display, "detail")
+    readonly_fields = fields
+    actions = None
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,6 @@
+"""TLS connectivity tests of a tenant's backends, with a key pair of its keystore.
+
+The pure handshake lives in renewals.tlsprobe; this app adds the Django side: the recorded run
+(models), the one service function that validates, resolves key material and records
+(services), the admin page and result page (admin), and the `connectivity_test` command.
+"""

@@ -1,0 +1,32 @@
+"""Activate the new SAP key of an alias (the same function as the admin's Activate button)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from keystore.services import KeystoreError
+from renewals import activation
+from renewals.management.commands import get_tenant, iso
+
+
+class Command(BaseCommand):
+    help = (
+        "Activate the new SAP key waiting for ALIAS: the current key goes to SAP Key History, "
+        "the new key becomes active."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("alias")
+        parser.add_argument("--tenant", required=True, help="tenant slug")
+
+    def handle(self, *args, **options) -> None:
+        tenant = get_tenant(options["tenant"])
+        try:
+            result = activation.activate_pending_key(tenant, options["alias"])
+        except KeystoreError as error:
+            raise CommandError(str(error))
+        self.stdout.write(
+            f"Activated the new SAP key for {result.alias} in {tenant.slug} "
+            f"(SHA-256 {result.new_fingerprint}); the previous key is in SAP Key History, "
+            f"active until {iso(result.at)}."
+        )
+        if result.root_changed:
+            self.stdout.write("The new key has another root certificate: backends must trust it.")

@@ -1,0 +1,38 @@
+"""Run the automatic-activation scan once (what the scheduler runs every few minutes)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from renewals.activation import auto_activate_due
+from renewals.management.commands import iso, parse_instant
+
+
+class Command(BaseCommand):
+    help = (
+        "Activate every new SAP key whose current key expires within a day, and send due "
+        "reminders. --now rehearses the scan at another time (ISO-8601, UTC if no zone)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--now", default=None, help="judge due keys as of this time")
+
+    def handle(self, *args, **options) -> None:
+        now = parse_instant(options["now"], "--now")[0] if options["now"] else None
+        result = auto_activate_due(now)
+        for activation in result.activated:
+            self.stdout.write(
+                f"activated {activation.tenant.slug}/{activation.alias} "
+                f"(SHA-256 {activation.new_fingerprint})"
+            )
+        for tenant, alias, reason in result.skipped:
+            self.stdout.write(f"skipped {tenant}/{alias}: {reason}")
+        for notification in result.reminded:
+            self.stdout.write(
+                f"reminded {notification.tenant.slug}/{notification.alias} "
+                f"({notification.threshold_days} days before automatic activation)"
+            )
+        if not (result.activated or result.skipped or result.reminded or result.failed):
+            self.stdout.write(f"Nothing due as of {iso(result.now)}.")
+        if result.failed:
+            for tenant, alias, error in result.failed:
+                self.stderr.write(f"failed {tenant}/{alias}: {error}")
+            raise CommandError(f"{len(result.failed)} automatic activations failed.")

@@ -1,0 +1,174 @@
+"""The change over time of SAP-owned keys: New SAP Keys, SAP Key History, mails and scan runs.
+
+A pending key and a backup are key material like an entry (chain, sealed private key, fact
+columns); each seals its private key for its own row, so material moves between the three
+tables only through `copy_material_from`, which opens and reseals.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from keystore.models import KeyMaterial, KeystoreEntry, Tenant
+from renewals import conf
+from renewals.querysets import HistoryQuerySet, NotificationQuerySet, PendingQuerySet
+
+
+class PendingSource(models.TextChoices):
+    PROVISIONED = "provisioned", "Provided by SAP"
+    IMPORTED = "imported", "Imported from a delivered file"
+    REVERTED = "reverted", "Added back from SAP Key History"
+
+
+class PendingSapKey(KeyMaterial):
+    """A renewed SAP key waiting for activation ("New SAP Keys"); at most one per alias."""
+
+    SEALING_LABEL = "pending-sap-key"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="pending_sap_keys")
+    entry = models.OneToOneField(
+        KeystoreEntry, on_delete=models.CASCADE, related_name="pending_sap_key"
+    )
+    provided_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=16, choices=PendingSource.choices)
+    provided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    provided_by_label = models.CharField(max_length=150, blank=True)
+    reverted_from = models.ForeignKey(
+        "SapKeyBackup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = PendingQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "new SAP key"
+        verbose_name_plural = "New SAP Keys"
+        ordering = ["tenant__slug", "alias"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.alias} (new)" if self.tenant_id else self.alias
+
+    @property
+    def auto_activation_at(self) -> datetime:
+        """When the scheduler activates this key: the current key's expiry minus one day."""
+        return self.entry.valid_until - conf.auto_activate_before()
+
+
+class SapKeyBackup(KeyMaterial):
+    """A replaced key kept for revert ("SAP Key History"); rows are never changed."""
+
+    SEALING_LABEL = "sap-key-backup"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sap_key_backups")
+    entry = models.ForeignKey(KeystoreEntry, on_delete=models.CASCADE, related_name="backups")
+    active_from = models.DateTimeField()
+    active_until = models.DateTimeField(db_index=True)
+    # Who activated the key that replaced this one: a user, or "automatic" for the scheduler.
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    activated_by_label = models.CharField(max_length=150)
+
+    objects = HistoryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "SAP key backup"
+        verbose_name_plural = "SAP Key History"
+        ordering = ["tenant__slug", "alias", "-active_until"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "alias", "active_until"], name="one_backup_per_active_until"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alias} active until {self.active_until:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class NotificationKind(models.TextChoices):
+    NEW_KEY = "new_key", "New SAP key available"
+    REMINDER = "reminder", "Reminder before automatic activation"
+    ACTIVATED = "activated", "Activation done"
+    REVERTED = "reverted", "Revert done"
+
+
+class SentNotification(models.Model):
+    """One mail, recorded once: the unique constraint makes a second scan (or a retried task)
+    find the row instead of mailing again. The row is written with the change it reports, in
+    the same transaction, and delivered after commit; `sent_at` stays empty until delivery
+    succeeds, so a failed delivery is retried by the next scan.
+
+    `occasion` is the pending key the mail is about (its material_id): the same key may wait
+    and be activated more than once (revert and activate again), and each time is news.
+    """
+
+    kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    alias = models.CharField(max_length=250)
+    fingerprint = models.CharField(max_length=95)
+    threshold_days = models.PositiveSmallIntegerField(default=0)
+    occasion = models.UUIDField()
+    created_at = models.DateTimeField(default=timezone.now)
+    recipients = models.TextField(blank=True)
+    subject = models.CharField(max_length=255)
+    body = models.TextField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    gave_up = models.BooleanField(default=False)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "tenant", "alias", "fingerprint", "threshold_days", "occasion"],
+                name="one_mail_per_occasion",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.tenant.slug}/{self.alias}"
+
+    @property
+    def recipient_list(self) -> list[str]:
+        return [address for address in self.recipients.split(",") if address]
+
+
+class ScanRun(models.Model):
+    """One run of the automatic-activation scan, for monitoring ("when did it last run?")."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    as_of = models.DateTimeField(help_text="The time the scan judged due keys by.")
+    activated = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    reminded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"scan at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished_at is not None and self.failed == 0

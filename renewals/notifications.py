@@ -1,0 +1,344 @@
+"""Mails to a tenant's administrators about its SAP keys, each recorded once.
+
+A mail is first written as a SentNotification row, in the transaction of the change it reports
+(so a rolled-back activation mails nobody), and delivered after commit. The row's unique
+constraint makes every mail happen once however often the scan runs; a delivery is claimed
+with a conditional update, so two workers never send the same row; a failed delivery leaves
+`sent_at` empty and the next scan tries again (up to RENEWALS_MAIL_MAX_ATTEMPTS).
+
+Recipients are the active users holding NodeManager.deploysecuritycontent on the tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from django.core.mail import EmailMessage
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from keystore import permissions
+from keystore.models import Tenant
+from renewals import conf
+from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
+
+logger = logging.getLogger(__name__)
+
+# A claim older than this belongs to a worker that died while sending; the row is free again.
+STALE_CLAIM = timedelta(minutes=10)
+
+
+def when(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def recipients_for(tenant: Tenant) -> list[str]:
+    return [
+        email
+        for email in permissions.users_with(permissions.DEPLOY, tenant).values_list(
+            "email", flat=True
+        )
+        if email
+    ]
+
+
+def _link(url_name: str) -> str:
+    base = conf.site_url()
+    return f"\n{base}{reverse(url_name)}\n" if base else ""
+
+
+def _record(
+    kind: str,
+    tenant: Tenant,
+    alias: str,
+    fingerprint: str,
+    occasion,
+    subject: str,
+    body: str,
+    *,
+    threshold_days: int = 0,
+    recipients: list[str] | None = None,
+) -> SentNotification | None:
+    """Write the mail's row; None when this mail exists already (another scan was first)."""
+    try:
+        with transaction.atomic():
+            return SentNotification.objects.create(
+                kind=kind,
+                tenant=tenant,
+                alias=alias,
+                fingerprint=fingerprint,
+                threshold_days=threshold_days,
+                occasion=occasion,
+                recipients=",".join(
+                    recipients if recipients is not None else recipients_for(tenant)
+                ),
+                subject=subject[:255],
+                body=body,
+            )
+    except IntegrityError:
+        return None
+
+
+def _after_commit(notification: SentNotification | None) -> None:
+    if notification is not None:
+        transaction.on_commit(partial(deliver, [notification.pk]))
+
+
+def _key_lines(material, heading: str) -> str:
+    return (
+        f"{heading}\n"
+        f"  Subject:        {material.subject}\n"
+        f"  Issuer:         {material.issuer}\n"
+        f"  Valid from:     {when(material.valid_from)}\n"
+        f"  Valid until:    {when(material.valid_until)}\n"
+        f"  SHA-256:        {material.fingerprint_sha256}\n"
+    )
+
+
+def _tenant_words(tenant: Tenant) -> str:
+    return f"{tenant.name} ({tenant.slug})" if tenant.name != tenant.slug else tenant.slug
+
+
+# -- the four mails -------------------------------------------------------------------------
+
+
+def notify_new_key(pending: PendingSapKey) -> SentNotification | None:
+    """A new SAP key is available; call inside the transaction that stored it."""
+    tenant, entry = pending.tenant, pending.entry
+    subject = (
+        f"New SAP key for {pending.alias} in {tenant.slug}: "
+        f"automatic activation on {when(pending.auto_activation_at)}"
+    )
+    body = (
+        f"A new SAP key is available for alias {pending.alias} in tenant "
+        f"{_tenant_words(tenant)}.\n\n"
+        + _key_lines(pending, "New key:")
+        + f"\nCurrent key: valid until {when(entry.valid_until)}.\n\n"
+        f"The new key will be activated automatically on {when(pending.auto_activation_at)}, "
+        "one day before the current key expires, unless you activate it earlier.\n\n"
+        "Before activating: download the new certificate, its root certificate and the chain "
+        "from New SAP Keys, send them to the administrators of the backend systems that use "
+        "this key, and agree a time for the switch with them.\n"
+        + _link("admin:renewals_pendingsapkey_changelist")
+    )
+    notification = _record(
+        NotificationKind.NEW_KEY,
+        tenant,
+        pending.alias,
+        pending.fingerprint_sha256,
+        pending.material_id,
+        subject,
+        body,
+    )
+    _after_commit(notification)
+    return notification
+
+
+def _reminder(pending: PendingSapKey, threshold: int, now: datetime, recipients: list[str]):
+    tenant = pending.tenant
+    at = pending.auto_activation_at
+    left = at - now
+    days_left = max(1, round(left / timedelta(days=1)))
+    unit = "day" if days_left == 1 else "days"
+    subject = (
+        f"Reminder: SAP key {pending.alias} in {tenant.slug} is activated automatically "
+        f"in {days_left} {unit} ({when(at)})"
+    )
+    body = (
+        f"The new SAP key for alias {pending.alias} in tenant {_tenant_words(tenant)} is "
+        f"still waiting for activation.\n\n"
+        f"It will be activated automatically on {when(at)} (in about {days_left} {unit}); "
+        f"the current key expires on {when(pending.entry.valid_until)}.\n\n"
+        + _key_lines(pending, "New key:")
+        + "\nIf the backend systems have not imported the new certificate yet, scenarios that "
+        "use this key will fail after the activation.\n"
+        + _link("admin:renewals_pendingsapkey_changelist")
+    )
+    return _record(
+        NotificationKind.REMINDER,
+        tenant,
+        pending.alias,
+        pending.fingerprint_sha256,
+        pending.material_id,
+        subject,
+        body,
+        threshold_days=threshold,
+        recipients=recipients,
+    )
+
+
+def notify_activated(
+    *,
+    tenant: Tenant,
+    alias: str,
+    entry,
+    backup: SapKeyBackup,
+    occasion,
+    activated_by: str,
+    automatic: bool,
+) -> SentNotification | None:
+    """Activation done; call inside the activation's transaction."""
+    how = "automatically" if automatic else f"by {activated_by}"
+    subject = f"SAP key {alias} in {tenant.slug} was activated {how}"
+    body = (
+        f"The new SAP key for alias {alias} in tenant {_tenant_words(tenant)} was activated "
+        f"{how} on {when(backup.active_until)}.\n\n"
+        + _key_lines(entry, "Active key now:")
+        + "\n"
+        + _key_lines(backup, "Previous key (kept in SAP Key History):")
+        + f"  Active until:   {when(backup.active_until)}\n\n"
+        "Restart the integration flows that hold outbound connections with this key, and run "
+        "their scenarios and a TLS connectivity test. If something is broken and cannot be "
+        "fixed, add the previous key back to New SAP Keys from SAP Key History (identified by "
+        "its Active Until) and activate it.\n" + _link("admin:renewals_sapkeybackup_changelist")
+    )
+    if automatic:
+        body += (
+            "\nThe key was activated because its predecessor expires within a day; backends "
+            "that were not updated will fail, as they would have with the expired key.\n"
+        )
+    notification = _record(
+        NotificationKind.ACTIVATED,
+        tenant,
+        alias,
+        entry.fingerprint_sha256,
+        occasion,
+        subject,
+        body,
+    )
+    _after_commit(notification)
+    return notification
+
+
+def notify_reverted(pending: PendingSapKey, backup: SapKeyBackup) -> SentNotification | None:
+    """A backup went back to New SAP Keys; call inside the revert's transaction."""
+    tenant = pending.tenant
+    subject = f"SAP key {pending.alias} in {tenant.slug}: a backup was added back to New SAP Keys"
+    body = (
+        f"{pending.provided_by_label} added the backup of alias {pending.alias} that was "
+        f"active until {when(backup.active_until)} back to New SAP Keys in tenant "
+        f"{_tenant_words(tenant)}.\n\n"
+        + _key_lines(pending, "Key waiting for activation:")
+        + f"\nIt is not active yet. Activate it from New SAP Keys; otherwise it is activated "
+        f"automatically on {when(pending.auto_activation_at)}.\n"
+        "Warning: backend systems that already use the newer certificate will fail after "
+        "the previous key is active again.\n" + _link("admin:renewals_pendingsapkey_changelist")
+    )
+    notification = _record(
+        NotificationKind.REVERTED,
+        tenant,
+        pending.alias,
+        pending.fingerprint_sha256,
+        pending.material_id,
+        subject,
+        body,
+    )
+    _after_commit(notification)
+    return notification
+
+
+# -- reminders -------------------------------------------------------------------------------
+
+
+def due_threshold(
+    auto_activation_at: datetime, provided_at: datetime, now: datetime, days: Iterable[int]
+) -> int | None:
+    """The reminder (in days) that is due now: the closest threshold already reached. A
+    threshold that was reached before the key was provided is not sent: the mail about the new
+    key named the activation date already."""
+    reached = [day for day in days if auto_activation_at - timedelta(days=day) <= now]
+    if not reached or now >= auto_activation_at:
+        return None
+    threshold = min(reached)
+    if auto_activation_at - timedelta(days=threshold) < provided_at:
+        return None
+    return threshold
+
+
+def send_due_reminders(now: datetime | None = None) -> list[SentNotification]:
+    """Record and send each reminder that is due; a reminder already recorded is not sent again."""
+    now = now or timezone.now()
+    days = conf.reminder_days()
+    pending_keys = list(
+        PendingSapKey.objects.in_reminder_window(now).select_related("tenant", "entry")
+    )
+    if not pending_keys:
+        return []
+    recorded_before = set(
+        SentNotification.objects.filter(
+            kind=NotificationKind.REMINDER,
+            occasion__in=[pending.material_id for pending in pending_keys],
+        ).values_list("occasion", "threshold_days")
+    )
+    recipients: dict[int, list[str]] = {}
+    recorded: list[SentNotification] = []
+    for pending in pending_keys:
+        threshold = due_threshold(pending.auto_activation_at, pending.provided_at, now, days)
+        if threshold is None or (pending.material_id, threshold) in recorded_before:
+            continue
+        if pending.tenant_id not in recipients:
+            recipients[pending.tenant_id] = recipients_for(pending.tenant)
+        notification = _reminder(pending, threshold, now, recipients[pending.tenant_id])
+        if notification is not None:
+            recorded.append(notification)
+    deliver([notification.pk for notification in recorded])
+    return recorded
+
+
+# -- delivery --------------------------------------------------------------------------------
+
+
+def _claim(notification_id: int, now: datetime) -> bool:
+    return bool(
+        SentNotification.objects.unsent()
+        .filter(pk=notification_id)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - STALE_CLAIM))
+        .update(claimed_at=now)
+    )
+
+
+def deliver(notification_ids: Iterable[int]) -> int:
+    """Send the given recorded mails that nobody has sent or is sending; returns how many."""
+    sent = 0
+    for notification_id in notification_ids:
+        now = timezone.now()
+        if not _claim(notification_id, now):
+            continue
+        notification = SentNotification.objects.get(pk=notification_id)
+        recipients = notification.recipient_list
+        try:
+            if recipients:
+                EmailMessage(notification.subject, notification.body, None, recipients).send()
+        except Exception as error:  # SMTP and network errors: keep the row for the next scan
+            attempts = notification.attempts + 1
+            logger.warning(
+                "Mail %s (%s) could not be sent (attempt %s): %s",
+                notification.pk,
+                notification.subject,
+                attempts,
+                error,
+            )
+            SentNotification.objects.filter(pk=notification_id).update(
+                claimed_at=None,
+                attempts=attempts,
+                gave_up=attempts >= conf.mail_max_attempts(),
+                last_error=str(error)[:500],
+            )
+            continue
+        SentNotification.objects.filter(pk=notification_id).update(
+            sent_at=timezone.now(),
+            attempts=notification.attempts + 1,
+            last_error="" if recipients else "No administrator of the tenant has a mail address.",
+        )
+        sent += 1
+    return sent
+
+
+def deliver_unsent() -> int:
+    """Retry every mail whose delivery failed earlier (called by each scan)."""
+    return deliver(SentNotification.objects.unsent().order_by("pk").values_list("pk", flat=True))

@@ -1,0 +1,50 @@
+"""Business filters over New SAP Keys, SAP Key History and recorded mails, in the domain's words."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from keystore.querysets import TenantScopedQuerySet
+from renewals import conf
+
+
+class PendingQuerySet(TenantScopedQuerySet):
+    def due_for_auto_activation(self, now: datetime | None = None) -> PendingQuerySet:
+        """Pending keys whose current key expires within RENEWALS_AUTO_ACTIVATE_BEFORE (or has
+        expired already)."""
+        now = now or timezone.now()
+        return self.filter(entry__valid_until__lte=now + conf.auto_activate_before())
+
+    def in_reminder_window(self, now: datetime | None = None) -> PendingQuerySet:
+        """Pending keys whose automatic activation is at most the largest reminder away."""
+        now = now or timezone.now()
+        days = conf.reminder_days()
+        if not days:
+            return self.none()
+        horizon = now + conf.auto_activate_before() + timedelta(days=days[0])
+        return self.filter(entry__valid_until__lte=horizon)
+
+    def for_alias(self, tenant, alias: str) -> PendingQuerySet:
+        return self.filter(tenant=tenant, entry__alias=alias)
+
+
+class HistoryQuerySet(TenantScopedQuerySet):
+    def for_alias(self, tenant, alias: str) -> HistoryQuerySet:
+        return self.filter(tenant=tenant, alias=alias)
+
+    def active_until_matching(
+        self, instant: datetime, precision: timedelta | None = None
+    ) -> HistoryQuerySet:
+        """Backups whose Active Until is `instant`, or lies in [instant, instant + precision)
+        when the operator typed the time less precisely than it is stored (the screens show
+        whole seconds)."""
+        if precision:
+            return self.filter(active_until__gte=instant, active_until__lt=instant + precision)
+        return self.filter(active_until=instant)
+
+
+class NotificationQuerySet(TenantScopedQuerySet):
+    def unsent(self) -> NotificationQuerySet:
+        return self.filter(sent_at__isnull=True, gave_up=False)
