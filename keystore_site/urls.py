@@ -1,10 +1,14 @@
-"""URL configuration: everything lives under the admin site."""
+"""URL configuration: everything lives under the admin site, except /metrics (Prometheus).
+
+The admin index is routed to keystore_site.dashboard.index first, which renders Django's index
+with the dashboard above the app list; `admin:index` still names the same URL."""
 
 from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
 from keystore.throttle import ThrottledAdminAuthenticationForm
+from keystore_site import dashboard, metrics
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.site_header = "Keystore Monitor"
@@ -13,5 +17,7 @@ admin.site.index_title = "Tenant keystores"
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("admin/", admin.site.admin_view(dashboard.index), name="dashboard"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

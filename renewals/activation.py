@@ -22,7 +22,7 @@ from django.utils import timezone
 from keystore import crypto, permissions
 from keystore.models import AuditAction, EntryType, KeystoreEntry, Owner, Tenant, is_sap_alias
 from keystore.services import KeystoreError, actor_label, record_audit, validated_chain
-from renewals import conf, issuing, notifications
+from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
 
 logger = logging.getLogger(__name__)
@@ -444,6 +444,7 @@ class ScanResult:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     reminded: list = field(default_factory=list)
+    alerted: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -458,12 +459,18 @@ class ScanResult:
                 {"tenant": n.tenant.slug, "alias": n.alias, "days": n.threshold_days}
                 for n in self.reminded
             ],
+            "alerted": [
+                {"tenant": n.tenant.slug, "alias": n.alias, "days": n.threshold_days}
+                for n in self.alerted
+            ],
         }
 
 
-def auto_activate_due(now: datetime | None = None) -> ScanResult:
+def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = False) -> ScanResult:
     """Activate every pending key whose current key expires within a day (or has expired),
-    recorded as "automatic"; send due reminders; retry mails that failed before.
+    recorded as "automatic"; send due reminders; retry mails that failed before. With
+    `expiry_alerts` (the scheduled scan), also send the due expiry alerts of all entries
+    (renewals.alerts), after the activations so a replaced key is not alerted.
 
     Safe to run several times at once and to replay: each key is activated by whichever run
     locks it first, the others skip it; each mail is recorded once.
@@ -492,12 +499,15 @@ def auto_activate_due(now: datetime | None = None) -> ScanResult:
             logger.info("Activated %s in %s automatically.", alias, tenant.slug)
             result.activated.append(activation)
     result.reminded = notifications.send_due_reminders(now)
+    if expiry_alerts:
+        result.alerted = alerts.send_expiry_alerts(now)
     ScanRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now(),
         activated=len(result.activated),
         skipped=len(result.skipped),
         failed=len(result.failed),
         reminded=len(result.reminded),
+        alerted=len(result.alerted),
         detail="\n".join(f"{t}/{a}: {why}" for t, a, why in result.failed)[:4000],
     )
     return result

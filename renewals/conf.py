@@ -5,6 +5,10 @@ RENEWALS_AUTO_ACTIVATE_BEFORE  timedelta, default 1 day: a pending key is activa
                                when the current key with its alias expires within this time.
 RENEWALS_REMINDER_DAYS         days before the automatic activation at which the tenant's
                                administrators get a reminder; default (14, 7, 2, 1).
+RENEWALS_EXPIRY_ALERT_DAYS     days before an entry's certificate expires at which the tenant's
+                               administrators get an expiry alert (every entry, SAP- or
+                               tenant-owned); default (30, 14, 7, 1); an empty list switches
+                               the alerts off.
 RENEWALS_SCAN_MINUTES          how often the scheduler scans, in minutes; default 15. The scan
                                activates keys whose current key expires within a day, so it must
                                run far more often than daily: a daily scan could notice a due key
@@ -24,6 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 DEFAULT_AUTO_ACTIVATE_BEFORE = timedelta(days=1)
 DEFAULT_REMINDER_DAYS = (14, 7, 2, 1)
+DEFAULT_EXPIRY_ALERT_DAYS = (30, 14, 7, 1)
 DEFAULT_SCAN_MINUTES = 15
 DEFAULT_PROVISION_VALID_DAYS = 365
 DEFAULT_MAIL_MAX_ATTEMPTS = 5
@@ -45,6 +50,18 @@ def reminder_days() -> tuple[int, ...]:
         raise ImproperlyConfigured("RENEWALS_REMINDER_DAYS must be a list of whole days.")
     if any(day < 1 for day in days):
         raise ImproperlyConfigured("RENEWALS_REMINDER_DAYS must hold positive numbers of days.")
+    return tuple(days)
+
+
+def expiry_alert_days() -> tuple[int, ...]:
+    """Expiry alert thresholds in days, largest first, without duplicates (may be empty)."""
+    value = getattr(settings, "RENEWALS_EXPIRY_ALERT_DAYS", DEFAULT_EXPIRY_ALERT_DAYS)
+    try:
+        days = sorted({int(day) for day in value}, reverse=True)
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured("RENEWALS_EXPIRY_ALERT_DAYS must be a list of whole days.")
+    if any(day < 1 for day in days):
+        raise ImproperlyConfigured("RENEWALS_EXPIRY_ALERT_DAYS must hold positive numbers of days.")
     return tuple(days)
 
 

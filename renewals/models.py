@@ -103,6 +103,7 @@ class NotificationKind(models.TextChoices):
     REMINDER = "reminder", "Reminder before automatic activation"
     ACTIVATED = "activated", "Activation done"
     REVERTED = "reverted", "Revert done"
+    EXPIRY = "expiry", "Expiry alert"
 
 
 class SentNotification(models.Model):
@@ -159,6 +160,9 @@ class ScanRun(models.Model):
     activated = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     reminded = models.PositiveIntegerField(default=0)
+    alerted = models.PositiveIntegerField(
+        default=0, help_text="Expiry alerts recorded (scheduled scans only)."
+    )
     failed = models.PositiveIntegerField(default=0)
     detail = models.TextField(blank=True)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
@@ -84,9 +83,46 @@ def _record(
         return None
 
 
+def record_mail(
+    kind: str,
+    tenant: Tenant,
+    alias: str,
+    fingerprint: str,
+    occasion,
+    subject: str,
+    body: str,
+    *,
+    threshold_days: int = 0,
+    recipients: list[str] | None = None,
+) -> SentNotification | None:
+    """Write a mail's row once, for the mail modules beside this one (renewals.alerts);
+    None when this mail exists already."""
+    return _record(
+        kind,
+        tenant,
+        alias,
+        fingerprint,
+        occasion,
+        subject,
+        body,
+        threshold_days=threshold_days,
+        recipients=recipients,
+    )
+
+
 def _after_commit(notification: SentNotification | None) -> None:
-    if notification is not None:
-        transaction.on_commit(partial(deliver, [notification.pk]))
+    if notification is None:
+        return
+    notification_id = notification.pk
+
+    def deliver_recorded_mail() -> None:
+        deliver([notification_id])
+
+    # robust: the change is committed already; a delivery that breaks (say, the database is
+    # lost while claiming the row) is logged and retried by the next scan, and must not turn a
+    # done activation into an error for its caller. (A named function, not a partial: Django
+    # logs the __qualname__ of a robust callback that fails.)
+    transaction.on_commit(deliver_recorded_mail, robust=True)
 
 
 def _key_lines(material, heading: str) -> str:

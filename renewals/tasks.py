@@ -22,10 +22,11 @@ AUTO_ACTIVATION_FUNC = "renewals.tasks.run_auto_activation_scan"
 
 
 def run_auto_activation_scan(now: str | None = None) -> dict:
-    """The scheduled scan; `now` (ISO-8601) exists for rehearsals. Returns a summary for the
-    task result (plain data, so the broker can store it)."""
+    """The scheduled scan (automatic activation, reminders and the expiry alerts of all
+    entries); `now` (ISO-8601) exists for rehearsals. Returns a summary for the task result
+    (plain data, so the broker can store it)."""
     as_of: datetime | None = parse_datetime(now) if now else None
-    return auto_activate_due(as_of).as_dict()
+    return auto_activate_due(as_of, expiry_alerts=True).as_dict()
 
 
 def ensure_schedules(using: str = DEFAULT_DB_ALIAS):

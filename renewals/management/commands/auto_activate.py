@@ -17,7 +17,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         now = parse_instant(options["now"], "--now")[0] if options["now"] else None
-        result = auto_activate_due(now)
+        # The same scan as the scheduled task, expiry alerts included.
+        result = auto_activate_due(now, expiry_alerts=True)
         for activation in result.activated:
             self.stdout.write(
                 f"activated {activation.tenant.slug}/{activation.alias} "
@@ -30,7 +31,14 @@ class Command(BaseCommand):
                 f"reminded {notification.tenant.slug}/{notification.alias} "
                 f"({notification.threshold_days} days before automatic activation)"
             )
-        if not (result.activated or result.skipped or result.reminded or result.failed):
+        for notification in result.alerted:
+            self.stdout.write(
+                f"alerted {notification.tenant.slug}/{notification.alias} "
+                f"({notification.threshold_days} days before expiry)"
+            )
+        if not (
+            result.activated or result.skipped or result.reminded or result.failed or result.alerted
+        ):
             self.stdout.write(f"Nothing due as of {iso(result.now)}.")
         if result.failed:
             for tenant, alias, error in result.failed:
