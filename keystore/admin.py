@@ -423,10 +423,18 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
         return html
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Where-used is the impact side (renewals); imported here to keep the state app's
+        # import graph free of it.
+        from renewals.whereused import admin as whereused_admin
+
         entry = self.checked_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
-            "entry_buttons": self.entry_buttons(request, entry),
+            "entry_buttons": self.entry_buttons(request, entry)
+            + whereused_admin.where_used_buttons(entry.tenant_id, entry.alias),
+            **whereused_admin.where_used_context(
+                entry.tenant, entry.alias, key_pair=entry.entry_type == EntryType.KEY_PAIR
+            ),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

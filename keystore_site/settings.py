@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "django_q",
     "keystore",
     "renewals",
+    "renewals.whereused",
     "renewals.connectivity",
 ]
 

@@ -24,6 +24,7 @@ from keystore.models import AuditAction, EntryType, KeystoreEntry, Owner, Tenant
 from keystore.services import KeystoreError, actor_label, record_audit, validated_chain
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
+from renewals.whereused import services as whereused_services
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ class ActivationResult:
     automatic: bool
     root_changed: bool
     at: datetime
+    flows_to_restart: int = 0
 
 
 def activate_pending_key(
@@ -364,6 +366,10 @@ def activate_pending_key(
         entry.save()
         occasion = pending.material_id
         pending.delete()
+        # Outbound connections cache the old key for up to a day: their flows need a restart.
+        restart_marked = whereused_services.mark_restart_required(
+            tenant, alias, reason=f"{alias} activated", at=now
+        )
         record_audit(
             tenant,
             alias,
@@ -396,6 +402,7 @@ def activate_pending_key(
         automatic=automatic,
         root_changed=old_root != entry.root_fingerprint_sha256,
         at=now,
+        flows_to_restart=restart_marked,
     )
 
 

@@ -32,6 +32,8 @@ from renewals.activation import (
     add_back_to_pending,
 )
 from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
+from renewals.whereused import admin as whereused_admin
+from renewals.whereused import services as whereused_services
 
 DOWNLOADS = (
     ("Download Certificate", "cer"),
@@ -178,8 +180,8 @@ class PendingSapKeyAdmin(RenewalAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        # Lists need the facts only, not chains or sealed keys.
-        return (
+        # Lists need the facts only, not chains or sealed keys; usage counts come in the same query.
+        return whereused_services.annotate_usage_counts(
             super()
             .get_queryset(request)
             .select_related("tenant", "entry")
@@ -195,9 +197,22 @@ class PendingSapKeyAdmin(RenewalAdmin):
         def current_key_valid_until(pending: PendingSapKey):
             return expiry_badge(pending.entry.valid_until, now)
 
+        @admin.display(description="Where-used")
+        def where_used(pending: PendingSapKey):
+            return whereused_admin.where_used_cell(
+                pending.tenant_id,
+                pending.alias,
+                getattr(pending, "where_used_uses", 0),
+                getattr(pending, "where_used_may_use", 0),
+                pending=True,
+            )
+
         @admin.display(description="Actions")
         def buttons(pending: PendingSapKey):
             buttons = self.download_buttons(pending)
+            buttons += whereused_admin.where_used_buttons(
+                pending.tenant_id, pending.alias, pending=True
+            )
             if self.may_deploy(request, pending):
                 url = reverse(self.url_name("activate"), args=[pending.pk])
                 buttons.append(("Activate", url, "activate"))
@@ -211,6 +226,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
             current_key_valid_until,
             "auto_activation",
             "source",
+            where_used,
             buttons,
         )
 
@@ -268,6 +284,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
             root_changed=entry.root_fingerprint_sha256 != pending.root_fingerprint_sha256,
             not_yet_valid=pending.valid_from > request_now(request),
             auto_activation_at=utc(pending.auto_activation_at),
+            **whereused_admin.where_used_context(pending.tenant, pending.alias, pending=True),
         )
 
     def _activate(self, request, pending: PendingSapKey, history_url: str) -> HttpResponse:
@@ -294,6 +311,13 @@ class PendingSapKeyAdmin(RenewalAdmin):
             "Restart the integration flows that use it and run their tests.",
             messages.SUCCESS,
         )
+        if result.flows_to_restart:
+            self.message_user(
+                request,
+                f"{result.flows_to_restart} integration flows with outbound connections are "
+                "marked restart required (see Integration flows).",
+                messages.WARNING,
+            )
         if result.root_changed:
             self.message_user(
                 request,

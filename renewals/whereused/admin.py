@@ -1,0 +1,433 @@
+"""Where-used in the admin: imported integration flows (with their key usages and "Restart"), the
+"Import integration flows" page, the where-used page of an alias (with CSV) and the renewal pack.
+
+Reading roles (NodeManager.read on the tenant) see flows, where-used pages and download packs;
+importing and restarting need NodeManager.deploysecuritycontent on the flow's tenant. Every view
+asks keystore.permissions for the tenant it touches. Flows are never added, changed or deleted
+through the admin's own forms; the views are thin callers of renewals.whereused.services.
+
+Other admin pages link here with `where_used_buttons`, `where_used_cell` and
+`where_used_context` (plus the template "admin/whereused/summary.html").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods, require_safe
+
+from keystore import permissions
+from keystore.admin import TenantFactsAdmin, TenantFilter
+from keystore.downloads import file_response
+from keystore.models import EntryType, KeystoreEntry, Tenant
+from renewals.models import PendingSapKey
+from renewals.whereused import restart, services
+from renewals.whereused.forms import CappedTemporaryFileUploadHandler, FlowImportForm
+from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
+
+TEMPLATE_DIR = "admin/whereused/integrationflow"
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+def utc(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+# -- hooks for other admin pages -------------------------------------------------------------
+
+
+def where_used_buttons(tenant_id: int, alias: str, *, pending: bool = False) -> list:
+    """(label, url, css class) buttons in the style of the keystore and renewal pages."""
+    return [
+        ("Where-used", services.whereused_url(tenant_id, alias, pending), "where-used"),
+        ("Renewal pack", services.renewal_pack_url(tenant_id, alias, pending), "download"),
+    ]
+
+
+def where_used_cell(
+    tenant_id: int, alias: str, uses: int, may_use: int, *, pending: bool = False
+) -> SafeString:
+    """A list cell "2 use, 1 may use" linking to the where-used page (counts come from
+    services.annotate_usage_counts or services.usage_counts: no query here)."""
+    return format_html(
+        '<a class="where-used-counts" href="{}" title="Components that use / may use this '
+        'alias in the imported integration flows">{} use, {} may use</a>',
+        services.whereused_url(tenant_id, alias, pending),
+        uses,
+        may_use,
+    )
+
+
+def where_used_context(
+    tenant: Tenant, alias: str, *, pending: bool = False, key_pair: bool = True
+) -> dict:
+    """Context for {% include "admin/whereused/summary.html" %}: counts, the flows to restart
+    after activation and the links (one query)."""
+    report = services.where_used(tenant, alias, key_pair=key_pair)
+    return {
+        "where_used": {
+            "alias": alias,
+            "pending": pending,
+            "counts": report.counts,
+            "flows_to_restart": report.flows_to_restart_after_activation,
+            "url": services.whereused_url(tenant.pk, alias, pending),
+            "csv_url": _with_query(services.whereused_url(tenant.pk, alias, pending), "format=csv"),
+            "pack_url": services.renewal_pack_url(tenant.pk, alias, pending),
+        }
+    }
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+# -- the admin -------------------------------------------------------------------------------
+
+
+class KeyUsageInline(admin.TabularInline):
+    """The flow's usages, read-only (they change only by importing the flow again)."""
+
+    model = KeyUsageRecord
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    fields = (
+        "component_name",
+        "component_id",
+        "component_type",
+        "direction",
+        "usage",
+        "certainty",
+        "alias_label",
+        "property_key",
+        "system",
+        "address",
+        "outbound",
+    )
+    readonly_fields = fields
+    ordering = ("component_name", "component_id", "id")
+
+    @admin.display(description="alias")
+    def alias_label(self, usage: KeyUsageRecord) -> str:
+        return usage.alias_label
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Django asks without an object for the inline's queryset; the parent's page has
+        # checked the flow's tenant already, and the inline only shows that flow's rows.
+        if obj is None:
+            return permissions.may_anywhere(request.user, permissions.READ)
+        return permissions.may(request.user, permissions.READ, obj.tenant_id)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(IntegrationFlow)
+class IntegrationFlowAdmin(TenantFactsAdmin):
+    list_display = (
+        "bundle_name",
+        "bundle_id",
+        "version",
+        "tenant",
+        "usage_count",
+        "restart_state",
+        "imported_at_utc",
+        "imported_by_label",
+    )
+    list_filter = (TenantFilter, "restart_required")
+    search_fields = ("bundle_name", "bundle_id")
+    list_select_related = ("tenant",)
+    list_per_page = 100
+    ordering = ("tenant__slug", "bundle_name", "bundle_id")
+    actions = ("restart_selected",)
+    inlines = (KeyUsageInline,)
+    fields = (
+        "tenant",
+        "bundle_name",
+        "bundle_id",
+        "version",
+        "flow_names_text",
+        "imported_at_utc",
+        "imported_by_label",
+        "restart_state",
+        "restart_reason",
+        "last_restart",
+        "warnings_text",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).with_usage_count()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_deploy_permission(self, request: HttpRequest) -> bool:
+        return permissions.may_anywhere(request.user, permissions.DEPLOY)
+
+    # ---- columns and fields ----------------------------------------------------------------
+
+    @admin.display(description="key usages", ordering="usage_count")
+    def usage_count(self, flow: IntegrationFlow) -> int:
+        return flow.usage_count
+
+    @admin.display(description="restart", ordering="restart_required")
+    def restart_state(self, flow: IntegrationFlow):
+        if flow.restart_required:
+            return format_html(
+                '<span class="restart-required" style="color: #ba2121; font-weight: bold" '
+                'title="{}">Restart required since {}</span>',
+                flow.restart_reason,
+                utc(flow.restart_required_since),
+            )
+        return format_html('<span class="restart-ok" style="color: #2e7d32">{}</span>', "No")
+
+    @admin.display(description="imported at", ordering="imported_at")
+    def imported_at_utc(self, flow: IntegrationFlow) -> str:
+        return utc(flow.imported_at)
+
+    @admin.display(description="last restart")
+    def last_restart(self, flow: IntegrationFlow) -> str:
+        if flow.last_restart_at is None:
+            return "Never"
+        return f"{utc(flow.last_restart_at)} by {flow.last_restart_by_label}"
+
+    @admin.display(description="integration flows in the export")
+    def flow_names_text(self, flow: IntegrationFlow) -> str:
+        return ", ".join(flow.flow_names)
+
+    @admin.display(description="warnings")
+    def warnings_text(self, flow: IntegrationFlow):
+        if not flow.warnings:
+            return "None"
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in flow.warnings))
+        )
+
+    # ---- the Restart action ----------------------------------------------------------------
+
+    @admin.action(description="Restart (clears “restart required”)", permissions=("deploy",))
+    def restart_selected(self, request: HttpRequest, queryset) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        allowed = list(
+            self.filter_selection(request, queryset, permissions.DEPLOY).values_list(
+                "pk", flat=True
+            )
+        )
+        if len(allowed) < len(selected):
+            self.message_user(
+                request,
+                f"{len(selected) - len(allowed)} selected flows are in tenants where you may not "
+                "restart flows; they were left unchanged.",
+                messages.ERROR,
+            )
+        flows = IntegrationFlow.objects.filter(pk__in=allowed).order_by("bundle_name")
+        results = services.restart_flows(flows, actor=request.user)
+        done = [result for result in results if result.ok]
+        for result in results:
+            if not result.ok:
+                self.message_user(request, result.message, messages.ERROR)
+        if done:
+            what = "restarted" if restart.restart_callable() is not None else "restart recorded"
+            names = ", ".join(str(result.flow) for result in done)
+            self.message_user(request, f"{len(done)} flows {what}: {names}.", messages.SUCCESS)
+
+    # ---- custom URLs -----------------------------------------------------------------------
+
+    def _url_name(self, suffix: str) -> str:
+        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
+
+    def get_urls(self):
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        # csrf_exempt only defers the check: import_view swaps the upload handlers (which must
+        # happen before the body is read) and then runs the CSRF check itself.
+        import_view = csrf_exempt(self.import_view)
+        own = [
+            path(
+                "import/",
+                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(import_view)),
+                name=f"{info}_import",
+            ),
+            path(
+                "where-used/<int:tenant_id>/<path:alias>/",
+                self.tenant_view(require_safe(self.where_used_view)),
+                name=f"{info}_where_used",
+            ),
+            path(
+                "renewal-pack/<int:tenant_id>/<path:alias>/",
+                self.tenant_view(require_safe(self.renewal_pack_view)),
+                name=f"{info}_renewal_pack",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"{TEMPLATE_DIR}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": title,
+                "changelist_url": reverse(self._url_name("changelist")),
+                **context,
+            },
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"import_url": None, "restart_note": restart.describe()}
+        if permissions.may_anywhere(request.user, permissions.DEPLOY):
+            extra["import_url"] = reverse(self._url_name("import"))
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    # ---- import ----------------------------------------------------------------------------
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
+            raise PermissionDenied("You may not import integration flows in any tenant.")
+        if request.method == "POST":
+            # Every upload goes to a temporary file, so a batch is never held in memory.
+            request.upload_handlers = [CappedTemporaryFileUploadHandler(request)]
+        return csrf_protect(self._import)(request)
+
+    def _import(self, request: HttpRequest) -> HttpResponse:
+        results = None
+        tenant = None
+        if request.method == "POST":
+            raw = request.POST.get("tenant", "").strip()
+            if raw.isdigit() and not permissions.may(request.user, permissions.DEPLOY, int(raw)):
+                raise PermissionDenied("You may not import integration flows into this tenant.")
+            form = FlowImportForm(request.POST, request.FILES, user=request.user)
+            if form.is_valid():
+                tenant = form.cleaned_data["tenant"]
+                uploads = form.cleaned_data["files"]
+                try:
+                    results = services.import_flow_exports(
+                        tenant,
+                        ((upload.name, upload) for upload in uploads),
+                        actor=request.user,
+                    )
+                except services.WhereUsedError as error:
+                    form.add_error(None, str(error))
+                else:
+                    failed = sum(1 for result in results if not result.ok)
+                    self.message_user(
+                        request,
+                        f"{len(results) - failed} of {len(results)} files imported into "
+                        f"{tenant.slug}."
+                        + (f" {failed} failed; nothing was stored for them." if failed else ""),
+                        messages.WARNING if failed else messages.SUCCESS,
+                    )
+                    form = FlowImportForm(user=request.user, initial={"tenant": tenant.pk})
+        else:
+            form = FlowImportForm(user=request.user)
+        rows = [
+            (
+                result,
+                reverse(self._url_name("change"), args=[result.flow_id]) if result.flow_id else "",
+            )
+            for result in results or []
+        ]
+        return self._page(
+            request,
+            "import.html",
+            "Import integration flows",
+            form=form,
+            results=rows,
+            imported_tenant=tenant,
+        )
+
+    # ---- where-used and renewal pack -------------------------------------------------------
+
+    @staticmethod
+    def _material(request: HttpRequest, tenant_id: int, alias: str):
+        """(entry or pending key, pending?) for a where-used URL; 403 before anything is read
+        about a tenant the user may not see."""
+        if not permissions.may(request.user, permissions.READ, tenant_id):
+            raise PermissionDenied("You do not have the permission for this tenant.")
+        pending = request.GET.get("pending", "").lower() in TRUE_VALUES
+        if pending:
+            material = (
+                PendingSapKey.objects.select_related("tenant", "entry")
+                .defer("sealed_private_key", "entry__sealed_private_key")
+                .filter(tenant_id=tenant_id, entry__alias=alias)
+                .first()
+            )
+            if material is None:
+                raise Http404("No new SAP key is waiting for this alias.")
+        else:
+            material = (
+                KeystoreEntry.objects.select_related("tenant")
+                .defer("sealed_private_key")
+                .filter(tenant_id=tenant_id, alias=alias)
+                .first()
+            )
+            if material is None:
+                raise Http404("No keystore entry with this alias.")
+        return material, pending
+
+    @staticmethod
+    def _key_pair(material) -> bool:
+        entry_type = getattr(material, "entry_type", EntryType.KEY_PAIR)
+        return entry_type == EntryType.KEY_PAIR
+
+    def where_used_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
+        material, pending = self._material(request, tenant_id, alias)
+        output = request.GET.get("format", "")
+        if output not in ("", "html", "csv"):
+            raise Http404("Unknown format; choose csv.")
+        report = services.where_used(material.tenant, alias, key_pair=self._key_pair(material))
+        if output == "csv":
+            return file_response(services.csv_download(report, pending=pending))
+        url = services.whereused_url(tenant_id, alias, pending)
+        entry = material.entry if pending else material
+        for _key, _title, backends in report.sections:
+            for backend in backends:
+                for flow in backend.flows:
+                    flow.admin_url = reverse(self._url_name("change"), args=[flow.flow_id])
+        return self._page(
+            request,
+            "where_used.html",
+            f"Where-used: {alias}",
+            report=report,
+            counts=report.counts,
+            material=material,
+            entry=entry,
+            pending=pending,
+            tenant=material.tenant,
+            csv_url=_with_query(url, "format=csv"),
+            pack_url=services.renewal_pack_url(tenant_id, alias, pending),
+            other_url=services.whereused_url(tenant_id, alias, True) if not pending else url,
+            has_pending=pending or PendingSapKey.objects.filter(entry=material).exists(),
+            entry_url=reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
+            flows_url=reverse(self._url_name("changelist")) + f"?tenant={tenant_id}",
+            restart_url=reverse(self._url_name("changelist"))
+            + f"?tenant={tenant_id}&restart_required__exact=1",
+            may_restart=permissions.may(request.user, permissions.DEPLOY, tenant_id),
+            restart_note=restart.describe(),
+        )
+
+    def renewal_pack_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
+        material, _pending = self._material(request, tenant_id, alias)
+        report = services.where_used(material.tenant, alias, key_pair=self._key_pair(material))
+        return file_response(services.renewal_pack(material, report))

@@ -1,0 +1,98 @@
+"""The where-used index: imported integration flows and every way they use a keystore key.
+
+One `IntegrationFlow` row per flow export (bundle) and tenant, one `KeyUsageRecord` per usage the
+parser found in it. Re-importing a bundle replaces its usage rows. The where-used pages, counts and
+renewal packs read these rows only; no flow file is parsed at request time. `tenant` is repeated
+on the usage rows so the index answers "who uses alias X in tenant T" from one table.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from keystore.models import ALIAS_MAX_LENGTH, Tenant
+from renewals.whereused.parser import ANY_KEY, Certainty, Usage
+from renewals.whereused.querysets import FlowQuerySet, UsageQuerySet
+
+
+class IntegrationFlow(models.Model):
+    """One imported flow export, identified by its bundle (META-INF/MANIFEST.MF)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="integration_flows")
+    bundle_id = models.CharField("bundle ID", max_length=255)
+    bundle_name = models.CharField(max_length=255)
+    version = models.CharField(max_length=64, blank=True)
+    flow_names = models.JSONField(default=list, blank=True)
+    imported_at = models.DateTimeField()
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    imported_by_label = models.CharField("imported by", max_length=150, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    # Set when a key this flow uses on an outbound connection was activated: the TLS socket
+    # keeps the old key for up to 24 hours until the flow is restarted.
+    restart_required = models.BooleanField(default=False, db_index=True)
+    restart_required_since = models.DateTimeField(null=True, blank=True)
+    restart_reason = models.CharField(max_length=500, blank=True)
+    last_restart_at = models.DateTimeField(null=True, blank=True)
+    last_restart_by_label = models.CharField("last restarted by", max_length=150, blank=True)
+
+    objects = FlowQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "integration flow"
+        verbose_name_plural = "integration flows"
+        ordering = ["tenant__slug", "bundle_name", "bundle_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "bundle_id"], name="one_flow_per_bundle")
+        ]
+
+    def __str__(self) -> str:
+        return self.bundle_name or self.bundle_id
+
+
+class KeyUsageRecord(models.Model):
+    """One way a component (channel, step or script) of a flow uses a key (parser.KeyUsage)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="key_usages")
+    flow = models.ForeignKey(IntegrationFlow, on_delete=models.CASCADE, related_name="usages")
+    component_id = models.CharField("component ID", max_length=255)
+    component_name = models.CharField(max_length=255, blank=True)
+    component_type = models.CharField(max_length=128, blank=True)
+    direction = models.CharField(max_length=16, blank=True)
+    usage = models.CharField(max_length=40, choices=[(u.value, u.value) for u in Usage])
+    certainty = models.CharField(max_length=16, choices=[(c.value, c.value) for c in Certainty])
+    # ANY_KEY ("") means no alias is configured: any fitting key may be used.
+    alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True)
+    property_key = models.CharField(max_length=255, blank=True)
+    system = models.CharField("backend system", max_length=255, blank=True)
+    address = models.CharField(max_length=2000, blank=True)
+    outbound = models.BooleanField(
+        default=False,
+        help_text="Client-certificate key on a connection Cloud Integration opens: the flow "
+        "must be restarted after an activation.",
+    )
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "key usage"
+        verbose_name_plural = "key usages"
+        ordering = ["flow_id", "id"]
+        indexes = [
+            models.Index(fields=["tenant", "alias"], name="whereused_usage_alias"),
+            models.Index(fields=["tenant", "certainty"], name="whereused_usage_certainty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.component_name or self.component_id}: {self.usage} ({self.alias_label})"
+
+    @property
+    def alias_label(self) -> str:
+        return self.alias if self.alias != ANY_KEY else "any key"
