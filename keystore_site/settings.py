@@ -195,6 +195,12 @@ else:
 if TESTING:
     Q_CLUSTER["sync"] = True
 
+# Renewals, where-used and metrics settings a deployment sets through its environment; the rest
+# (reminder days, alert thresholds, scan interval) are typed and defaulted in renewals/conf.py.
+RENEWALS_SITE_URL = os.environ.get("RENEWALS_SITE_URL", "")
+WHEREUSED_RESTART_CALLABLE = os.environ.get("WHEREUSED_RESTART_CALLABLE") or None
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
