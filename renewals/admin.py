@@ -113,7 +113,8 @@ class RenewalAdmin(TenantScopedAdmin):
     def render_buttons(buttons: list[tuple[str, str, str]]):
         return format_html_join(
             " ",
-            '<a class="button renewal-{}" href="{}" style="white-space: nowrap">{}</a>',
+            '<a class="button renewal-{}" href="{}" '
+            'style="white-space: nowrap; display: inline-block; margin: 1px 0">{}</a>',
             ((css, url, label) for label, url, css in buttons),
         )
 
@@ -210,9 +211,14 @@ class PendingSapKeyAdmin(RenewalAdmin):
         @admin.display(description="Actions")
         def buttons(pending: PendingSapKey):
             buttons = self.download_buttons(pending)
-            buttons += whereused_admin.where_used_buttons(
-                pending.tenant_id, pending.alias, pending=True
-            )
+            # The Where-used cell links to the list; the pack is the backends' download.
+            buttons += [
+                button
+                for button in whereused_admin.where_used_buttons(
+                    pending.tenant_id, pending.alias, pending=True
+                )
+                if button[0] == "Renewal pack"
+            ]
             if self.may_deploy(request, pending):
                 url = reverse(self.url_name("activate"), args=[pending.pk])
                 buttons.append(("Activate", url, "activate"))
@@ -221,14 +227,16 @@ class PendingSapKeyAdmin(RenewalAdmin):
         return (
             "alias",
             "tenant",
-            "new_valid_from",
-            "new_valid_until",
+            "new_validity",
             current_key_valid_until,
             "auto_activation",
-            "source",
             where_used,
             buttons,
         )
+
+    @admin.display(description="New key valid (UTC)", ordering="valid_until")
+    def new_validity(self, pending: PendingSapKey) -> str:
+        return format_html("{}<br>until {}", utc(pending.valid_from), utc(pending.valid_until))
 
     @admin.display(description="New key valid from", ordering="valid_from")
     def new_valid_from(self, pending: PendingSapKey) -> str:
