@@ -150,14 +150,17 @@ def ensure_roles(tenants: Iterable | None = None) -> None:
                 )
 
 
-def assign_role(user, tenant, role: str) -> None:
-    """Make the user hold exactly this role on the tenant (replacing another role there)."""
-    from keystore.models import TenantRole
+def assign_role(user, tenant, role: str, *, actor=None) -> None:
+    """Make the user hold exactly this role on the tenant (replacing another role there);
+    the change is audited in the same transaction."""
+    from keystore.models import AuditAction, TenantRole
+    from keystore.services import record_audit
 
     if role not in ROLES:
         raise ValueError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     ensure_roles([tenant])
     with transaction.atomic():
+        before = roles_of(user, tenant)
         for tenant_role in TenantRole.objects.filter(tenant=tenant).select_related("group"):
             if tenant_role.role == role:
                 user.groups.add(tenant_role.group)
@@ -166,6 +169,14 @@ def assign_role(user, tenant, role: str) -> None:
         if not user.is_staff:
             user.is_staff = True
             user.save(update_fields=["is_staff"])
+        if before != [role]:
+            record_audit(
+                tenant,
+                "",
+                AuditAction.ROLE,
+                actor,
+                detail=f"{user.get_username()}: {', '.join(before) or 'no role'} -> {role}",
+            )
     forget(user)
 
 

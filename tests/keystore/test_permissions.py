@@ -125,3 +125,18 @@ def test_permission_map_costs_the_same_queries_for_many_tenants(users, tenant):
             permissions.may(user, permissions.READ, tenant_id)
     assert len(ids) == 21
     assert len(queries) == 2
+
+
+def test_role_changes_are_audited_once(tenant):
+    from keystore.models import AuditEvent
+
+    user = make_user("audited")
+    permissions.assign_role(user, tenant, "ReadOnly")
+    permissions.assign_role(user, tenant, "ReadOnly")
+    permissions.assign_role(user, tenant, "Administrator")
+    details = list(
+        AuditEvent.objects.filter(tenant=tenant, action="role")
+        .order_by("id")
+        .values_list("detail", flat=True)
+    )
+    assert details == ["audited: no role -> ReadOnly", "audited: ReadOnly -> Administrator"]
