@@ -17,6 +17,8 @@ import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
@@ -90,6 +92,29 @@ def _chain_rows(chain: list[tlsprobe.ServerCertificate]) -> list[dict]:
     ]
 
 
+def tests_per_minute() -> int:
+    """Tests one user may start per minute: a connectivity page must not become a port scanner."""
+    return int(getattr(settings, "CONNECTIVITY_TESTS_PER_MINUTE", 20))
+
+
+def _check_rate(actor) -> None:
+    if actor is None:
+        return
+    key = f"connectivity-tests:{actor.pk}"
+    if cache.add(key, 1, 60):
+        return
+    try:
+        count = cache.incr(key)
+    except ValueError:
+        cache.set(key, 1, 60)
+        return
+    if count > tests_per_minute():
+        raise ConnectivityError(
+            f"You started more than {tests_per_minute()} connectivity tests in a minute; "
+            "wait a minute and try again."
+        )
+
+
 def run_connectivity_test(
     tenant: Tenant,
     host: str,
@@ -115,6 +140,7 @@ def run_connectivity_test(
         raise ConnectivityError(str(error))
     if include_pending and not alias:
         raise ConnectivityError("Choose an alias to test its new SAP key.")
+    _check_rate(actor)
 
     key = None
     chain: list[x509.Certificate] | None = None

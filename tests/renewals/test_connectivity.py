@@ -860,3 +860,28 @@ def test_run_again_link_prefills_the_form(admin_client, tenant, client_entry):
     assert str(form["entry"].value()) == str(client_entry.pk)
     assert form["verify_server"].value() is True
     assert form["include_pending"].value() is False
+
+
+def test_connectivity_tests_are_rate_limited_per_user(tenant, users, settings, monkeypatch):
+    from renewals import tlsprobe
+    from renewals.connectivity import services as connectivity_services
+    from renewals.connectivity.models import ConnectivityTestRun
+
+    settings.CONNECTIVITY_TESTS_PER_MINUTE = 2
+    monkeypatch.setattr(
+        tlsprobe,
+        "probe",
+        lambda *args, **kwargs: tlsprobe.ProbeResult(
+            outcome=tlsprobe.Outcome.CONNECTION_REFUSED, message="refused"
+        ),
+    )
+    developer = users["IntegrationDeveloper"]
+    for _ in range(2):
+        connectivity_services.run_connectivity_test(tenant, "127.0.0.1", 9, actor=developer)
+    with pytest.raises(connectivity_services.ConnectivityError, match="wait a minute"):
+        connectivity_services.run_connectivity_test(tenant, "127.0.0.1", 9, actor=developer)
+    assert ConnectivityTestRun.objects.count() == 2
+    # Another user is not limited by the first one's tests.
+    connectivity_services.run_connectivity_test(
+        tenant, "127.0.0.1", 9, actor=users["Administrator"]
+    )
