@@ -17,7 +17,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -39,7 +38,6 @@ from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
 EXPIRY_WARNING = timedelta(days=30)
 EXPIRY_WINDOWS_DAYS = (7, 30, 90)
 SUMMARY_SESSION_KEY = "keystore_import_summary"
-TEMPLATE_DIR = "admin/keystore/keystoreentry"
 
 
 def request_now(request: HttpRequest) -> datetime:
@@ -510,19 +508,6 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
         ]
         return own + super().get_urls()
 
-    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            f"{TEMPLATE_DIR}/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "title": title,
-                "changelist_url": reverse(f"{self._url_prefix()}_changelist"),
-                **context,
-            },
-        )
-
     def _change_url(self, entry: KeystoreEntry) -> str:
         return reverse(f"{self._url_prefix()}_change", args=[entry.pk])
 
@@ -591,7 +576,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                     form.add_error(None, str(error))
         else:
             form = form_class(user=request.user)
-        return self._page(
+        return self.render_page(
             request,
             "entry_form.html",
             title,
@@ -699,7 +684,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
         if summary is None:
             return self._changelist_redirect()
         outcomes = summary["outcomes"]
-        return self._page(
+        return self.render_page(
             request,
             "import_summary.html",
             "Keystore import summary",
@@ -733,7 +718,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                     return HttpResponseRedirect(self._change_url(renamed))
         else:
             form = RenameForm(initial={"new_alias": entry.alias})
-        return self._page(
+        return self.render_page(
             request,
             "entry_form.html",
             f"Rename {entry.alias}",
@@ -769,7 +754,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 messages.SUCCESS,
             )
             return self._changelist_redirect()
-        return self._page(
+        return self.render_page(
             request,
             "entry_form.html",
             f"Delete {entry.alias}",
@@ -802,7 +787,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                     )
         else:
             form = ExportForm()
-        return self._page(
+        return self.render_page(
             request,
             "entry_form.html",
             f"Export {entry.alias} as PKCS#12",
@@ -830,7 +815,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 self._report_refused(request, sap_owned, not_allowed)
                 self.message_user(request, "Nothing to delete.", messages.WARNING)
                 return None
-            return self._page(
+            return self.render_page(
                 request,
                 "delete_selected_confirmation.html",
                 "Delete keystore entries",

@@ -69,6 +69,27 @@ class TenantScopedAdmin(admin.ModelAdmin):
             raise PermissionDenied("You do not have the permission for this tenant.")
         return obj
 
+    def render_page(self, request: HttpRequest, template: str, title: str, **context):
+        """A custom admin page (confirmation, form, result) with the admin's chrome; templates
+        live in admin/<app_label>/<model_name>/."""
+        from django.template.response import TemplateResponse
+        from django.urls import reverse
+
+        opts = self.opts
+        return TemplateResponse(
+            request,
+            f"admin/{opts.app_label}/{opts.model_name}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": opts,
+                "title": title,
+                "changelist_url": reverse(
+                    f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"
+                ),
+                **context,
+            },
+        )
+
     def filter_selection(self, request: HttpRequest, queryset, perm: str):
         """Re-filter an action's selection: the user acts only where they hold `perm`."""
         return queryset.filter(

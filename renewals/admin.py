@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_http_methods, require_safe
@@ -144,19 +143,6 @@ class RenewalAdmin(TenantScopedAdmin):
         obj = self.get_object_for(request, pk, permissions.READ)
         return file_response(services.public_download(obj, kind))
 
-    def page(self, request, template: str, title: str, **context) -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            f"admin/renewals/{self.opts.model_name}/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "title": title,
-                "changelist_url": reverse(self.url_name("changelist")),
-                **context,
-            },
-        )
-
     @staticmethod
     def require_deploy_somewhere(request: HttpRequest) -> None:
         if not permissions.may_anywhere(request.user, permissions.DEPLOY):
@@ -282,7 +268,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
         if request.method == "POST":
             return self._activate(request, pending, history_url)
         entry = pending.entry
-        return self.page(
+        return self.render_page(
             request,
             "activate.html",
             f"Activate the new SAP key {pending.alias}",
@@ -433,7 +419,7 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             )
         entry = backup.entry
         waiting = PendingSapKey.objects.filter(entry=entry).first()
-        return self.page(
+        return self.render_page(
             request,
             "revert.html",
             f"Add the backup of {backup.alias} to New SAP Keys",

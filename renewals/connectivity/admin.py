@@ -37,7 +37,6 @@ from renewals.connectivity.services import (
     trusted_aliases,
 )
 
-TEMPLATE_DIR = "admin/connectivity/connectivitytestrun"
 PAGE_TITLE = "Connectivity test (TLS)"
 BOOLEAN_FIELDS = ("include_pending", "verify_server", "use_system_trust")
 PREFILL_FIELDS = ("tenant", "host", "port", "timeout", "entry")
@@ -177,21 +176,6 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
         ]
         return own + super().get_urls()
 
-    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            f"{TEMPLATE_DIR}/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "title": title,
-                "changelist_url": self._url("changelist"),
-                **context,
-            },
-        )
-
-    # ---- the test form ---------------------------------------------------------------------
-
     @staticmethod
     def _prefill(query) -> dict:
         """Initial values from a "Run again" link; the form validates whatever is posted."""
@@ -232,7 +216,7 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
                     return HttpResponseRedirect(self._result_url(run.pk))
         else:
             form = ConnectivityTestForm(initial=self._prefill(request.GET), user=request.user)
-        return self._page(request, "run.html", PAGE_TITLE, form=form)
+        return self.render_page(request, "run.html", PAGE_TITLE, form=form)
 
     # ---- the result ------------------------------------------------------------------------
 
@@ -281,7 +265,7 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
                     "alias": _alias_suggestion(root["subject"]),
                 }
             )
-        return self._page(
+        return self.render_page(
             request,
             "result.html",
             f"{PAGE_TITLE}: {run.target}",

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -33,7 +32,6 @@ from renewals.whereused import restart, services
 from renewals.whereused.forms import CappedTemporaryFileUploadHandler, FlowImportForm
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
 
-TEMPLATE_DIR = "admin/whereused/integrationflow"
 TRUE_VALUES = ("1", "true", "yes", "on")
 
 
@@ -281,19 +279,6 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
         ]
         return own + super().get_urls()
 
-    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            f"{TEMPLATE_DIR}/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "title": title,
-                "changelist_url": reverse(self._url_name("changelist")),
-                **context,
-            },
-        )
-
     def changelist_view(self, request, extra_context=None):
         extra = {"import_url": None, "restart_note": restart.describe()}
         if permissions.may_anywhere(request.user, permissions.DEPLOY):
@@ -348,7 +333,7 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
             )
             for result in results or []
         ]
-        return self._page(
+        return self.render_page(
             request,
             "import.html",
             "Import integration flows",
@@ -405,7 +390,7 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
             for backend in backends:
                 for flow in backend.flows:
                     flow.admin_url = reverse(self._url_name("change"), args=[flow.flow_id])
-        return self._page(
+        return self.render_page(
             request,
             "where_used.html",
             f"Where-used: {alias}",
