@@ -18,7 +18,7 @@ from cryptography import x509
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from keystore import crypto, permissions
+from keystore import crypto, permissions, sealing
 from keystore.models import (
     ALIAS_MAX_LENGTH,
     AuditAction,
@@ -429,9 +429,11 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
         raise KeystoreError(
             f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters."
         )
-    content = crypto.to_pkcs12(
-        entry.alias, entry.open_private_key(), entry.certificate_chain(), password
-    )
+    try:
+        private_key = entry.open_private_key()
+    except sealing.SealingError as error:  # moved between rows, or its KEK is gone
+        raise KeystoreError(f"{entry.alias} in {entry.tenant.slug}: {error}")
+    content = crypto.to_pkcs12(entry.alias, private_key, entry.certificate_chain(), password)
     record_audit(
         entry.tenant,
         entry.alias,

@@ -20,7 +20,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from keystore import crypto, permissions
-from keystore.models import AuditAction, EntryType, KeystoreEntry, Owner, Tenant, is_sap_alias
+from keystore.models import (
+    AuditAction,
+    EntryType,
+    KeyMaterial,
+    KeystoreEntry,
+    Owner,
+    Tenant,
+    is_sap_alias,
+)
+from keystore.sealing import SealingError
 from keystore.services import KeystoreError, actor_label, record_audit, validated_chain
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
@@ -87,6 +96,26 @@ def _check_sap_entry(entry: KeystoreEntry | None, tenant: Tenant, alias: str) ->
         )
     if entry.owner != Owner.SAP or entry.entry_type != EntryType.KEY_PAIR:
         raise RenewalError(f"{alias!r} in {tenant.slug} is not an SAP-owned key pair.")
+
+
+def _unopenable(material: KeyMaterial, error: SealingError) -> RenewalError:
+    # A key moved between rows, or sealed with a KEK that is no longer configured: the
+    # operation is refused with one clear line, and nothing changes.
+    return RenewalError(f"{material.alias} in {material.tenant.slug}: {error}")
+
+
+def _opened(material: KeyMaterial) -> crypto.PrivateKey | None:
+    try:
+        return material.open_private_key()
+    except SealingError as error:
+        raise _unopenable(material, error)
+
+
+def _copy_material(target: KeyMaterial, source: KeyMaterial) -> None:
+    try:
+        target.copy_material_from(source)
+    except SealingError as error:
+        raise _unopenable(source, error)
 
 
 def _locked_pending(entry: KeystoreEntry) -> PendingSapKey | None:
@@ -349,7 +378,7 @@ def activate_pending_key(
             activated_by=actor,
             activated_by_label=label,
         )
-        backup.copy_material_from(entry)
+        _copy_material(backup, entry)
         try:
             with transaction.atomic():
                 backup.save()
@@ -359,7 +388,7 @@ def activate_pending_key(
                 "already; try again."
             )
         entry.version += 1
-        entry.copy_material_from(pending)
+        _copy_material(entry, pending)
         entry.active_since = now
         entry.modified_by = actor
         entry.modified_by_label = label
@@ -431,7 +460,7 @@ def add_back_to_pending(
         tenant,
         backup.alias,
         backup.certificate_chain(),
-        backup.open_private_key(),
+        _opened(backup),
         source=PendingSource.REVERTED,
         replace=replace,
         now=now,

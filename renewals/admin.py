@@ -128,14 +128,21 @@ class RenewalAdmin(TenantScopedAdmin):
     def custom_urls(self, info: str) -> list:
         return []
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def _checked_object(self, request, object_id):
         # 404 for a missing row, 403 for another tenant's row (admin would redirect for both).
         try:
             pk = int(str(object_id))
         except ValueError:
             raise Http404("No such object.")
-        self.get_object_for(request, pk, self.view_permission)
+        return self.get_object_for(request, pk, self.view_permission)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._checked_object(request, object_id)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._checked_object(request, object_id)
+        return super().history_view(request, object_id, extra_context)
 
     def download_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         if kind not in services.PUBLIC_FORMATS:

@@ -1,0 +1,391 @@
+"""The access matrix of the whole site, generated from the URL configuration: every URL pattern
+(the admin's own and every custom one) x anonymous and the five roles x GET and POST.
+
+Nobody has to remember to add a new page here: the routes are found by walking the resolver.
+Django's own admin URLs are judged by their kind (changelist, add, change, history, delete) and
+the permission their ModelAdmin declares; every custom URL must have a line in CUSTOM_URLS
+saying which permission it needs, and a URL without one fails `test_every_custom_url_is_known`.
+
+The rules:
+* anonymous users are sent to the login page, for GET and POST alike;
+* a role without the permission gets 403 (404 where nothing exists), never a page with tenant
+  data and never a 500; a role with it gets the page;
+* no GET changes anything (changing views show a confirmation page); views that only show
+  refuse POST with 405, POST-only views refuse GET with 405;
+* a POST without a CSRF token gets 403, for every URL that accepts POST, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+from django.urls import reverse
+
+from keystore import permissions
+from keystore.adminmixins import TenantScopedAdmin
+from keystore.models import KeystoreEntry, Tenant
+from renewals.connectivity.models import ConnectivityTestRun
+from renewals.whereused.models import IntegrationFlow
+from tests.conftest import client_for
+from tests.hardening.conftest import SAP_ALIAS, Route, leaked, renewal_state, site_routes
+
+READ, DEPLOY = permissions.READ, permissions.DEPLOY
+READ_SECURITY, READ_CREDENTIALS = permissions.READ_SECURITY, permissions.READ_CREDENTIALS
+ALL = frozenset(permissions.ALL_PERMISSIONS)
+ROLES = ("none", "ReadOnly", "IntegrationDeveloper", "Administrator", "other_admin")
+# What each role holds on tenant A, and anywhere (other_admin administers tenant B).
+ON_TENANT_A = {
+    "none": frozenset(),
+    "ReadOnly": frozenset({READ}),
+    "IntegrationDeveloper": frozenset({READ, READ_CREDENTIALS}),
+    "Administrator": ALL,
+    "other_admin": frozenset(),
+}
+ANYWHERE = {**ON_TENANT_A, "other_admin": ALL}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a custom URL needs: permissions on the tenant of its object (`where="tenant"`) or in
+    some tenant (`where="anywhere"`, pages that start something: uploads, the test form)."""
+
+    perms: tuple[str, ...]
+    where: str = "tenant"
+    ok: int = 200  # the answer to a GET by a role that may
+    changes: bool = False  # its POST changes data
+    post_only: bool = False
+
+
+CUSTOM_URLS: dict[str, Needs] = {
+    "admin:keystore_keystoreentry_download": Needs((READ,)),
+    "admin:keystore_keystoreentry_add_certificate": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:keystore_keystoreentry_add_key_pair": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:keystore_keystoreentry_add_keystore": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:keystore_keystoreentry_import_summary": Needs((DEPLOY,), "anywhere", ok=302),
+    "admin:keystore_keystoreentry_rename": Needs((DEPLOY,), changes=True),
+    "admin:keystore_keystoreentry_delete_entry": Needs((DEPLOY,), changes=True),
+    "admin:keystore_keystoreentry_export": Needs((READ_SECURITY,), changes=True),
+    "admin:renewals_pendingsapkey_activate": Needs((DEPLOY,), changes=True),
+    "admin:renewals_pendingsapkey_download": Needs((READ,)),
+    "admin:renewals_sapkeybackup_revert": Needs((DEPLOY,), changes=True),
+    "admin:renewals_sapkeybackup_download": Needs((READ,)),
+    "admin:whereused_integrationflow_import": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:whereused_integrationflow_where_used": Needs((READ,)),
+    "admin:whereused_integrationflow_renewal_pack": Needs((READ,)),
+    "admin:connectivity_connectivitytestrun_run": Needs(
+        (READ_CREDENTIALS,), "anywhere", changes=True
+    ),
+    "admin:connectivity_connectivitytestrun_result": Needs((READ_CREDENTIALS,)),
+    "admin:connectivity_connectivitytestrun_server_cert": Needs((READ_CREDENTIALS,)),
+    "admin:connectivity_connectivitytestrun_add_root": Needs(
+        (READ_CREDENTIALS, DEPLOY), changes=True, post_only=True
+    ),
+}
+
+MODEL_VIEWS = ("changelist", "add", "change", "history", "delete")
+# The admin site's own pages (staff only, no tenant data): the answer to a logged-in GET.
+SITE_VIEWS = {
+    "admin:index": {200},
+    "admin:login": {200, 302},  # a logged-in user is sent on
+    "admin:logout": {405},  # POST only since Django 5
+    "admin:password_change": {200},
+    "admin:password_change_done": {200},
+    "admin:autocomplete": {403},  # without a model and field it refuses
+    "admin:jsi18n": {200},
+    "admin:app_list": {200, 404},  # 404 when the user sees no model of the app
+    "admin:view_on_site": {404},  # no model here has a public URL
+    "dashboard": {200},  # the admin index with the dashboard: each role sees its tenants
+    "metrics": {200},  # Prometheus: a staff session sees the tenants it may read
+}
+# Pages that do not send anonymous users to the login page.
+ANONYMOUS = {
+    "admin:login": {200},
+    "admin:logout": {302},  # Django sends it to the index (and the index to the login)
+    "metrics": {401},  # a scraper without token or session
+}
+
+
+def kind_of(route: Route) -> str:
+    """ "site", "custom", one of MODEL_VIEWS, "redirect" (admin's <id>/ -> <id>/change/),
+    "other" (unnamed: the site root) or "unknown"."""
+    if route.name in SITE_VIEWS:
+        return "site"
+    if route.name in CUSTOM_URLS:
+        return "custom"
+    if route.model and route.name:
+        suffix = route.name.rsplit("_", 1)[-1]
+        if suffix in MODEL_VIEWS:
+            return suffix
+    if route.model and route.name is None:
+        return "redirect"
+    if route.name is None:
+        return "other"
+    return "unknown"  # a custom URL without a line in CUSTOM_URLS
+
+
+def url_of(route: Route, world) -> str | None:
+    """A concrete URL for the route, its parameters filled with rows of tenant A."""
+    if route.name is None:
+        if route.model is None:
+            return route.pattern if "<" not in route.pattern and "(" not in route.pattern else None
+        obj = world.object_for(route.model)
+        return reverse(f"admin:{route.model.replace('.', '_')}_change", args=[pk_of(obj)])[
+            : -len("change/")
+        ]
+    values = {}
+    for argument in route.arguments:
+        if argument in ("pk", "object_id", "id"):
+            values[argument] = pk_of(world.object_for(route.model)) if route.model else 1
+        elif argument == "kind":
+            values[argument] = "cer"
+        elif argument == "index":
+            values[argument] = 0
+        elif argument == "tenant_id":
+            values[argument] = world.tenant.pk
+        elif argument == "alias":
+            values[argument] = SAP_ALIAS
+        elif argument == "app_label":
+            values[argument] = "keystore"
+        elif argument == "content_type_id":
+            values[argument] = ContentType.objects.get_for_model(KeystoreEntry).pk
+        else:
+            values[argument] = "1"  # unknown: a 404 is acceptable, a 500 is not
+    return reverse(route.name, kwargs=values)
+
+
+def pk_of(obj) -> int:
+    return getattr(obj, "pk", obj) if obj is not None else 999_999
+
+
+def may(role: str, needs: Needs) -> bool:
+    held = ON_TENANT_A[role] if needs.where == "tenant" else ANYWHERE[role]
+    return set(needs.perms) <= held
+
+
+def expected_get(route: Route, role: str) -> set[int]:
+    """The acceptable answers to a logged-in GET."""
+    kind = kind_of(route)
+    if kind == "site":
+        return SITE_VIEWS[route.name]
+    if kind == "custom":
+        needs = CUSTOM_URLS[route.name]
+        if needs.post_only:
+            return {405}
+        return {needs.ok} if may(role, needs) else {403}
+    if kind == "redirect":
+        return {302}  # to the change page, which checks
+    if kind == "other":
+        return {302}  # the site root sends everyone to the admin index
+    model_admin = next(
+        ma for model, ma in admin.site._registry.items() if model._meta.label_lower == route.model
+    )
+    if kind in ("add", "delete"):
+        return {403}  # nobody adds or deletes through the admin's own forms
+    if isinstance(model_admin, TenantScopedAdmin) or route.model == "keystore.tenant":
+        perm = getattr(model_admin, "view_permission", READ)
+        if kind == "changelist":
+            return {200} if perm in ANYWHERE[role] else {403}
+        if route.name == "admin:connectivity_connectivitytestrun_history":
+            return {404}  # records have no change history
+        allowed = perm in ON_TENANT_A[role]
+        if route.name == "admin:connectivity_connectivitytestrun_change":
+            return {302} if allowed else {403}  # a record's page is its result page
+        return {200} if allowed else {403}
+    # Users, groups, the task queue and scan runs: superusers only. A missing row may answer
+    # with a redirect to the index (Django's history view checks existence first).
+    return {403, 302} if kind == "history" else {403}
+
+
+SITE_POSTS = ("admin:login", "admin:logout", "admin:password_change")
+
+
+def accepts_post(route: Route) -> bool:
+    kind = kind_of(route)
+    if route.name in SITE_POSTS:
+        return True
+    if kind == "custom":
+        needs = CUSTOM_URLS[route.name]
+        return needs.changes or needs.post_only
+    return kind in ("add", "change", "delete", "changelist")
+
+
+def world_state(world) -> tuple:
+    """Everything a POST could change."""
+    return (
+        renewal_state(),
+        sorted(IntegrationFlow.objects.values_list("pk", "bundle_id", "restart_required")),
+        ConnectivityTestRun.objects.count(),
+        sorted(Tenant.objects.values_list("pk", "slug", "name")),
+        sorted(
+            type(world.superuser).objects.values_list("pk", "username", "password", "is_superuser")
+        ),
+    )
+
+
+def body_of(response) -> bytes:
+    return b"".join(response) if response.streaming else response.content
+
+
+@pytest.fixture
+def routes(admin_world):
+    found = [(route, url_of(route, admin_world)) for route in site_routes()]
+    return [(route, url) for route, url in found if url is not None]
+
+
+@pytest.fixture
+def clients(admin_world):
+    made = {role: client_for(user) for role, user in admin_world.users.items()}
+    made["anonymous"] = Client()
+    return made
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+def test_every_custom_url_is_known(routes):
+    """A new custom URL must say here which permission it needs."""
+    unknown = [(route.name, route.pattern) for route, _url in routes if kind_of(route) == "unknown"]
+    assert unknown == [], "add these URLs to CUSTOM_URLS with the permission they need"
+    gone = set(CUSTOM_URLS) - {route.name for route, _url in routes}
+    assert gone == set(), "CUSTOM_URLS names URLs that no longer exist"
+
+
+def test_get_matrix(admin_world, routes, clients, figures):
+    """Every URL for every role and anonymous; every page a role gets is also scanned for the
+    private keys in the database (the superuser's pages: the next test)."""
+    before = world_state(admin_world)
+    wrong = []
+    requests = scanned = 0
+    for route, url in routes:
+        if kind_of(route) == "unknown":
+            continue  # test_every_custom_url_is_known names it
+        for role in ROLES:
+            response = clients[role].get(url)
+            requests += 1
+            expected = expected_get(route, role)
+            if response.status_code not in expected:
+                wrong.append((url, role, response.status_code, sorted(expected)))
+            if response.status_code == 200:
+                body = body_of(response)
+                assert leaked(body, admin_world.keys) == [], (url, role)
+                scanned += 1
+                if role in ("none", "other_admin"):
+                    # Nothing of tenant A reaches a role without rights there.
+                    assert b"tenant-a" not in body, (url, role)
+        if kind_of(route) == "other":
+            continue
+        response = clients["anonymous"].get(url)
+        requests += 1
+        if route.name in ANONYMOUS:
+            if response.status_code not in ANONYMOUS[route.name]:
+                wrong.append((url, "anonymous", response.status_code, ANONYMOUS[route.name]))
+        elif response.status_code != 302 or "/admin/login/" not in response["Location"]:
+            wrong.append((url, "anonymous", response.status_code, [302]))
+    assert wrong == [], "\n".join(map(str, wrong))
+    assert world_state(admin_world) == before, "a GET changed something"
+    assert scanned > 100
+    figures["access matrix: GET requests"] += requests
+    figures["access matrix: URL patterns"] += len(routes)
+    figures["pages scanned for private keys"] += scanned
+
+
+def test_post_matrix(admin_world, routes, clients, figures):
+    """Roles without the permission (and anonymous users) POST to every URL that accepts POST:
+    refused, nothing changed. Views that only show refuse POST for everyone."""
+    before = world_state(admin_world)
+    wrong = []
+    requests = 0
+    for route, url in routes:
+        kind = kind_of(route)
+        if kind in ("site", "other", "redirect", "unknown"):
+            continue
+        for role in (*ROLES, "anonymous"):
+            if role == "anonymous":
+                expected = {302}
+            elif kind == "history":
+                expected = expected_get(route, role)  # Django's read-only page, any method
+            elif not accepts_post(route):
+                expected = {405}
+            elif kind == "custom":
+                needs = CUSTOM_URLS[route.name]
+                if may(role, needs):
+                    continue  # allowed POSTs are tested with their views
+                expected = {403}
+            elif kind == "changelist":
+                if 200 in expected_get(route, role):
+                    continue  # an action POST by a reader: the action tests cover it
+                expected = {403}
+            elif route.name == "admin:connectivity_connectivitytestrun_change" and 302 in (
+                expected_get(route, role)
+            ):
+                expected = {302}  # a record's page is its result page, whatever the method
+            else:
+                expected = {403}
+            response = clients[role].post(url, {"post": "yes", "alias": "forged", "tenant": "1"})
+            requests += 1
+            if response.status_code not in expected:
+                wrong.append((url, role, response.status_code, sorted(expected)))
+    assert wrong == [], "\n".join(map(str, wrong))
+    assert world_state(admin_world) == before, "a refused POST changed something"
+    figures["access matrix: refused POST requests"] += requests
+
+
+def test_no_post_without_a_csrf_token(admin_world, routes, figures):
+    """Administrator and superuser, with CSRF checks on: every POST without the token is refused
+    before the view runs."""
+    before = world_state(admin_world)
+    posted = 0
+    for user in (admin_world.users["Administrator"], admin_world.superuser):
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        for route, url in routes:
+            if not accepts_post(route):
+                continue
+            response = client.post(url, {"post": "yes", "password": "x", "tenant": "1"})
+            assert response.status_code == 403, (url, user.username, response.status_code)
+            assert b"CSRF" in response.content, url
+            posted += 1
+    assert world_state(admin_world) == before
+    figures["access matrix: POST requests without CSRF token"] += posted
+
+
+def test_no_private_key_in_any_page_of_a_superuser(admin_world, routes, figures):
+    """A superuser opens every page there is; none shows a private key (PEM headers, the
+    private value raw, hex or Base64, PKCS#8 or traditional DER lines)."""
+    client = client_for(admin_world.superuser)
+    scanned = 0
+    for _route, url in routes:
+        response = client.get(url)
+        assert response.status_code != 500, url
+        if response.status_code == 200:
+            assert leaked(body_of(response), admin_world.keys) == [], url
+            scanned += 1
+    assert scanned > 50
+    figures["pages scanned for private keys"] += scanned
+
+
+def test_the_key_scan_would_find_a_key_in_a_page(admin_world):
+    from cryptography.hazmat.primitives import serialization
+
+    key = admin_world.keys[1]
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    page = b"<html><pre>" + pem + b"</pre></html>"
+    assert leaked(page, admin_world.keys)
+    traditional = (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        .replace(b"-----BEGIN RSA PRIVATE KEY-----", b"")
+        .replace(b"-----END RSA PRIVATE KEY-----", b"")
+    )
+    assert leaked(traditional, admin_world.keys)
