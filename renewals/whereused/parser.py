@@ -154,7 +154,14 @@ def parse_flow_zip(
         except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
             raise FlowParseError(f"not a readable ZIP file ({_one_line(exc)})")
         with archive:
-            return _parse_archive(archive, known_aliases)
+            try:
+                return _parse_archive(archive, known_aliases)
+            except FlowParseError:
+                raise
+            except (IndexError, LookupError, ValueError, EOFError, OSError) as exc:
+                # Damaged archives reach corners of zipfile and codecs (a member named "",
+                # an unknown XML encoding): one clean message per file, never a traceback.
+                raise FlowParseError(f"damaged flow export ({_one_line(exc)})")
 
 
 @contextlib.contextmanager
@@ -890,6 +897,9 @@ def _table_entries(key: str, value: str) -> list[_AliasEntry]:
     kl = key.lower()
     # Without an alias column, a key list ("encrypt.smime.keys") holds one alias per row.
     first_column = "alias" in kl or "smime" in kl or kl.endswith("keys")
+    if not first_column and "alias" not in value.lower():
+        # No cell id can name an alias: the usual header and property tables end here, unparsed.
+        return []
     entries = []
     for row in _TABLE_ROW.findall(value):
         cells = _TABLE_CELL.findall(row)

@@ -11,7 +11,6 @@ CryptoError / FlowParseError may come out, each with a one-line message.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import io
@@ -677,22 +676,12 @@ def unknown_xml_encoding(seeds) -> bytes:
     return flow_archive({flows.FLOW_DIR + "X.iflw": declared})
 
 
-# Found by this fuzzer with other seeds (each about once in 50,000 flow inputs). The parser
-# belongs to the where-used work; these stay strict xfails until it maps both to
-# FlowParseError, then the markers must go.
-PARSER_DEFECTS = pytest.mark.xfail(
-    raises=(IndexError, LookupError),
-    strict=True,
-    reason="parse_flow_zip lets IndexError (a member named '') and LookupError (an unknown XML "
-    "encoding) escape instead of FlowParseError",
-)
-
-
-@PARSER_DEFECTS
+# Found by this fuzzer with other seeds (each about once in 50,000 flow inputs): both now come
+# out as FlowParseError.
 @pytest.mark.parametrize("make", ["empty member name", "unknown XML encoding"])
 def test_known_flow_parser_defects(make, seeds):
     data = empty_member_name() if make == "empty member name" else unknown_xml_encoding(seeds)
-    with contextlib.suppress(parser.FlowParseError):  # the contract: nothing else escapes
+    with pytest.raises(parser.FlowParseError):
         parser.parse_flow_zip(data)
 
 
