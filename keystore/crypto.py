@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import itertools
 import re
@@ -181,6 +182,10 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     return _signed_by(cert, cert)
 
 
+# A keystore's key pairs share their issuers, and parsing, ordering, verifying and describing a
+# chain each ask again: each (certificate, issuer) signature is verified once. Certificates are
+# immutable and compare (and hash) by their DER bytes.
+@functools.lru_cache(maxsize=2048)
 def _signed_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     """Whether ``parent`` names and signed ``child``.
 
@@ -470,7 +475,10 @@ def _load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
         raise
     except Exception:
         raise CryptoError("Not a PKCS#12 file, or the file is damaged or truncated.") from None
-    if any(count > MAX_KDF_ITERATIONS for count in _visible_iteration_counts(contents)):
+    # Unencrypted SafeContents (where keytool keeps the shrouded keys) are decoded once, for
+    # the iteration check and for reading: decoding is the slow part of a large file.
+    plain = [_plain_safe_contents(content_info) for content_info in contents]
+    if any(count > MAX_KDF_ITERATIONS for count in _visible_iteration_counts(contents, plain)):
         raise _too_many_iterations()
     # cryptography verifies the MAC, which is how a wrong password shows up reliably.
     try:
@@ -479,10 +487,18 @@ def _load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
         raise CryptoError("Wrong password or damaged PKCS#12 file.") from None
     keys: list[_KeyBag] = []
     certs: list[_CertBag] = []
-    for content_info in contents:
-        for bag in _safe_contents(content_info, password):
+    for content_info, bags in zip(contents, plain, strict=True):
+        for bag in bags if bags is not None else _safe_contents(content_info, password):
             _read_bag(bag, password, keys, certs, depth=0)
     return _pkcs12_items(keys, certs)
+
+
+def _plain_safe_contents(content_info: Any) -> list[Any] | None:
+    """The bags of an unencrypted (id-data) content, None for any other content type."""
+    if content_info["contentType"] != rfc5652.id_data:
+        return None
+    plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
+    return list(_decode(plain, rfc7292.SafeContents()))
 
 
 def _decode(data: bytes, spec: base.Asn1Type) -> Any:
@@ -507,16 +523,22 @@ def _authenticated_safe(data: bytes) -> list[Any]:
     return list(safe)
 
 
-def _visible_iteration_counts(contents: list[Any]) -> Iterator[int]:
-    """Iteration counts readable before decryption, checked before anything is derived."""
-    for content_info in contents:
+def _visible_iteration_counts(
+    contents: list[Any], plain: list[list[Any] | None] | None = None
+) -> Iterator[int]:
+    """Iteration counts readable before decryption, checked before anything is derived.
+
+    `plain` holds the already decoded bags of each unencrypted content (`_plain_safe_contents`).
+    """
+    if plain is None:
+        plain = [_plain_safe_contents(content_info) for content_info in contents]
+    for content_info, bags in zip(contents, plain, strict=True):
         content_type = content_info["contentType"]
         if content_type == rfc5652.id_encryptedData:
             encrypted = _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
             yield _iteration_count(encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"])
-        elif content_type == rfc5652.id_data:
-            plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
-            for bag in _decode(plain, rfc7292.SafeContents()):
+        elif bags is not None:
+            for bag in bags:
                 if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
                     info = _decode(bytes(bag["bagValue"]), rfc5958.EncryptedPrivateKeyInfo())
                     yield _iteration_count(info["encryptionAlgorithm"])
@@ -668,7 +690,11 @@ def _private_key_or_none(der: bytes, password: bytes | None) -> object | None:
 
 
 def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreItem]:
-    all_certs = [bag.cert for bag in certs]
+    # Indexes built once keep a keystore of many key pairs linear, not quadratic.
+    issuers = _by_subject([bag.cert for bag in certs])
+    positions: dict[x509.Certificate, list[int]] = {}
+    for index, bag in enumerate(certs):
+        positions.setdefault(bag.cert, []).append(index)
     in_a_chain: set[int] = set()
     items: list[KeystoreItem] = []
     for key_bag in keys:
@@ -677,12 +703,11 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
             what = f"The key '{key_bag.name}'" if key_bag.name else "A key"
             raise CryptoError(f"{what} in the PKCS#12 file has no matching certificate.")
         leaf_bag = certs[leaf_index]
-        chain = _chain_from(leaf_bag.cert, all_certs)
+        chain = _chain_from(leaf_bag.cert, issuers)
         in_a_chain.add(leaf_index)
         # keytool stores a chain certificate once per key pair that uses it
-        in_a_chain.update(
-            index for index, bag in enumerate(certs) if any(bag.cert == c for c in chain)
-        )
+        for member in chain:
+            in_a_chain.update(positions.get(member, ()))
         alias = key_bag.name or leaf_bag.name or ""
         items.append(KeystoreItem(alias=alias, private_key=key_bag.key, chain=chain))
     for index, cert_bag in enumerate(certs):
@@ -708,14 +733,28 @@ def _leaf_for_key(key_bag: _KeyBag, certs: list[_CertBag]) -> int | None:
     return None
 
 
-def _chain_from(leaf: x509.Certificate, pool: Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    """Follow issuers from ``leaf`` through ``pool`` until a self-signed root or a gap."""
+def _by_subject(pool: Sequence[x509.Certificate]) -> dict[x509.Name, list[x509.Certificate]]:
+    """The pool's certificates by subject, in pool order: a certificate's possible issuers."""
+    found: dict[x509.Name, list[x509.Certificate]] = {}
+    for cert in pool:
+        found.setdefault(cert.subject, []).append(cert)
+    return found
+
+
+def _chain_from(
+    leaf: x509.Certificate,
+    pool: Sequence[x509.Certificate] | dict[x509.Name, list[x509.Certificate]],
+) -> list[x509.Certificate]:
+    """Follow issuers from ``leaf`` through ``pool`` (or its `_by_subject` index) until a
+    self-signed root or a gap."""
+    issuers = pool if isinstance(pool, dict) else _by_subject(pool)
     chain = [leaf]
     while not _is_self_signed(chain[-1]):
+        # Only a certificate whose subject is the issuer's name can have signed it.
         parent = next(
             (
                 candidate
-                for candidate in pool
+                for candidate in issuers.get(chain[-1].issuer, ())
                 if all(candidate != member for member in chain) and _signed_by(chain[-1], candidate)
             ),
             None,

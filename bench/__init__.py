@@ -1,0 +1,1 @@
+"""Benchmarks of the keystore site: `python bench/run.py --help`."""

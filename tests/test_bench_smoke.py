@@ -1,0 +1,63 @@
+"""The benchmark code still runs: the smallest version of three scenarios, in-process, on the
+test database (the real runs are `python bench/run.py`, never part of the test suite)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import run as bench_run
+from bench.scenarios import keystore_import, scan, whereused
+
+
+# Committed transactions, as in a real run: the mails of an activation are sent after commit
+# (inside a test transaction they would wait and be retried by the next scan).
+@pytest.mark.django_db(transaction=True)
+def test_scan_scenario_activates_the_due_keys_with_the_same_queries_at_both_sizes():
+    sizes = {"small": 8, "large": 16, "due": [2], "tenants": 2, "repeat": 1}
+    result = scan.run(sizes)
+    rows = {row.metric: row for row in result.rows}
+    assert rows["queries, none due, 16 vs 8 keys"].passed is True
+    due, none = rows["queries, 2 due, 16 vs 8 keys"], rows["queries, none due, 16 vs 8 keys"]
+    assert due.passed is True
+    # Two activations cost more queries than none, and the same number at both sizes.
+    assert due.value > none.value
+    from renewals.models import PendingSapKey, SapKeyBackup
+
+    assert SapKeyBackup.objects.count() == 4  # two due keys at each size, activated for real
+    assert PendingSapKey.objects.count() == 16 - 4
+
+
+@pytest.mark.django_db
+def test_keystore_import_scenario_imports_every_entry_of_its_file():
+    from tests.pki import make_jks
+
+    data = make_jks(keystore_import._entries(6), keystore_import.PASSWORD)
+    seconds = keystore_import._import_seconds(data, "jks", 6, 0)
+    assert seconds > 0
+    from keystore.models import KeystoreEntry
+
+    assert KeystoreEntry.objects.filter(entry_type="key_pair").count() == 5
+    assert KeystoreEntry.objects.filter(entry_type="certificate").count() == 1
+
+
+@pytest.mark.django_db
+def test_whereused_scenario_imports_the_flows_and_finds_the_alias(tmp_path):
+    sizes = {"small": 2, "large": 3, "lookup_repeat": 1, "parse_repeat": 1}
+    whereused.prepare(sizes, tmp_path)
+    data = whereused.run_part("large", sizes, tmp_path).data
+    assert (data["flows"], data["usages"]) == (3, 15)
+    lookup = data["lookup"]
+    assert lookup["large_queries"] == lookup["small_queries"] == 1
+    assert lookup["large_answer"]["uses"] == 3 and lookup["small_answer"]["uses"] == 2
+    combined = whereused.combine(
+        sizes,
+        {
+            "small": {"data": {**data, "flows": 2}, "peak_rss_mb": 50.0},
+            "large": {"data": data, "peak_rss_mb": 50.0},
+        },
+    )
+    assert [row.passed for row in combined.rows if row.metric.startswith("where-used queries")] == [
+        True
+    ]
+    table = bench_run.table([combined.as_dict()])
+    assert "where-used lookup, 3 vs 2 flows" in table
