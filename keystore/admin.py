@@ -109,10 +109,19 @@ class ExpiryFilter(admin.SimpleListFilter):
     title = "expiry"
     parameter_name = "expiry"
 
+    # The dashboard's exclusive buckets: (after days, within days or None for "later").
+    BUCKETS = {"8-30": (7, 30), "31-90": (30, 90), "later": (90, None)}
+
     def lookups(self, request, model_admin):
-        return [("expired", "Expired")] + [
-            (str(days), f"Expires within {days} days") for days in EXPIRY_WINDOWS_DAYS
-        ]
+        return (
+            [("expired", "Expired")]
+            + [(str(days), f"Expires within {days} days") for days in EXPIRY_WINDOWS_DAYS]
+            + [
+                ("8-30", "Expires in 8 to 30 days"),
+                ("31-90", "Expires in 31 to 90 days"),
+                ("later", "Valid for more than 90 days"),
+            ]
+        )
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -121,6 +130,11 @@ class ExpiryFilter(admin.SimpleListFilter):
             return queryset.expired(now)
         if value in {str(days) for days in EXPIRY_WINDOWS_DAYS}:
             return queryset.expiring(timedelta(days=int(value)), now)
+        if value in self.BUCKETS:
+            after, within = self.BUCKETS[value]
+            return queryset.expiring_between(
+                timedelta(days=after), timedelta(days=within) if within else None, now
+            )
         return queryset
 
 

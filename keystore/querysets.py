@@ -50,6 +50,14 @@ class EntryQuerySet(TenantScopedQuerySet):
         now = now or timezone.now()
         return self.filter(valid_until__gt=now, valid_until__lte=now + within)
 
+    def expiring_between(
+        self, after: timedelta, within: timedelta | None, now: datetime | None = None
+    ) -> EntryQuerySet:
+        """Valid at now + after, no longer valid at now + within (None: valid for longer)."""
+        now = now or timezone.now()
+        rows = self.filter(valid_until__gt=now + after)
+        return rows if within is None else rows.filter(valid_until__lte=now + within)
+
 
 class AuditQuerySet(TenantScopedQuerySet):
     pass

@@ -35,9 +35,9 @@ from renewals.models import PendingSapKey
 EXPIRY_STATES: tuple[tuple[str, str, str], ...] = (
     ("expired", "Expired", "expired"),
     ("within_7_days", "Within 7 days", "7"),
-    ("within_30_days", "8 to 30 days", "30"),
-    ("within_90_days", "31 to 90 days", "90"),
-    ("later", "Later", ""),
+    ("within_30_days", "8 to 30 days", "8-30"),
+    ("within_90_days", "31 to 90 days", "31-90"),
+    ("later", "Later", "later"),
 )
 TIMELINE_MONTHS = 12
 LIST_LIMIT = 50

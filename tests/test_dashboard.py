@@ -348,3 +348,36 @@ def test_an_empty_timeline_says_so():
     root = ET.fromstring(expiry_timeline_svg([(date(2031, month, 1), 0) for month in range(1, 13)]))
     assert all(float(bar.get("height")) == 0 for bar in root.iter(f"{SVG}rect"))
     assert "No entry expires in these months" in [text.text for text in root.iter(f"{SVG}text")]
+
+
+def test_each_bucket_links_to_a_list_of_exactly_its_entries(db, tenant):
+    """The count and the list behind its link agree, bucket by bucket."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from keystore import services
+    from keystore.crypto import to_der
+    from tests import pki as pki_factory
+    from tests.conftest import client_for, make_user
+
+    now = timezone.now()
+    root_key = pki_factory.make_key()
+    for alias, days in [("d5", 5), ("d20", 20), ("d60", 60), ("d200", 200)]:
+        cert = pki_factory.make_cert(
+            alias,
+            root_key,
+            ca=True,
+            not_before=now - timedelta(days=1),
+            not_after=now + timedelta(days=days),
+        )
+        services.import_certificate(tenant, alias, to_der(cert))
+    reader = make_user("bucket_reader", tenant=tenant, role="ReadOnly")
+    client = client_for(reader)
+    expected = {"7": {"d5"}, "8-30": {"d20"}, "31-90": {"d60"}, "later": {"d200"}}
+    for value, aliases in expected.items():
+        page = client.get(f"/admin/keystore/keystoreentry/?tenant={tenant.pk}&expiry={value}")
+        shown = {
+            alias for alias in ("d5", "d20", "d60", "d200") if f">{alias}<" in page.content.decode()
+        }
+        assert shown == aliases, value
