@@ -795,6 +795,8 @@ def _client_cert_state(props: Mapping[str, str], adapter: str) -> bool | None:
     state: bool | None = None
     for key, value in props.items():
         kl = key.lower()
+        if "auth" not in kl:  # every authentication key says so; most keys end here
+            continue
         if kl in _AUTH_KEYS or (
             kl.endswith(("authentication", "authenticationmethod", "authenticationtype"))
             and not kl.startswith("proxy")
@@ -1099,10 +1101,20 @@ def find_script_aliases(
     return _scan_script(script, _alias_lookup(known_aliases))
 
 
-def _alias_lookup(known_aliases: Iterable[str] | None) -> dict[str, str] | None:
+class KnownAliases(dict[str, str]):
+    """lower-cased alias -> the tenant's spelling; see `alias_lookup`."""
+
+
+def alias_lookup(known_aliases: Iterable[str]) -> KnownAliases:
+    """The tenant's aliases prepared once for many `parse_flow_zip` calls (an import of many
+    files would otherwise rebuild the lookup for every file)."""
+    return KnownAliases((alias.lower(), alias) for alias in known_aliases)
+
+
+def _alias_lookup(known_aliases: Iterable[str] | None) -> Mapping[str, str] | None:
     """lower-cased alias -> the tenant's spelling (keystore aliases are case-insensitive)."""
-    if known_aliases is None:
-        return None
+    if known_aliases is None or isinstance(known_aliases, KnownAliases):
+        return known_aliases
     return {alias.lower(): alias for alias in known_aliases}
 
 
