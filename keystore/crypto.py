@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import PSS, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.type import base, char, univ
 from pyasn1_modules import rfc5652, rfc5958, rfc7292, rfc8018
@@ -1183,3 +1184,62 @@ def generate_key_pair(kind: str = "rsa", size: int | None = None) -> PrivateKey:
     if kind == "ed448":
         return ed448.Ed448PrivateKey.generate()
     raise CryptoError("The key type must be RSA, EC, Ed25519 or Ed448.")
+
+
+def issue_certificate(
+    subject: x509.Name,
+    key: PrivateKey,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+    issuer: tuple[x509.Certificate, PrivateKey] | None = None,
+    ca: bool = False,
+    server_auth: bool = False,
+    alternative_names: x509.SubjectAlternativeName | None = None,
+) -> x509.Certificate:
+    """A certificate for `key`, signed by `issuer` (certificate, key) or self-signed.
+
+    Leaves are for client authentication (and server authentication when asked), CAs sign
+    certificates and CRLs; both carry key identifiers so chains link unambiguously.
+    """
+    issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
+    public_key = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before.replace(microsecond=0))
+        .not_valid_after(not_after.replace(microsecond=0))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not ca and isinstance(key, rsa.RSAPrivateKey),
+                data_encipherment=False,
+                key_agreement=not ca and isinstance(key, ec.EllipticCurvePrivateKey),
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    )
+    if not ca:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server_auth:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if alternative_names is not None:
+        builder = builder.add_extension(alternative_names, critical=False)
+    # Edwards keys sign without a separate hash; every other key signs with SHA-256.
+    edwards = isinstance(issuer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    return builder.sign(issuer_key, None if edwards else hashes.SHA256())

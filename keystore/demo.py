@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -74,46 +73,16 @@ def _issue(
     ca: bool = False,
     dns_name: str | None = None,
 ) -> x509.Certificate:
-    """A certificate for `key`, signed by `issuer` (certificate, key) or self-signed."""
-    issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before.replace(microsecond=0))
-        .not_valid_after(not_after.replace(microsecond=0))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+    names = x509.SubjectAlternativeName([x509.DNSName(dns_name)]) if dns_name else None
+    return crypto.issue_certificate(
+        subject,
+        key,
+        not_before=not_before,
+        not_after=not_after,
+        issuer=issuer,
+        ca=ca,
+        alternative_names=names,
     )
-    if not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    if dns_name:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _self_signed_ca(

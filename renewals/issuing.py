@@ -10,11 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from keystore.crypto import PrivateKey
+from keystore.crypto import PrivateKey, issue_certificate
 
 
 def issue_renewed_certificate(
@@ -27,49 +24,19 @@ def issue_renewed_certificate(
     not_after: datetime,
 ) -> list[x509.Certificate]:
     """The new chain (leaf first): a certificate for `new_key` with `current`'s subject."""
-    issuer = ca_chain[0]
-    public_key = new_key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(current.subject)
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(new_key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=isinstance(new_key, ec.EllipticCurvePrivateKey),
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
     try:
-        san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=san.critical)
+        alternative_names = current.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
     except x509.ExtensionNotFound:
-        pass
-    # Edwards keys sign without a separate hash; every other CA key signs with SHA-256.
-    edwards = isinstance(ca_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
-    certificate = builder.sign(ca_key, None if edwards else hashes.SHA256())
+        alternative_names = None
+    certificate = issue_certificate(
+        current.subject,
+        new_key,
+        issuer=(ca_chain[0], ca_key),
+        not_before=not_before,
+        not_after=not_after,
+        server_auth=True,
+        alternative_names=alternative_names,
+    )
     return [certificate, *ca_chain]
