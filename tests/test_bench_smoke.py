@@ -42,8 +42,10 @@ def test_keystore_import_scenario_imports_every_entry_of_its_file():
 
 @pytest.mark.django_db
 def test_whereused_scenario_imports_the_flows_and_finds_the_alias(tmp_path):
-    sizes = {"small": 2, "large": 3, "lookup_repeat": 1, "parse_repeat": 1}
+    sizes = {"small": 2, "large": 3, "lookup_repeat": 1, "small_passes": 2}
     whereused.prepare(sizes, tmp_path)
+    small = whereused.run_part("small", sizes, tmp_path).data
+    assert (small["flows"], small["passes"], small["usages"]) == (2, 2, 10)
     data = whereused.run_part("large", sizes, tmp_path).data
     assert (data["flows"], data["usages"]) == (3, 15)
     lookup = data["lookup"]

@@ -598,7 +598,8 @@ class _Context:
         if len(props) != len(child):  # other order, namespaced, duplicates: read each slowly
             props = _properties_leniently(child)
         props.pop(None, None)  # type: ignore[call-overload]  # an empty <key/>
-        if self.has_references:
+        # One search of the joined values spares a look at each value of most components.
+        if self.has_references and "{{" in "\0".join(props.values()):
             for key, value in props.items():
                 if "{{" in value:
                     props[key] = self.resolve(value, el)
@@ -880,12 +881,27 @@ _TABLE_ROW = re.compile(r"<row>(.*?)</row>", re.DOTALL)
 _TABLE_CELL = re.compile(r"<cell(?:\s[^>]*?\bid\s*=\s*['\"]([^'\"]*)['\"])?[^>]*>([^<]*)</cell>")
 
 
-def _alias_entries(props: Mapping[str, str]) -> list[_AliasEntry]:
+def _joined_keys(props: Mapping[str, str]) -> str:
+    """The property keys, lower-cased, in one string: one search answers "does any key say...".
+    (NUL cannot occur in XML, so no match spans two keys.)"""
+    return "\0".join(props).lower()
+
+
+def _alias_entries(props: Mapping[str, str], keys: str) -> list[_AliasEntry]:
     """Alias-like properties: keys naming an alias, and alias columns of table-valued properties
     (`<row><cell id='PrivateKeyAlias'>k</cell>...</row>`, e.g. signers or S/MIME key lists).
+    `keys` is `_joined_keys(props)`.
 
     Proxy settings (`proxyAlias`) name no keystore entry and are left out.
     """
+    if "lias" not in keys:
+        # Most components end here with a few searches instead of a look at every property:
+        # no key names an alias, and no table can hold an alias column (see _table_entries).
+        values = "\0".join(props.values())
+        if "<row" not in values or (
+            "smime" not in keys and "keys" not in keys and "alias" not in values.lower()
+        ):
+            return []
     entries = []
     for key, value in props.items():
         if value[:1] == "<" and value.startswith("<row"):  # cheap test first: hot loop
@@ -938,8 +954,9 @@ def _client_cert_rank(entry: _AliasEntry) -> int:
 def _channel_usages(
     el: ET.Element, props: dict[str, str], participants: Mapping[str, str], ctx: _Context
 ) -> list[KeyUsage]:
-    entries = _alias_entries(props)
-    if not entries and not any("uth" in k or "UTH" in k for k in props):
+    keys = _joined_keys(props)
+    entries = _alias_entries(props, keys)
+    if not entries and "uth" not in keys:
         return []  # nothing key-related: skip the participant and address look-ups
 
     adapter = _adapter_name(props)
@@ -983,7 +1000,7 @@ def _channel_usages(
         if allowed:
             comp.add(_OPS[op][0], entry.key, entry.value)
 
-    state = _client_cert_state(props, adapter)
+    state = _client_cert_state(props, adapter) if "auth" in keys else None
     # CPI opens the connection for receivers and polling senders; a sender channel's client
     # certificate setting is about the caller's certificate, not a key of this keystore.
     opens_connection = direction != "Sender" or adapter in _POLLING_ADAPTERS
@@ -1044,7 +1061,7 @@ _STEP_PRIMARY_OPS = {
 
 
 def _step_usages(el: ET.Element, props: dict[str, str], ctx: _Context) -> list[KeyUsage]:
-    entries = _alias_entries(props)
+    entries = _alias_entries(props, _joined_keys(props))
     if not entries and "crypt" not in _cname(props).lower() + props.get("activityType", ""):
         return []  # the usual step: no alias, not a decryptor
     kind, comp_type = _step_kind(props)

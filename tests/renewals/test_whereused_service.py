@@ -419,14 +419,22 @@ def test_a_failing_reimport_keeps_the_earlier_import(tenant, sap_entry):
 def test_a_storage_failure_stores_nothing_for_that_file(tenant, sap_entry, monkeypatch):
     import_all(tenant, orders_flow())
     usages = set(KeyUsageRecord.objects.values_list("pk", flat=True))
+    orders_id = IntegrationFlow.objects.get(bundle_id=ORDERS).pk
     real_bulk_create = KeyUsageRecord.objects.bulk_create
+    real_execute_many = services._execute_many
 
-    def bulk_create(records, **kwargs):
+    def bulk_create(records, **kwargs):  # the file-by-file path
         if records and records[0].flow.bundle_id == ORDERS:
             raise DatabaseError("disk full")
         return real_bulk_create(records, **kwargs)
 
+    def execute_many(model, statement, rows):  # the group's path
+        if model is KeyUsageRecord and any(row[1] == orders_id for row in rows):
+            raise DatabaseError("disk full")
+        return real_execute_many(model, statement, rows)
+
     monkeypatch.setattr(KeyUsageRecord.objects, "bulk_create", bulk_create)
+    monkeypatch.setattr(services, "_execute_many", execute_many)
     changed = orders_flow(alias_parameter="other", with_crm=False)
     results = import_flow_exports(tenant, [("a.zip", changed), ("b.zip", signer_only_flow())])
     assert [result.ok for result in results] == [False, True]
@@ -452,21 +460,136 @@ def test_sources_are_read_lazily_one_at_a_time(tenant, tmp_path):
         path = tmp_path / f"flow{number}.zip"
         path.write_bytes(signer_only_flow(f"com.example.f{number}"))
         paths.append(path)
-    seen = []
+    read_before_next = []
 
     def sources():
         for path in paths:
-            # The previous file is stored before the next one is even opened.
-            seen.append(IntegrationFlow.objects.count())
             with path.open("rb") as handle:
                 yield path.name, handle
+                # The importer asks for the next file: this one must have been read already.
+                read_before_next.append(handle.tell() > 0)
 
     results = import_flow_exports(tenant, sources())
     assert [result.ok for result in results] == [True, True, True]
-    assert seen == [0, 1, 2]
+    assert read_before_next == [True, True, True]
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_holds_no_transaction_while_it_reads(tenant, monkeypatch):
+    """Parsing takes most of an import's time: it must not keep other writers waiting."""
+    in_transaction = []
+    real = services._read_one
+
+    def spy(*args, **kwargs):
+        in_transaction.append(connection.in_atomic_block)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_read_one", spy)
+    monkeypatch.setattr(services, "STORE_GROUP", 2)
+    import_flow_exports(
+        tenant, [(f"{n}.zip", signer_only_flow(f"com.example.f{n}")) for n in range(5)]
+    )
+    assert in_transaction == [False] * 5
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == 5
 
 
 # --- performance ------------------------------------------------------------------------------
+
+
+def _import_queries(tenant, numbers) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        results = import_flow_exports(
+            tenant, [(f"{n}.zip", client_cert_flow(f"com.example.f{n}")) for n in numbers]
+        )
+    assert all(result.ok for result in results)
+    return len(queries)
+
+
+def test_a_group_of_files_is_written_with_the_same_statements_as_one_file(tenant, sap_entry):
+    few, many = _import_queries(tenant, range(2)), _import_queries(tenant, range(2, 40))
+    assert few == many
+    # Re-importing replaces the flows' usages, still with a fixed number of statements.
+    assert _import_queries(tenant, range(2)) == _import_queries(tenant, range(2, 40))
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == 40
+    assert KeyUsageRecord.objects.filter(tenant=tenant).count() == 40
+    assert (
+        AuditEvent.objects.filter(tenant=tenant, detail__startswith="flow imported").count() == 80
+    )
+    assert AuditEvent.objects.filter(detail__contains="replaced the earlier import").count() == 40
+
+
+def _stored(tenant, actor) -> list[list[tuple]]:
+    """Every stored column of the tenant's flows, usages and import audit records, ids and times
+    left out; the actor checked and then left out too (each tenant has its own)."""
+    flows = list(
+        IntegrationFlow.objects.filter(tenant=tenant)
+        .order_by("bundle_id")
+        .values_list(
+            "bundle_id", "bundle_name", "version", "flow_names", "warnings", "restart_required",
+            "restart_reason", "imported_by", "imported_by_label",
+        )
+    )  # fmt: skip
+    usages = list(
+        KeyUsageRecord.objects.filter(tenant=tenant)
+        .order_by("flow__bundle_id", "component_id", "usage", "alias")
+        .values_list(
+            "flow__bundle_id", "component_id", "component_name", "component_type", "direction",
+            "usage", "certainty", "alias", "property_key", "system", "address", "outbound",
+        )
+    )  # fmt: skip
+    audit = sorted(
+        AuditEvent.objects.filter(tenant=tenant, detail__startswith="flow imported").values_list(
+            "alias", "action", "old_fingerprint", "new_fingerprint", "detail", "actor",
+            "actor_label",
+        )
+    )  # fmt: skip
+    label = services.actor_label(actor)
+    assert {row[-2:] for row in flows + audit} == {(actor.pk, label)}
+    return [[row[:-2] for row in flows], usages, [row[:-2] for row in audit]]
+
+
+def test_the_group_and_the_file_by_file_path_store_the_same_rows(
+    tenant, other_tenant, users, monkeypatch
+):
+    files = [
+        ("a.zip", orders_flow()),
+        ("b.zip", signer_only_flow()),
+        ("c.zip", client_cert_flow("com.example.c", alias="")),
+    ]
+    import_flow_exports(tenant, files, actor=users["Administrator"])
+    import_flow_exports(tenant, files[:1], actor=users["Administrator"])  # re-imported
+
+    def fail(*args):
+        raise DatabaseError("the group path is off")
+
+    monkeypatch.setattr(services, "_execute_many", fail)
+    import_flow_exports(other_tenant, files, actor=users["other_admin"])
+    import_flow_exports(other_tenant, files[:1], actor=users["other_admin"])
+    group = _stored(tenant, users["Administrator"])
+    one_by_one = _stored(other_tenant, users["other_admin"])
+    assert len(group[0]) == 3 and len(group[1]) > 3 and len(group[2]) == 4
+    assert group == one_by_one
+
+
+def test_a_reimport_keeps_the_restart_mark(tenant, sap_entry):
+    import_all(tenant, orders_flow())
+    services.mark_restart_required(tenant, SAP_ALIAS, reason="activated")
+    import_all(tenant, orders_flow(with_crm=False))
+    flow = IntegrationFlow.objects.get(bundle_id=ORDERS)
+    assert flow.restart_required and flow.restart_reason == "activated"
+    assert flow.usages.count() == 3
+
+
+def test_the_group_writes_name_every_column():
+    """The group inserts plain tuples without the model's defaults: a new column must be named."""
+    for model, statement in (
+        (IntegrationFlow, services._INSERT_FLOW),
+        (KeyUsageRecord, services._INSERT_USAGE),
+        (AuditEvent, services._INSERT_AUDIT),
+    ):
+        fields = {field.name for field in model._meta.concrete_fields if not field.primary_key}
+        assert sorted(statement.columns) == sorted(fields), model
 
 
 @pytest.mark.parametrize("count", [5, 50])
