@@ -258,8 +258,8 @@ class AuditAction(models.TextChoices):
 
 class AuditEvent(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
-    alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True, db_index=True)
-    action = models.CharField(max_length=16, choices=AuditAction.choices, db_index=True)
+    alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True)
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -277,6 +277,12 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
+        # Plain B-trees: db_index on a CharField adds a second (LIKE pattern) index on
+        # PostgreSQL that no query here uses, and every audit record would write it.
+        indexes = [
+            models.Index(fields=["alias"], name="keystore_audit_alias"),
+            models.Index(fields=["action"], name="keystore_audit_action"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.alias}"

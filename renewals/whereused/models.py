@@ -19,7 +19,10 @@ from renewals.whereused.querysets import FlowQuerySet, UsageQuerySet
 class IntegrationFlow(models.Model):
     """One imported flow export, identified by its bundle (META-INF/MANIFEST.MF)."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="integration_flows")
+    # No index of its own: the unique (tenant, bundle_id) index leads with it.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="integration_flows", db_index=False
+    )
     bundle_id = models.CharField("bundle ID", max_length=255)
     bundle_name = models.CharField(max_length=255)
     version = models.CharField(max_length=64, blank=True)
@@ -60,7 +63,10 @@ class IntegrationFlow(models.Model):
 class KeyUsageRecord(models.Model):
     """One way a component (channel, step or script) of a flow uses a key (parser.KeyUsage)."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="key_usages")
+    # No index of its own: the (tenant, alias) and (tenant, certainty) indexes lead with it.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="key_usages", db_index=False
+    )
     flow = models.ForeignKey(IntegrationFlow, on_delete=models.CASCADE, related_name="usages")
     component_id = models.CharField("component ID", max_length=255)
     component_name = models.CharField(max_length=255, blank=True)

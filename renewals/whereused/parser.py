@@ -790,12 +790,14 @@ def _adapter_name(props: Mapping[str, str]) -> str:
     return _ADAPTER_NAMES.get(raw.lower(), raw)
 
 
-def _client_cert_state(props: Mapping[str, str], adapter: str) -> bool | None:
+def _client_cert_state(props: Mapping[str, str], adapter: str, keys: str) -> bool | None:
     """True if the channel authenticates with a client certificate (SFTP: with an SSH key),
-    False if it authenticates some other way, None if it has no authentication setting."""
+    False if it authenticates some other way, None if it has no authentication setting.
+    `keys` is `_joined_keys(props)`."""
     state: bool | None = None
-    for key, value in props.items():
-        kl = key.lower()
+    if "auth" not in keys:
+        return state
+    for kl, value in zip(keys.split("\0"), props.values(), strict=True):
         if "auth" not in kl:  # every authentication key says so; most keys end here
             continue
         if kl in _AUTH_KEYS or (
@@ -894,14 +896,21 @@ def _alias_entries(props: Mapping[str, str], keys: str) -> list[_AliasEntry]:
 
     Proxy settings (`proxyAlias`) name no keystore entry and are left out.
     """
-    if "lias" not in keys:
-        # Most components end here with a few searches instead of a look at every property:
-        # no key names an alias, and no table can hold an alias column (see _table_entries).
-        values = "\0".join(props.values())
-        if "<row" not in values or (
-            "smime" not in keys and "keys" not in keys and "alias" not in values.lower()
-        ):
+    # A few searches instead of a look at every property: whether any value is a table, and
+    # whether any key names an alias.
+    values = "\0".join(props.values())
+    if "<row" not in values:
+        if "lias" not in keys:
             return []
+        return [
+            _AliasEntry(key, key.lower(), props[key].strip())
+            for key in props
+            if ("lias" in key or "LIAS" in key) and not key.startswith("proxy")
+        ]
+    if "lias" not in keys and (
+        "smime" not in keys and "keys" not in keys and "alias" not in values.lower()
+    ):
+        return []  # and no table can hold an alias column (see _table_entries)
     entries = []
     for key, value in props.items():
         if value[:1] == "<" and value.startswith("<row"):  # cheap test first: hot loop
@@ -1000,7 +1009,7 @@ def _channel_usages(
         if allowed:
             comp.add(_OPS[op][0], entry.key, entry.value)
 
-    state = _client_cert_state(props, adapter) if "auth" in keys else None
+    state = _client_cert_state(props, adapter, keys)
     # CPI opens the connection for receivers and polling senders; a sender channel's client
     # certificate setting is about the caller's certificate, not a key of this keystore.
     opens_connection = direction != "Sender" or adapter in _POLLING_ADAPTERS

@@ -551,8 +551,11 @@ _PLAIN_TYPES = frozenset(
 
 
 class _CompiledStatement(NamedTuple):
-    sql: str
+    sql: str  # an UPDATE or a PostgreSQL INSERT; elsewhere an INSERT up to its VALUES keyword
+    row: str  # an INSERT's placeholders for one row, "(%s, %s, ...)"; "" when `sql` is whole
+    fields: list  # the model fields behind a row's values, in order
     prepare: tuple  # per value of a row: the field whose get_db_prep_save it needs, or None
+    columns: bool  # parameters are the columns of all rows, one array each (PostgreSQL UNNEST)
 
 
 @functools.cache
@@ -563,22 +566,28 @@ def _compile(db: str, model: type[models.Model], statement: _Statement) -> _Comp
     meta = model._meta
     fields = [meta.get_field(name) for name in statement.columns]
     table = quote(meta.db_table)
-    if statement.kind == "insert":
-        names = ", ".join(quote(field.column) for field in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
-        sql = f"INSERT INTO {table} ({names}) VALUES ({placeholders})"  # noqa: S608
-    else:
+    prepare = tuple(
+        None if field.get_internal_type() in _PLAIN_TYPES else field for field in fields
+    )
+    names = ", ".join(quote(field.column) for field in fields)
+    if statement.kind == "update":
         assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
         sql = f"UPDATE {table} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
-        fields.append(meta.pk)
-    return _CompiledStatement(
-        sql,
-        tuple(None if field.get_internal_type() in _PLAIN_TYPES else field for field in fields),
-    )
+        return _CompiledStatement(sql, "", [*fields, meta.pk], (*prepare, None), False)
+    if connection.vendor == "postgresql":
+        # One array per column: PostgreSQL plans a multi-row VALUES list of hundreds of rows
+        # slowly (Django's bulk_create does the same).
+        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+        sql = f"INSERT INTO {table} ({names}) SELECT * FROM UNNEST({arrays})"  # noqa: S608
+        return _CompiledStatement(sql, "", fields, prepare, True)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = f"INSERT INTO {table} ({names}) VALUES "  # noqa: S608
+    return _CompiledStatement(sql, row, fields, prepare, False)
 
 
 def _execute_many(model: type[models.Model], statement: _Statement, rows: list[tuple]) -> None:
-    """Run the statement once per row, as one prepared statement. The ORM's bulk_create and save
+    """Run the statement for every row: an INSERT with one statement (multi-row, in as few
+    batches as the database takes), an UPDATE once per row. The ORM's bulk_create and save
     compile every value of every row, which costs more than reading the file behind them."""
     if not rows:
         return
@@ -594,7 +603,18 @@ def _execute_many(model: type[models.Model], statement: _Statement, rows: list[t
             for row in rows
         ]
     with connection.cursor() as cursor:
-        cursor.executemany(compiled.sql, rows)
+        if compiled.columns:
+            cursor.execute(compiled.sql, [list(column) for column in zip(*rows, strict=True)])
+        elif not compiled.row:
+            cursor.executemany(compiled.sql, rows)
+        else:
+            batch = max(1, connection.ops.bulk_batch_size(compiled.fields, rows))
+            for start in range(0, len(rows), batch):
+                chunk = rows[start : start + batch]
+                cursor.execute(
+                    compiled.sql + ", ".join([compiled.row] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
 
 
 # -- where-used ------------------------------------------------------------------------------
