@@ -852,6 +852,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 not_allowed=not_allowed,
                 selected_ids=[entry.pk for entry in allowed],
                 action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+                action_name="delete_selected_entries",
             )
         deleted = []
         for entry in deletable:

@@ -2,9 +2,10 @@
 "Import integration flows" page, the where-used page of an alias (with CSV) and the renewal pack.
 
 Reading roles (NodeManager.read on the tenant) see flows, where-used pages and download packs;
-importing and restarting need NodeManager.deploysecuritycontent on the flow's tenant. Every view
-asks keystore.permissions for the tenant it touches. Flows are never added, changed or deleted
-through the admin's own forms; the views are thin callers of renewals.whereused.services.
+importing, restarting and removing need NodeManager.deploysecuritycontent on the flow's tenant.
+Every view asks keystore.permissions for the tenant it touches. Flows are never added, changed or
+deleted through the admin's own forms (removal is the "Remove from the where-used index" action,
+with its confirmation page); the views are thin callers of renewals.whereused.services.
 
 Other admin pages link here with `where_used_buttons`, `where_used_cell` and
 `where_used_context` (plus the template "admin/whereused/summary.html").
@@ -151,7 +152,7 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
     list_select_related = ("tenant",)
     list_per_page = 100
     ordering = ("tenant__slug", "bundle_name", "bundle_id")
-    actions = ("restart_selected",)
+    actions = ("restart_selected", "remove_selected")
     inlines = (KeyUsageInline,)
     fields = (
         "tenant",
@@ -249,6 +250,57 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
             what = "restarted" if restart.restart_callable() is not None else "restart recorded"
             names = ", ".join(str(result.flow) for result in done)
             self.message_user(request, f"{len(done)} flows {what}: {names}.", messages.SUCCESS)
+
+    # ---- the Remove action -----------------------------------------------------------------
+
+    @admin.action(description="Remove from the where-used index", permissions=("deploy",))
+    def remove_selected(self, request: HttpRequest, queryset):
+        selected = queryset.count()
+        allowed = list(
+            self.filter_selection(request, queryset, permissions.DEPLOY)
+            .select_related("tenant")
+            .with_usage_count()
+            .order_by("tenant__slug", "bundle_name", "bundle_id")
+        )
+        not_allowed = selected - len(allowed)
+        if not_allowed:
+            self.message_user(
+                request,
+                f"{not_allowed} selected flows are in tenants where you may not remove flows; "
+                "they were left unchanged.",
+                messages.ERROR,
+            )
+        if not allowed:
+            return None
+        if request.POST.get("post") != "yes":
+            return self.render_page(
+                request,
+                "remove_confirmation.html",
+                "Remove integration flows from the where-used index",
+                flows=allowed,
+                usages=sum(flow.usage_count for flow in allowed),
+                selected_ids=[flow.pk for flow in allowed],
+                action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+                action_name="remove_selected",
+            )
+        by_tenant: dict[Tenant, list[str]] = {}
+        for flow in allowed:
+            by_tenant.setdefault(flow.tenant, []).append(flow.bundle_id)
+        for tenant, bundle_ids in by_tenant.items():
+            try:
+                results = services.remove_flows(tenant, bundle_ids, actor=request.user)
+            except services.WhereUsedError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                continue
+            removed = [result.message for result in results if result.ok]
+            if removed:
+                self.message_user(
+                    request, f"{tenant.slug}: " + "; ".join(removed) + ".", messages.SUCCESS
+                )
+            for result in results:
+                if not result.ok:
+                    self.message_user(request, f"{tenant.slug}: {result.message}.", messages.ERROR)
+        return None
 
     # ---- custom URLs -----------------------------------------------------------------------
 

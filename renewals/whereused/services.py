@@ -617,6 +617,78 @@ def _execute_many(model: type[models.Model], statement: _Statement, rows: list[t
                 )
 
 
+# -- removing flows from the index ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowRemovalResult:
+    """The outcome for one bundle: removed (ok) or not in the index, with a one-line message."""
+
+    bundle_id: str
+    ok: bool
+    message: str
+
+
+def remove_flows(
+    tenant: Tenant, bundle_ids: Iterable[str], *, actor=None
+) -> list[FlowRemovalResult]:
+    """Remove flows from the tenant's where-used index, with their key usages: flows undeployed
+    or deleted in the tenant, so that Where-used stops listing them. Importing a flow again
+    brings it back.
+
+    One transaction; each removal gets an audit record. A bundle that is not in the index (never
+    imported, or removed already: a second click) is reported and changes nothing. Raises
+    WhereUsedError when the actor may not change the tenant's content (then nothing changes).
+    """
+    if actor is not None and not permissions.may(actor, permissions.DEPLOY, tenant):
+        raise WhereUsedError(
+            f"You are not allowed to remove integration flows from tenant {tenant.slug}."
+        )
+    wanted = list(dict.fromkeys(bundle_ids))
+    label = actor_label(actor)
+    with transaction.atomic():
+        flows = {
+            flow.bundle_id: flow
+            for flow in IntegrationFlow.objects.select_for_update()
+            .filter(tenant=tenant, bundle_id__in=wanted)
+            .order_by()  # the model's ordering joins the tenant, whose row needs no lock
+        }
+        usages = dict(
+            KeyUsageRecord.objects.filter(flow__in=flows.values())
+            .order_by()
+            .values_list("flow_id")
+            .annotate(count=Count("id"))
+        )
+        results = []
+        for bundle_id in wanted:
+            flow = flows.get(bundle_id)
+            if flow is None:
+                results.append(
+                    FlowRemovalResult(
+                        bundle_id,
+                        False,
+                        f"bundle {bundle_id} is not in the where-used index of tenant "
+                        f"{tenant.slug} (never imported, or removed already); nothing changed",
+                    )
+                )
+                continue
+            count = usages.get(flow.pk, 0)
+            record_audit(
+                tenant,
+                "",
+                AuditAction.OTHER,
+                actor,
+                label=label,
+                detail=f"flow removed from the where-used index: {flow.bundle_name} "
+                f"({flow.bundle_id}), {count} key usages",
+            )
+            results.append(
+                FlowRemovalResult(bundle_id, True, f"{flow} removed with its {count} key usages")
+            )
+        IntegrationFlow.objects.filter(pk__in=[flow.pk for flow in flows.values()]).delete()
+    return results
+
+
 # -- where-used ------------------------------------------------------------------------------
 
 

@@ -417,3 +417,71 @@ def test_restart_action_refilters_the_selection_per_tenant(users, tenant, other_
         tenant.pk
     }
     assert IntegrationFlow.objects.get(tenant=other_tenant).last_restart_by_label == mixed.username
+
+
+# --- the Remove action ------------------------------------------------------------------------
+
+
+def test_remove_action_confirms_then_removes(users, tenant, flows):
+    client = client_for(users["Administrator"])
+    selected = [flows[ORDERS].pk, flows[PARTNER].pk]
+    listing = client.get(CHANGELIST)
+    assert b'value="remove_selected"' in listing.content
+    confirm = client.post(CHANGELIST, {"action": "remove_selected", "_selected_action": selected})
+    assert confirm.status_code == 200
+    assert b"will be removed from the where-used index" in confirm.content
+    assert b"Orders to ERP" in confirm.content and b"Partner exchange" in confirm.content
+    assert IntegrationFlow.objects.filter(pk__in=selected).count() == 2  # nothing yet
+    done = client.post(
+        CHANGELIST,
+        {"action": "remove_selected", "_selected_action": selected, "post": "yes"},
+        follow=True,
+    )
+    texts = [str(message) for message in done.context["messages"]]
+    assert any("Orders to ERP removed with its" in text for text in texts)
+    assert not IntegrationFlow.objects.filter(pk__in=selected).exists()
+    assert not KeyUsageRecord.objects.filter(flow_id__in=selected).exists()
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == len(flows) - 2
+    # The same confirmation posted again (a double click) changes nothing and says so.
+    again = client.post(
+        CHANGELIST,
+        {"action": "remove_selected", "_selected_action": selected, "post": "yes"},
+        follow=True,
+    )
+    assert again.status_code == 200
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == len(flows) - 2
+
+
+def test_remove_action_permission_matrix(users, tenant, flows):
+    selected = list(IntegrationFlow.objects.values_list("pk", flat=True))
+    # Direct POSTs, confirmed, by read roles and another tenant's administrator change nothing.
+    for role in ("none", "ReadOnly", "IntegrationDeveloper", "other_admin"):
+        response = client_for(users[role]).post(
+            CHANGELIST,
+            {"action": "remove_selected", "_selected_action": selected, "post": "yes"},
+        )
+        expected = {"none": 403, "other_admin": 302}.get(role, 200)
+        assert response.status_code == expected, role
+        assert IntegrationFlow.objects.count() == len(selected), role
+        if role in ("ReadOnly", "IntegrationDeveloper"):
+            listing = client_for(users[role]).get(CHANGELIST)
+            assert b'value="remove_selected"' not in listing.content
+    assert not IntegrationFlow.objects.exclude(pk__in=selected).exists()
+
+
+def test_remove_action_refilters_the_selection_per_tenant(users, tenant, other_tenant, flows):
+    from keystore import permissions
+
+    mixed = users["ReadOnly"]
+    permissions.assign_role(mixed, other_tenant, "Administrator")
+    import_all(other_tenant, client_cert_flow("com.example.b"))
+    selected = list(IntegrationFlow.objects.values_list("pk", flat=True))
+    response = client_for(mixed).post(
+        CHANGELIST,
+        {"action": "remove_selected", "_selected_action": selected, "post": "yes"},
+        follow=True,
+    )
+    texts = [str(message) for message in response.context["messages"]]
+    assert any(f"{len(flows)} selected flows are in tenants where you may not" in t for t in texts)
+    assert not IntegrationFlow.objects.filter(tenant=other_tenant).exists()
+    assert IntegrationFlow.objects.filter(tenant=tenant).count() == len(flows)

@@ -161,3 +161,21 @@ def test_import_iflows_prints_the_parser_warnings(tenant, tmp_path):
     assert lines[0] == f"OK  {path}: bundle com.example.runtime, 1 usages"
     assert lines[1].startswith("    warning: ") and "${header.alias}" in lines[1]
     assert IntegrationFlow.objects.get().warnings == [lines[1].removeprefix("    warning: ")]
+
+
+def test_remove_iflows_removes_and_reports_what_is_not_there(tenant, sap_entry):
+    landscape(tenant)
+    before = IntegrationFlow.objects.count()
+    output = run("remove_iflows", ORDERS, "--tenant", tenant.slug)
+    assert output.splitlines()[0].startswith(f"OK   {ORDERS}: Orders to ERP removed with its")
+    assert output.splitlines()[-1] == f"1 flows removed from tenant {tenant.slug}."
+    assert IntegrationFlow.objects.count() == before - 1
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"^1 of 2 bundles were not removed\.$"):
+        call_command("remove_iflows", ORDERS, PARTNER, "--tenant", tenant.slug, stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"FAIL {ORDERS}: bundle {ORDERS} is not in the where-used index")
+    assert lines[1].startswith(f"OK   {PARTNER}: ")
+    assert IntegrationFlow.objects.count() == before - 2
+    with pytest.raises(CommandError, match="Unknown tenant"):
+        call_command("remove_iflows", ORDERS, "--tenant", "nope", stdout=io.StringIO())

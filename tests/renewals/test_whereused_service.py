@@ -846,3 +846,58 @@ def test_a_bad_restart_setting_is_reported(settings, tenant):
     settings.WHEREUSED_RESTART_CALLABLE = "no.such.module.restart"
     with pytest.raises(ImproperlyConfigured, match="cannot be imported"):
         services.restart_flows([])
+
+
+# --- removing flows from the index ------------------------------------------------------------
+
+
+def test_remove_flows_takes_them_and_their_usages_out_of_where_used(
+    tenant, other_tenant, sap_entry, users
+):
+    landscape(tenant)
+    import_all(other_tenant, orders_flow())  # the same bundle in another tenant stays
+    before = where_used(tenant, SAP_ALIAS).counts
+    orders = IntegrationFlow.objects.get(tenant=tenant, bundle_id=ORDERS)
+    orders_usages = orders.usages.count()
+    admin = users["Administrator"]
+    results = services.remove_flows(tenant, [ORDERS, ORDERS], actor=admin)  # named twice
+    assert [(result.bundle_id, result.ok) for result in results] == [(ORDERS, True)]
+    assert f"removed with its {orders_usages} key usages" in results[0].message
+    assert not IntegrationFlow.objects.filter(tenant=tenant, bundle_id=ORDERS).exists()
+    assert not KeyUsageRecord.objects.filter(flow_id=orders.pk).exists()
+    assert IntegrationFlow.objects.filter(tenant=other_tenant, bundle_id=ORDERS).exists()
+    after = where_used(tenant, SAP_ALIAS).counts
+    assert after.flows == before.flows - 1
+    assert ORDERS not in services.where_used_csv(where_used(tenant, SAP_ALIAS)).decode()
+    audit = AuditEvent.objects.get(tenant=tenant, detail__startswith="flow removed")
+    assert audit.actor == admin
+    assert audit.detail == (
+        f"flow removed from the where-used index: Orders to ERP ({ORDERS}), "
+        f"{orders_usages} key usages"
+    )
+    # Importing the export again brings it back.
+    import_all(tenant, orders_flow())
+    assert where_used(tenant, SAP_ALIAS).counts == before
+
+
+def test_removing_what_is_not_in_the_index_changes_nothing(tenant, sap_entry):
+    import_all(tenant, orders_flow(), signer_only_flow())
+    services.remove_flows(tenant, [ORDERS])
+    flows = set(IntegrationFlow.objects.values_list("pk", flat=True))
+    events = AuditEvent.objects.count()
+    # A second click, and a bundle never imported: reported, nothing changes.
+    results = services.remove_flows(tenant, [ORDERS, "com.example.never"])
+    assert [result.ok for result in results] == [False, False]
+    assert "not in the where-used index" in results[0].message
+    assert "nothing changed" in results[1].message
+    assert set(IntegrationFlow.objects.values_list("pk", flat=True)) == flows
+    assert AuditEvent.objects.count() == events
+
+
+def test_remove_flows_needs_deploy_on_the_tenant(tenant, sap_entry, users):
+    import_all(tenant, orders_flow())
+    for role in ("none", "ReadOnly", "IntegrationDeveloper", "other_admin"):
+        with pytest.raises(services.WhereUsedError, match="not allowed to remove"):
+            services.remove_flows(tenant, [ORDERS], actor=users[role])
+    assert IntegrationFlow.objects.filter(bundle_id=ORDERS).exists()
+    assert not AuditEvent.objects.filter(detail__startswith="flow removed").exists()
