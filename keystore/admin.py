@@ -1,11 +1,13 @@
-"""The keystore in the Django admin: tenants, keystore entries (with uploads, downloads, rename,
-delete and PKCS#12 export) and the audit log.
+"""The keystore in the Django admin: tenants, keystore entries (with uploads, downloads, key pair
+creation, signing request and signed certificate, rename, delete and PKCS#12 export) and the
+audit log.
 
 Every page asks keystore.permissions for the tenant it shows or changes. The admin's own add,
-change and delete machinery is switched off for entries: an entry comes only from an upload and
-changes only through the service functions in keystore.services, which the custom views below
-call with `actor=request.user`. Lists read certificate facts from columns; only the detail page
-parses the chain (to draw it as a tree). Private keys are never put in a page.
+change and delete machinery is switched off for entries: an entry comes only from an upload or
+"Create key pair" and changes only through the service functions in keystore.services, which
+the custom views below call with `actor=request.user`. Lists read certificate facts from
+columns; only the detail page parses the chain (to draw it as a tree). Private keys are never
+put in a page.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from keystore.adminmixins import TenantScopedAdmin
 from keystore.downloads import file_response
 from keystore.forms import (
     CertificateUploadForm,
+    CreateKeyPairForm,
     ExportForm,
     KeyPairUploadForm,
     KeystoreUploadForm,
     RenameForm,
+    SigningResponseForm,
     read_upload,
 )
 from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
@@ -367,6 +371,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 ("Add certificate", reverse(f"{info}_add_certificate")),
                 ("Add key pair", reverse(f"{info}_add_key_pair")),
                 ("Add keystore", reverse(f"{info}_add_keystore")),
+                ("Create key pair", reverse(f"{info}_create_key_pair")),
             ]
         return super().changelist_view(request, {**(extra_context or {}), "upload_tools": tools})
 
@@ -445,6 +450,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
         extra_context = {
             **(extra_context or {}),
             "entry_buttons": self.entry_buttons(request, entry)
+            + self.signing_buttons(request, entry)
             + whereused_admin.where_used_buttons(entry.tenant_id, entry.alias),
             **whereused_admin.where_used_context(
                 entry.tenant, entry.alias, key_pair=entry.entry_type == EntryType.KEY_PAIR
@@ -492,6 +498,28 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             buttons.append(("Export PKCS#12", url, "export"))
         return buttons
 
+    def signing_buttons(self, request, entry: KeystoreEntry) -> list[tuple[str, str, str]]:
+        """The entry page's buttons for getting a tenant key pair signed by a CA (not in the
+        list, whose rows carry only the everyday buttons)."""
+        if (
+            entry.entry_type != EntryType.KEY_PAIR
+            or entry.is_sap_owned
+            or not permissions.may(request.user, permissions.DEPLOY, entry.tenant_id)
+        ):
+            return []
+        return [
+            (
+                "Signing request (CSR)",
+                self.entry_url(request, "signing_request", entry.pk),
+                "download",
+            ),
+            (
+                "Upload signed certificate",
+                self.entry_url(request, "signing_response", entry.pk),
+                "change",
+            ),
+        ]
+
     @staticmethod
     def render_buttons(buttons: list[tuple[str, str, str]]):
         return format_html_join(
@@ -510,29 +538,23 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             allowed = require_safe if safe_only else require_http_methods(["GET", "HEAD", "POST"])
             return self.tenant_view(allowed(method))
 
+        # (route, view, name suffix, GET only)
+        routes = [
+            ("download/<int:pk>/<str:kind>/", self.download_view, "download", True),
+            ("add-certificate/", self.add_certificate_view, "add_certificate", False),
+            ("add-key-pair/", self.add_key_pair_view, "add_key_pair", False),
+            ("add-keystore/", self.add_keystore_view, "add_keystore", False),
+            ("import-summary/", self.import_summary_view, "import_summary", True),
+            ("create-key-pair/", self.create_key_pair_view, "create_key_pair", False),
+            ("<int:pk>/rename/", self.rename_view, "rename", False),
+            ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", False),
+            ("<int:pk>/export/", self.export_view, "export", False),
+            ("<int:pk>/signing-request/", self.signing_request_view, "signing_request", True),
+            ("<int:pk>/signing-response/", self.signing_response_view, "signing_response", False),
+        ]
         own = [
-            path(
-                "download/<int:pk>/<str:kind>/",
-                view(self.download_view, safe_only=True),
-                name=f"{info}_download",
-            ),
-            path(
-                "add-certificate/",
-                view(self.add_certificate_view),
-                name=f"{info}_add_certificate",
-            ),
-            path("add-key-pair/", view(self.add_key_pair_view), name=f"{info}_add_key_pair"),
-            path("add-keystore/", view(self.add_keystore_view), name=f"{info}_add_keystore"),
-            path(
-                "import-summary/",
-                view(self.import_summary_view, safe_only=True),
-                name=f"{info}_import_summary",
-            ),
-            path("<int:pk>/rename/", view(self.rename_view), name=f"{info}_rename"),
-            path(
-                "<int:pk>/delete-entry/", view(self.delete_entry_view), name=f"{info}_delete_entry"
-            ),
-            path("<int:pk>/export/", view(self.export_view), name=f"{info}_export"),
+            path(route, view(method, safe_only=safe), name=f"{info}_{suffix}")
+            for route, method, suffix, safe in routes
         ]
         return own + super().get_urls()
 
@@ -720,6 +742,114 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             added=[o for o in outcomes if o["result"] == "added"],
             overwritten=[o for o in outcomes if o["result"] == "overwritten"],
             rejected=[o for o in outcomes if o["result"] == "rejected"],
+        )
+
+    # ---- key pairs made here: create, signing request, signed certificate -------------------
+
+    def create_key_pair_view(self, request):
+        self._require_deploy_somewhere(request)
+        if request.method == "POST":
+            self._check_posted_tenant(request)
+            form = CreateKeyPairForm(request.POST, user=request.user)
+            if form.is_valid():
+                tenant = form.cleaned_data["tenant"]
+                permissions.require(request.user, permissions.DEPLOY, tenant)
+                try:
+                    entry = services.create_key_pair(
+                        tenant,
+                        form.cleaned_data["alias"],
+                        form.cleaned_data["subject"],
+                        key_type=form.cleaned_data["key_type"],
+                        valid_days=form.cleaned_data["valid_days"],
+                        actor=request.user,
+                    )
+                except services.KeystoreError as error:
+                    form.add_error(None, str(error))
+                else:
+                    self.message_user(
+                        request,
+                        f"The key pair {entry.alias!r} was created in tenant {tenant.slug} with "
+                        "a self-signed certificate. To have it signed by a certificate "
+                        "authority, download its signing request (CSR) below and upload the "
+                        "signed certificate when it comes back.",
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(self._change_url(entry))
+        else:
+            form = CreateKeyPairForm(user=request.user)
+        return self.render_page(
+            request,
+            "entry_form.html",
+            "Create key pair",
+            form=form,
+            intro="A new private key, generated and sealed here, with a self-signed certificate. "
+            "The private key never leaves the keystore unless exported as PKCS#12.",
+            submit_label="Create",
+        )
+
+    def _signable_entry(self, request, pk: int) -> KeystoreEntry | HttpResponseRedirect:
+        entry = self.get_object_for(request, pk, permissions.DEPLOY)
+        if entry.is_sap_owned:
+            return self._refuse_sap_owned(request, entry)
+        if entry.entry_type != EntryType.KEY_PAIR:
+            self.message_user(
+                request,
+                f"{entry.alias!r} is a certificate entry: only key pairs have signing requests.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(self._change_url(entry))
+        return entry
+
+    def signing_request_view(self, request, pk: int):
+        entry = self._signable_entry(request, pk)
+        if isinstance(entry, HttpResponseRedirect):
+            return entry
+        try:
+            download = services.signing_request(entry, actor=request.user)
+        except services.KeystoreError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(self._change_url(entry))
+        return file_response(download)
+
+    def signing_response_view(self, request, pk: int):
+        self._require_deploy_somewhere(request)
+        entry = self._signable_entry(request, pk)
+        if isinstance(entry, HttpResponseRedirect):
+            return entry
+        if request.method == "POST":
+            form = SigningResponseForm(request.POST, request.FILES)
+            if form.is_valid():
+                try:
+                    entry, warnings = services.apply_signing_response(
+                        entry, read_upload(form.cleaned_data["file"]), actor=request.user
+                    )
+                except services.KeystoreError as error:
+                    form.add_error("file", str(error))
+                else:
+                    self.message_user(
+                        request,
+                        f"The signed certificate of {entry.alias!r} is in place: issued by "
+                        f"{entry.issuer}, valid until {_when(entry.valid_until)}. Send its "
+                        "certificate or chain to the partners that check it.",
+                        messages.SUCCESS,
+                    )
+                    for warning in warnings:
+                        self.message_user(request, warning, messages.WARNING)
+                    return HttpResponseRedirect(self._change_url(entry))
+        else:
+            form = SigningResponseForm()
+        return self.render_page(
+            request,
+            "entry_form.html",
+            f"Upload signed certificate for {entry.alias}",
+            form=form,
+            entry=entry,
+            facts=self._entry_facts(entry),
+            intro="The certificate authority's answer to this key pair's signing request "
+            "replaces its certificate; the private key stays. A chain that stops short is "
+            "completed from the tenant's trusted certificates.",
+            multipart=True,
+            submit_label="Upload",
         )
 
     # ---- rename, delete, export ----------------------------------------------------------

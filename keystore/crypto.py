@@ -25,6 +25,7 @@ import functools
 import hashlib
 import itertools
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -1097,10 +1098,14 @@ def load_p7b(data: bytes) -> list[x509.Certificate]:
     if not data.strip():
         raise CryptoError("The file is empty.")
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            certs = pkcs7.load_pem_pkcs7_certificates(data)
-        else:
-            certs = pkcs7.load_der_pkcs7_certificates(data)
+        with warnings.catch_warnings():
+            # openssl crl2pkcs7 writes its SET of certificates unsorted (BER, not DER):
+            # cryptography reads it and warns, but such files are what CAs hand out.
+            warnings.simplefilter("ignore", UserWarning)
+            if data.lstrip().startswith(b"-----BEGIN"):
+                certs = pkcs7.load_pem_pkcs7_certificates(data)
+            else:
+                certs = pkcs7.load_der_pkcs7_certificates(data)
     except Exception:
         raise CryptoError("Not a PKCS#7 certificate bundle, or the file is damaged.") from None
     if not certs:
@@ -1243,3 +1248,68 @@ def issue_certificate(
     # Edwards keys sign without a separate hash; every other key signs with SHA-256.
     edwards = isinstance(issuer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
     return builder.sign(issuer_key, None if edwards else hashes.SHA256())
+
+
+# --------------------------------------------------------------------------- signing requests
+
+MAX_SUBJECT_LENGTH = 1024
+
+
+def parse_subject(text: str) -> x509.Name:
+    """A distinguished name written as in RFC 4514, most specific part first:
+    ``CN=orders.example.com, OU=Integration, O=Example AG, C=DE``. It must name a CN."""
+    text = (text or "").strip()
+    example = "such as 'CN=orders.example.com, O=Example AG, C=DE'"
+    if not text:
+        raise CryptoError(f"Enter a subject, {example}.")
+    if len(text) > MAX_SUBJECT_LENGTH:
+        raise CryptoError(f"The subject is longer than {MAX_SUBJECT_LENGTH} characters.")
+    # Operators write "CN=a, O=b"; RFC 4514 has no blank after the comma, which would become
+    # part of the next attribute type.
+    normalized = re.sub(r"(?<!\\),\s+", ",", text)
+    try:
+        name = x509.Name.from_rfc4514_string(normalized)
+    except ValueError as error:
+        if "length" in str(error):  # the only length rule: C is two letters
+            detail = "the country (C) must be a two-letter code such as DE"
+        else:
+            detail = (
+                "each part must be TYPE=value, TYPE one of CN, OU, O, L, ST, C, DC or a "
+                "dotted OID, and a comma inside a value written as \\,"
+            )
+        raise CryptoError(f"The subject is not a distinguished name {example}: {detail}.")
+    if not name.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+        raise CryptoError(f"The subject names no common name (CN=...), {example}.")
+    if any(not attribute.value for attribute in name):
+        raise CryptoError(f"The subject has an empty part, {example}.")
+    return name
+
+
+def certificate_signing_request(
+    key: PrivateKey,
+    subject: x509.Name,
+    alternative_names: x509.SubjectAlternativeName | None = None,
+) -> bytes:
+    """A PKCS#10 request (PEM) for the key's public half, signed with the key."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if alternative_names is not None:
+        builder = builder.add_extension(alternative_names, critical=False)
+    edwards = isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    request = builder.sign(key, None if edwards else hashes.SHA256())
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def load_certificate_response(data: bytes) -> list[x509.Certificate]:
+    """A certificate authority's answer to a signing request: the certificate alone or with its
+    chain, as PEM, DER (.cer, .crt) or PKCS#7 (.p7b, .p7c, PEM or DER)."""
+    if b"-----BEGIN PKCS7-----" in data[:MAX_CERTIFICATE_BYTES]:
+        return load_p7b(data)
+    try:
+        return load_certificates(data)
+    except CryptoError as error:
+        if b"-----BEGIN" in data:
+            raise
+        try:
+            return load_p7b(data)  # DER: a certificate failed, a bundle may not
+        except CryptoError:
+            raise error from None

@@ -1,4 +1,5 @@
-"""Forms of the keystore admin views: uploads, rename and PKCS#12 export.
+"""Forms of the keystore admin views: uploads, key pair creation, signed certificates, rename and
+PKCS#12 export.
 
 The forms only collect input: every check on the content (parsing, chain, strength, alias rules)
 happens in keystore.services, whose KeystoreError message the view puts back on the form. What the
@@ -14,7 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from keystore import crypto, permissions
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
-from keystore.services import MIN_EXPORT_PASSWORD_LENGTH
+from keystore.services import KEY_TYPES, MAX_CREATED_VALID_DAYS, MIN_EXPORT_PASSWORD_LENGTH
 
 
 def _size_text(limit: int) -> str:
@@ -132,6 +133,49 @@ class KeystoreUploadForm(TenantUploadForm):
         required=False,
         help_text="Replace existing tenant entries with the same aliases "
         "(otherwise they are rejected).",
+    )
+
+
+_KEY_TYPE_LABELS = {
+    "rsa-2048": "RSA 2048 bits",
+    "rsa-3072": "RSA 3072 bits",
+    "rsa-4096": "RSA 4096 bits",
+    "ec-256": "EC P-256",
+    "ec-384": "EC P-384",
+}
+
+
+class CreateKeyPairForm(TenantUploadForm):
+    alias = _alias_field()
+    subject = forms.CharField(
+        label="Subject",
+        max_length=crypto.MAX_SUBJECT_LENGTH,
+        help_text="Distinguished name, most specific part first, e.g. "
+        "CN=orders.example.com, OU=Integration, O=Example AG, C=DE.",
+        widget=forms.TextInput(attrs={"size": 70}),
+    )
+    key_type = forms.ChoiceField(
+        label="Key type",
+        choices=[(key, _KEY_TYPE_LABELS[key]) for key in KEY_TYPES],
+        initial="rsa-2048",
+    )
+    valid_days = forms.IntegerField(
+        label="Valid for (days)",
+        min_value=1,
+        max_value=MAX_CREATED_VALID_DAYS,
+        initial=365,
+        help_text="Of the self-signed certificate; a certificate authority sets its own "
+        "validity when it signs the request.",
+    )
+
+
+class SigningResponseForm(forms.Form):
+    file = CappedFileField(
+        label="Signed certificate",
+        max_bytes=crypto.MAX_CERTIFICATE_BYTES,
+        what="a certificate file",
+        help_text="The certificate authority's answer: PEM, DER (.cer, .crt) or PKCS#7 "
+        "(.p7b, .p7c), with or without the CA chain.",
     )
 
 

@@ -1,4 +1,5 @@
-"""Keystore operations: import, rename, delete, export and public downloads.
+"""Keystore operations: import, create a key pair and get it signed (signing request, signed
+response), rename, delete, export and public downloads.
 
 Each operation is one function here; admin views, actions and management commands call it. An
 operation either completes and writes its audit record in the same transaction, or raises
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from django.db import IntegrityError, transaction
@@ -136,6 +137,7 @@ def _store(
     actor,
     overwrite: bool,
     label: str | None = None,
+    detail: str = "",
 ) -> tuple[KeystoreEntry, bool]:
     """Insert or overwrite one entry with its audit record; returns (entry, overwritten)."""
     existing = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
@@ -167,7 +169,7 @@ def _store(
         label=label,
         old_fingerprint=old_fingerprint,
         new_fingerprint=entry.fingerprint_sha256,
-        detail=f"{entry.get_entry_type_display()} {entry.subject}",
+        detail=detail or f"{entry.get_entry_type_display()} {entry.subject}",
     )
     return entry, existing is not None
 
@@ -229,6 +231,191 @@ def import_key_pair(
             overwrite=overwrite,
         )
     return entry
+
+
+# -- key pairs made here: create, signing request, signed response -----------------------------
+
+#: The key types a key pair can be created with: (crypto.generate_key_pair kind, size).
+KEY_TYPES = {
+    "rsa-2048": ("rsa", 2048),
+    "rsa-3072": ("rsa", 3072),
+    "rsa-4096": ("rsa", 4096),
+    "ec-256": ("ec", 256),
+    "ec-384": ("ec", 384),
+}
+MAX_CREATED_VALID_DAYS = 3650
+
+
+def create_key_pair(
+    tenant: Tenant,
+    alias: str,
+    subject: str,
+    *,
+    key_type: str = "rsa-2048",
+    valid_days: int = 365,
+    actor=None,
+) -> KeystoreEntry:
+    """Create a key pair in the tenant's keystore: a new private key with a self-signed
+    certificate for `subject` (an RFC 4514 distinguished name). Get it signed by a certificate
+    authority with `signing_request` and `apply_signing_response`."""
+    _require(actor, permissions.DEPLOY, tenant)
+    alias = validate_alias(alias)
+    if key_type not in KEY_TYPES:
+        raise KeystoreError("Choose a key type: " + ", ".join(KEY_TYPES) + ".")
+    if not 1 <= valid_days <= MAX_CREATED_VALID_DAYS:
+        raise KeystoreError(f"The validity must be 1 to {MAX_CREATED_VALID_DAYS} days.")
+    try:
+        name = crypto.parse_subject(subject)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    if KeystoreEntry.objects.filter(tenant=tenant, alias=alias).exists():
+        # Checked before the key is generated (an RSA-4096 key takes a while); _store checks
+        # again under the lock.
+        raise KeystoreError(f"An entry with alias {alias!r} exists already.")
+    key = crypto.generate_key_pair(*KEY_TYPES[key_type])
+    now = timezone.now()
+    certificate = crypto.issue_certificate(
+        name, key, not_before=now - timedelta(minutes=5), not_after=now + timedelta(days=valid_days)
+    )
+    with transaction.atomic():
+        entry, _ = _store(
+            tenant,
+            alias,
+            [certificate],
+            key,
+            owner=Owner.TENANT,
+            actor=actor,
+            overwrite=False,
+            detail=f"key pair created ({key_type}, self-signed, {valid_days} days) "
+            f"{name.rfc4514_string()}",
+        )
+    return entry
+
+
+def _own_key_pair(entry: KeystoreEntry) -> None:
+    if entry.entry_type != EntryType.KEY_PAIR:
+        raise KeystoreError(
+            f"{entry.alias!r} is a certificate entry: only key pairs have a private key to "
+            "sign a request with."
+        )
+    if entry.owner == Owner.SAP:
+        raise KeystoreError(f"{entry.alias!r} is owned by SAP; SAP renews it through New SAP Keys.")
+
+
+def signing_request(entry: KeystoreEntry, *, actor=None) -> Download:
+    """A PKCS#10 certificate signing request (PEM) for a tenant key pair: its subject and
+    alternative names, signed with its private key. Nothing is stored; the key pair keeps its
+    certificate until the signed response is applied."""
+    _require(actor, permissions.DEPLOY, entry.tenant)
+    _own_key_pair(entry)
+    try:
+        key = entry.open_private_key()
+    except sealing.SealingError as error:
+        raise KeystoreError(f"{entry.alias} in {entry.tenant.slug}: {error}")
+    leaf = entry.certificate_chain()[0]
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = None
+    request = crypto.certificate_signing_request(key, leaf.subject, names)
+    return Download(f"{_file_stem(entry.alias)}.csr", "application/pkcs10", request)
+
+
+def _completed_from_keystore(
+    tenant: Tenant, chain: list[x509.Certificate]
+) -> list[x509.Certificate]:
+    """The chain, extended towards its root with the tenant's trusted certificates (a CA often
+    answers with the signed certificate alone)."""
+    trusted = [
+        cert
+        for entry in KeystoreEntry.objects.for_tenant(tenant).filter(
+            entry_type=EntryType.CERTIFICATE
+        )
+        for cert in entry.certificate_chain()
+    ]
+    chain = list(chain)
+    while not crypto.certificate_facts(chain[-1]).self_signed:
+        top = chain[-1]
+        issuer = next(
+            (
+                cert
+                for cert in trusted
+                if cert.subject == top.issuer
+                and cert not in chain
+                and crypto.order_chain([top, cert]) == [top, cert]
+            ),
+            None,
+        )
+        if issuer is None:
+            break
+        chain.append(issuer)
+    return chain
+
+
+def apply_signing_response(
+    entry: KeystoreEntry, data: bytes, *, actor=None
+) -> tuple[KeystoreEntry, list[str]]:
+    """Replace a tenant key pair's certificate with the one a certificate authority signed for
+    it (the answer to `signing_request`): PEM, DER or PKCS#7, with or without its chain. The
+    chain is completed from the tenant's trusted certificates where the file stops short. The
+    private key stays; the certificate must carry its public half and be valid. Returns the
+    entry and warnings (weak algorithms, a chain that does not reach a root)."""
+    _require(actor, permissions.DEPLOY, entry.tenant)
+    _own_key_pair(entry)
+    try:
+        certificates = crypto.load_certificate_response(data)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    with transaction.atomic():
+        locked = _locked_tenant_entry(entry)
+        _own_key_pair(locked)
+        try:
+            key = locked.open_private_key()
+        except sealing.SealingError as error:
+            raise KeystoreError(f"{locked.alias} in {locked.tenant.slug}: {error}")
+        if not any(crypto.private_key_matches(key, cert) for cert in certificates):
+            raise KeystoreError(
+                f"No certificate in the file belongs to the private key of {locked.alias!r}: "
+                "it answers another signing request, or holds only the CA's certificates."
+            )
+        try:
+            ordered = crypto.order_chain(certificates)
+        except crypto.CryptoError as error:
+            raise KeystoreError(str(error))
+        if not crypto.private_key_matches(key, ordered[0]):
+            raise KeystoreError(
+                "The certificate of this key pair must be the one at the bottom of the chain; "
+                "the file holds certificates issued by it."
+            )
+        chain, warnings = validated_chain(_completed_from_keystore(locked.tenant, ordered), key)
+        leaf = crypto.certificate_facts(chain[0])
+        if leaf.fingerprint_sha256 == locked.fingerprint_sha256:
+            raise KeystoreError(
+                f"This certificate is the certificate of {locked.alias!r} already; nothing changed."
+            )
+        if not crypto.certificate_facts(chain[-1]).self_signed:
+            warnings.append(
+                "The chain ends without a root: its top certificate was issued by "
+                f"'{chain[-1].issuer.rfc4514_string()}', which is neither in the file nor among "
+                "the tenant's trusted certificates. Add that CA's certificate (up to its root) "
+                "to the keystore so that partners can be given the whole chain."
+            )
+        old_fingerprint = locked.fingerprint_sha256
+        locked.version += 1
+        locked.set_material(chain, key)
+        locked.modified_by = actor
+        locked.modified_by_label = actor_label(actor)
+        locked.save()
+        record_audit(
+            locked.tenant,
+            locked.alias,
+            AuditAction.OVERWRITE,
+            actor,
+            old_fingerprint=old_fingerprint,
+            new_fingerprint=locked.fingerprint_sha256,
+            detail=f"signed certificate applied: {leaf.subject}, issued by {leaf.issuer}",
+        )
+    return locked, warnings
 
 
 def _load_keystore_file(

@@ -42,3 +42,13 @@ def read_input_file(name: str) -> bytes:
     if len(data) > MAX_INPUT_BYTES:
         raise CommandError(f"{name} is too large to be a certificate or keystore file.")
     return data
+
+
+def write_output(command, name: str, content: bytes) -> None:
+    """Write a command's file output to `name` and report it on the command's stdout."""
+    target = Path(name)
+    try:
+        target.write_bytes(content)
+    except OSError as error:
+        raise CommandError(f"Cannot write {target}: {error.strerror or error}.")
+    command.stdout.write(f"Wrote {target} ({len(content)} bytes).")

@@ -1,12 +1,11 @@
 """Write an entry's public content (certificate, root, chain) to a file or to standard output."""
 
 import sys
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from keystore import services
-from keystore.management.commands import get_entry, get_tenant
+from keystore.management.commands import get_entry, get_tenant, write_output
 
 
 class Command(BaseCommand):
@@ -33,12 +32,7 @@ class Command(BaseCommand):
         if options["output"] == "-":
             self._write_stdout(download.content, options.get("stdout") or sys.stdout)
             return
-        target = Path(options["output"])
-        try:
-            target.write_bytes(download.content)
-        except OSError as error:
-            raise CommandError(f"Cannot write {target}: {error.strerror or error}.")
-        self.stdout.write(f"Wrote {target} ({len(download.content)} bytes).")
+        write_output(self, options["output"], download.content)
 
     def _write_stdout(self, content: bytes, stream) -> None:
         stream.flush()
