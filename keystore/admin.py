@@ -32,6 +32,7 @@ from keystore.forms import (
     CreateKeyPairForm,
     ExportForm,
     KeyPairUploadForm,
+    KeystoreBackupForm,
     KeystoreUploadForm,
     RenameForm,
     SigningResponseForm,
@@ -373,6 +374,8 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 ("Add keystore", reverse(f"{info}_add_keystore")),
                 ("Create key pair", reverse(f"{info}_create_key_pair")),
             ]
+        if permissions.may_anywhere(request.user, permissions.READ_SECURITY):
+            tools.append(("Back up keystore", reverse(f"{info}_backup")))
         return super().changelist_view(request, {**(extra_context or {}), "upload_tools": tools})
 
     @admin.display(description="alias", ordering="alias")
@@ -546,6 +549,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             ("add-keystore/", self.add_keystore_view, "add_keystore", False),
             ("import-summary/", self.import_summary_view, "import_summary", True),
             ("create-key-pair/", self.create_key_pair_view, "create_key_pair", False),
+            ("backup/", self.backup_view, "backup", False),
             ("<int:pk>/rename/", self.rename_view, "rename", False),
             ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", False),
             ("<int:pk>/export/", self.export_view, "export", False),
@@ -606,16 +610,12 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
 
     # ---- uploads -------------------------------------------------------------------------
 
-    def _check_posted_tenant(self, request) -> None:
-        """A posted tenant the user may not deploy to is refused outright (a forged form)."""
-        raw = request.POST.get("tenant", "").strip()
-        if raw.isdigit() and not permissions.may(request.user, permissions.DEPLOY, int(raw)):
-            raise PermissionDenied("You may not change keystore content in this tenant.")
-
     def _upload(self, request, form_class, title: str, intro: str, store):
         self._require_deploy_somewhere(request)
         if request.method == "POST":
-            self._check_posted_tenant(request)
+            self.check_posted_tenant(
+                request, permissions.DEPLOY, "You may not change keystore content in this tenant."
+            )
             form = form_class(request.POST, request.FILES, user=request.user)
             if form.is_valid():
                 tenant = form.cleaned_data["tenant"]
@@ -749,7 +749,9 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
     def create_key_pair_view(self, request):
         self._require_deploy_somewhere(request)
         if request.method == "POST":
-            self._check_posted_tenant(request)
+            self.check_posted_tenant(
+                request, permissions.DEPLOY, "You may not change keystore content in this tenant."
+            )
             form = CreateKeyPairForm(request.POST, user=request.user)
             if form.is_valid():
                 tenant = form.cleaned_data["tenant"]
@@ -955,6 +957,40 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             intro="The file holds the private key, protected by the password you choose here. "
             "The export is recorded in the audit log.",
             submit_label="Export",
+        )
+
+    def backup_view(self, request):
+        if not permissions.may_anywhere(request.user, permissions.READ_SECURITY):
+            raise PermissionDenied("You may not back up a keystore in any tenant.")
+        if request.method == "POST":
+            self.check_posted_tenant(
+                request, permissions.READ_SECURITY, "You may not back up this tenant's keystore."
+            )
+            form = KeystoreBackupForm(request.POST, user=request.user)
+            if form.is_valid():
+                try:
+                    download = services.backup_keystore(
+                        form.cleaned_data["tenant"],
+                        form.cleaned_data["password1"],
+                        actor=request.user,
+                    )
+                except services.KeystoreError as error:
+                    form.add_error(None, str(error))
+                else:
+                    return file_response(download)
+        else:
+            form = KeystoreBackupForm(user=request.user)
+        return self.render_page(
+            request,
+            "entry_form.html",
+            "Back up keystore",
+            form=form,
+            intro="Every key pair (with its private key and chain) and every trusted "
+            "certificate of the tenant, in one PKCS#12 file protected by the password you "
+            "choose here (AES-256). keytool and openssl read it; 'Add keystore' with "
+            "'overwrite' restores its tenant-owned entries. The backup is recorded in the "
+            "audit log.",
+            submit_label="Download backup",
         )
 
     # ---- bulk delete -----------------------------------------------------------------------

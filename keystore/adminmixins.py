@@ -90,6 +90,14 @@ class TenantScopedAdmin(admin.ModelAdmin):
             },
         )
 
+    @staticmethod
+    def check_posted_tenant(request: HttpRequest, perm: str, refusal: str) -> None:
+        """A posted tenant on which the user lacks `perm` is refused outright (a forged form),
+        before the form would quietly answer "choose a tenant"."""
+        raw = request.POST.get("tenant", "").strip()
+        if raw.isdigit() and not permissions.may(request.user, perm, int(raw)):
+            raise PermissionDenied(refusal)
+
     def filter_selection(self, request: HttpRequest, queryset, perm: str):
         """Re-filter an action's selection: the user acts only where they hold `perm`."""
         return queryset.filter(

@@ -23,6 +23,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import hmac
 import itertools
 import re
 import warnings
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import base, char, univ
 from pyasn1_modules import rfc5652, rfc5958, rfc7292, rfc8018
 
@@ -888,9 +890,13 @@ def _pkcs12_pbe_decrypt(
     return _unpad(rc2.decrypt(data), 64)
 
 
-def _pkcs12_kdf(secret: bytes, salt: bytes, iterations: int, purpose: int, size: int) -> bytes:
-    """The PKCS#12 key derivation with SHA-1 (RFC 7292, appendix B.2)."""
-    u, v = 20, 64  # SHA-1 output and input block sizes in bytes
+def _pkcs12_kdf(
+    secret: bytes, salt: bytes, iterations: int, purpose: int, size: int, digest: str = "sha1"
+) -> bytes:
+    """The PKCS#12 key derivation (RFC 7292, appendix B.2): with SHA-1 for the legacy
+    encryption schemes, with the MAC's own hash (SHA-256 here) for the MAC key."""
+    hash_function = getattr(hashlib, digest)  # looked up once: the loop below is hot
+    u, v = hash_function().digest_size, 64  # output and input block sizes in bytes
 
     def fill(value: bytes) -> bytes:
         if not value:
@@ -902,10 +908,9 @@ def _pkcs12_kdf(secret: bytes, salt: bytes, iterations: int, purpose: int, size:
     i_block = fill(salt) + fill(secret)
     output = b""
     while len(output) < size:
-        # RFC 7292 fixes SHA-1 for these legacy schemes.
-        a = hashlib.sha1(diversifier + i_block).digest()  # noqa: S324
+        a = hash_function(diversifier + i_block).digest()
         for _ in range(iterations - 1):
-            a = hashlib.sha1(a).digest()  # noqa: S324
+            a = hash_function(a).digest()
         output += a
         b = int.from_bytes((a * (v // u + 1))[:v], "big") + 1
         i_block = b"".join(
@@ -1123,20 +1128,79 @@ def to_pkcs12(
         raise CryptoError("The key pair has no certificate.")
     if not private_key_matches(key, chain[0]):
         raise CryptoError("The private key does not match the certificate.")
-    encryption = (
+    return pkcs12.serialize_key_and_certificates(
+        name=alias.encode("utf-8") or None,
+        key=key,
+        cert=chain[0],
+        cas=list(chain[1:]) or None,
+        encryption_algorithm=_pkcs12_encryption(password),
+    )
+
+
+def _pkcs12_encryption(password: str) -> serialization.KeySerializationEncryption:
+    return (
         serialization.PrivateFormat.PKCS12.encryption_builder()
         .kdf_rounds(PKCS12_KDF_ROUNDS)
         .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
         .hmac_hash(hashes.SHA256())
         .build(password.encode("utf-8"))
     )
-    return pkcs12.serialize_key_and_certificates(
-        name=alias.encode("utf-8") or None,
-        key=key,
-        cert=chain[0],
-        cas=list(chain[1:]) or None,
-        encryption_algorithm=encryption,
+
+
+def to_pkcs12_keystore(items: Sequence[KeystoreItem], password: str) -> bytes:
+    """A whole keystore as one PKCS#12 file: every key pair (with its chain) and every trusted
+    certificate under its alias (friendlyName), keys and certificates encrypted with
+    AES-256-CBC and PBKDF2-SHA256, an HMAC-SHA256 MAC over the whole. Trusted certificates carry
+    Java's trusted-certificate attribute, so keytool lists them as trusted entries.
+
+    cryptography writes one key per file, so each entry is written by it and the files'
+    contents are joined into one, under a MAC computed again over the joined contents.
+    """
+    if not password:
+        raise CryptoError("A password is required to write a keystore.")
+    if not items:
+        raise CryptoError("The keystore is empty: there is nothing to write.")
+    encryption = _pkcs12_encryption(password)
+    parts: list[bytes] = []
+    for item in items:
+        if item.private_key is not None:
+            if not private_key_matches(item.private_key, item.chain[0]):
+                raise CryptoError(f"{item.alias}: the private key does not match the certificate.")
+            parts.append(
+                pkcs12.serialize_key_and_certificates(
+                    name=item.alias.encode("utf-8"),
+                    key=item.private_key,
+                    cert=item.chain[0],
+                    cas=list(item.chain[1:]) or None,
+                    encryption_algorithm=encryption,
+                )
+            )
+        else:
+            certificate = pkcs12.PKCS12Certificate(item.chain[0], item.alias.encode("utf-8"))
+            parts.append(pkcs12.serialize_java_truststore([certificate], encryption))
+    pfx, _ = ber_decoder.decode(parts[0], asn1Spec=rfc7292.PFX())
+    joined = rfc7292.AuthenticatedSafe()
+    for part in parts:
+        for content_info in _authenticated_safe(part):
+            joined.append(content_info)
+    content = der_encoder.encode(joined)
+    pfx["authSafe"]["content"] = der_encoder.encode(univ.OctetString(content))
+    mac_data = pfx["macData"]
+    if mac_data["mac"]["digestAlgorithm"]["algorithm"] != _SHA256_OID:
+        raise CryptoError("Unexpected PKCS#12 MAC algorithm.")  # cryptography changed its output
+    mac_key = _pkcs12_kdf(
+        password.encode("utf-16-be") + b"\x00\x00",
+        bytes(mac_data["macSalt"]),
+        int(mac_data["iterations"]),
+        purpose=3,
+        size=32,
+        digest="sha256",
     )
+    mac_data["mac"]["digest"] = hmac.new(mac_key, content, hashlib.sha256).digest()
+    return der_encoder.encode(pfx)
+
+
+_SHA256_OID = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 
 
 def private_key_to_der(key: PrivateKey) -> bytes:

@@ -73,8 +73,10 @@ def _alias_field(label: str = "Alias") -> forms.CharField:
 
 
 class TenantUploadForm(forms.Form):
-    """Base of the upload forms: the tenant is chosen among those where the user may deploy."""
+    """Base of the upload forms: the tenant is chosen among those where the user holds
+    `tenant_permission` (may deploy, for uploads)."""
 
+    tenant_permission = permissions.DEPLOY
     tenant = forms.ModelChoiceField(
         queryset=Tenant.objects.none(),
         error_messages={
@@ -85,7 +87,7 @@ class TenantUploadForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        tenants = Tenant.objects.visible_to(user, permissions.DEPLOY)
+        tenants = Tenant.objects.visible_to(user, self.tenant_permission)
         self.fields["tenant"].queryset = tenants
         if not self.is_bound:
             only = list(tenants[:2])
@@ -201,3 +203,16 @@ class ExportForm(forms.Form):
         elif first is not None and second is not None and first != second:
             self.add_error("password2", "The two passwords differ.")
         return cleaned
+
+
+class KeystoreBackupForm(TenantUploadForm, ExportForm):
+    """The tenant whose whole keystore is written, and the password protecting the file."""
+
+    tenant_permission = permissions.READ_SECURITY
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, user=user, **kwargs)
+        self.fields["tenant"].error_messages["invalid_choice"] = (
+            "Choose a tenant whose keystore you may back up."
+        )
+        self.order_fields(["tenant", "password1", "password2"])

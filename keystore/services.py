@@ -1,5 +1,5 @@
 """Keystore operations: import, create a key pair and get it signed (signing request, signed
-response), rename, delete, export and public downloads.
+response), rename, delete, export, back up and public downloads.
 
 Each operation is one function here; admin views, actions and management commands call it. An
 operation either completes and writes its audit record in the same transaction, or raises
@@ -630,6 +630,44 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
         detail="PKCS#12 export",
     )
     return content
+
+
+def backup_keystore(tenant: Tenant, password: str, *, actor=None) -> Download:
+    """The tenant's whole keystore as one password-protected PKCS#12 file (AES-256): every key
+    pair with its chain and every trusted certificate, under their aliases; for holders of
+    NodeManager.readsecuritycontent only. keytool and openssl read it; "Add keystore" (with
+    overwrite) restores its tenant-owned entries, SAP-owned ones come back only from SAP."""
+    _require(actor, permissions.READ_SECURITY, tenant)
+    if len(password or "") < MIN_EXPORT_PASSWORD_LENGTH:
+        raise KeystoreError(
+            f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters."
+        )
+    entries = list(KeystoreEntry.objects.for_tenant(tenant).order_by("alias"))
+    if not entries:
+        raise KeystoreError(f"The keystore of tenant {tenant.slug} is empty: nothing to back up.")
+    items = []
+    for entry in entries:
+        try:
+            key = entry.open_private_key() if entry.has_private_key else None
+        except sealing.SealingError as error:  # moved between rows, or its KEK is gone
+            raise KeystoreError(f"{entry.alias} in {tenant.slug}: {error}")
+        items.append(crypto.KeystoreItem(entry.alias, key, entry.certificate_chain()))
+    try:
+        content = crypto.to_pkcs12_keystore(items, password)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    key_pairs = sum(1 for item in items if item.private_key is not None)
+    record_audit(
+        tenant,
+        "",
+        AuditAction.EXPORT,
+        actor,
+        detail=f"keystore backup: {key_pairs} key pairs, {len(items) - key_pairs} certificates",
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    return Download(
+        f"{_file_stem(tenant.slug)}-keystore-{stamp}.p12", "application/x-pkcs12", content
+    )
 
 
 # -- public downloads ------------------------------------------------------------------------

@@ -189,11 +189,11 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
         if not permissions.may_anywhere(request.user, permissions.READ_CREDENTIALS):
             raise PermissionDenied("You may not run connectivity tests in any tenant.")
         if request.method == "POST":
-            raw_tenant = request.POST.get("tenant", "").strip()
-            if raw_tenant.isdigit() and not permissions.may(
-                request.user, permissions.READ_CREDENTIALS, int(raw_tenant)
-            ):
-                raise PermissionDenied("You may not run connectivity tests in this tenant.")
+            self.check_posted_tenant(
+                request,
+                permissions.READ_CREDENTIALS,
+                "You may not run connectivity tests in this tenant.",
+            )
             form = ConnectivityTestForm(request.POST, user=request.user)
             if form.is_valid():
                 data = form.cleaned_data

@@ -351,9 +351,11 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
         results = None
         tenant = None
         if request.method == "POST":
-            raw = request.POST.get("tenant", "").strip()
-            if raw.isdigit() and not permissions.may(request.user, permissions.DEPLOY, int(raw)):
-                raise PermissionDenied("You may not import integration flows into this tenant.")
+            self.check_posted_tenant(
+                request,
+                permissions.DEPLOY,
+                "You may not import integration flows into this tenant.",
+            )
             form = FlowImportForm(request.POST, request.FILES, user=request.user)
             if form.is_valid():
                 tenant = form.cleaned_data["tenant"]

@@ -72,6 +72,7 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:keystore_keystoreentry_create_key_pair": Needs((DEPLOY,), "anywhere", changes=True),
     "admin:keystore_keystoreentry_signing_request": Needs((DEPLOY,)),
     "admin:keystore_keystoreentry_signing_response": Needs((DEPLOY,), changes=True),
+    "admin:keystore_keystoreentry_backup": Needs((READ_SECURITY,), "anywhere", changes=True),
     "admin:renewals_pendingsapkey_activate": Needs((DEPLOY,), changes=True),
     "admin:renewals_pendingsapkey_download": Needs((READ,)),
     "admin:renewals_sapkeybackup_revert": Needs((DEPLOY,), changes=True),

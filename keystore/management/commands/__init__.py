@@ -6,6 +6,7 @@ look-ups the commands share live here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -52,3 +53,11 @@ def write_output(command, name: str, content: bytes) -> None:
     except OSError as error:
         raise CommandError(f"Cannot write {target}: {error.strerror or error}.")
     command.stdout.write(f"Wrote {target} ({len(content)} bytes).")
+
+
+def password_from_env(variable: str) -> str:
+    """A password named by --password-env: never on the command line, where `ps` shows it."""
+    password = os.environ.get(variable, "")
+    if not password:
+        raise CommandError(f"The environment variable {variable} is not set or empty.")
+    return password

@@ -1,12 +1,11 @@
 """Merge a whole keystore file (PKCS#12 or JKS) into a tenant's keystore."""
 
 import json
-import os
 
 from django.core.management.base import BaseCommand, CommandError
 
 from keystore import services
-from keystore.management.commands import get_tenant, read_input_file
+from keystore.management.commands import get_tenant, password_from_env, read_input_file
 
 
 class Command(BaseCommand):
@@ -32,10 +31,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         tenant = get_tenant(options["tenant"])
-        variable = options["password_env"]
-        password = os.environ.get(variable, "")
-        if not password:
-            raise CommandError(f"The environment variable {variable} is not set or empty.")
+        password = password_from_env(options["password_env"])
         data = read_input_file(options["file"])
         try:
             summary = services.import_keystore(

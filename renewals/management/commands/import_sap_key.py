@@ -1,10 +1,8 @@
 """Take a renewed SAP key delivered as PKCS#12 into New SAP Keys."""
 
-import os
-
 from django.core.management.base import BaseCommand, CommandError
 
-from keystore.management.commands import read_input_file
+from keystore.management.commands import password_from_env, read_input_file
 from keystore.services import KeystoreError
 from renewals import activation
 from renewals.management.commands import get_tenant, iso
@@ -29,9 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         tenant = get_tenant(options["tenant"])
-        password = os.environ.get(options["password_env"])
-        if not password:
-            raise CommandError(f"The environment variable {options['password_env']} is not set.")
+        password = password_from_env(options["password_env"])
         data = read_input_file(options["file"])
         try:
             pending = activation.import_sap_key(
