@@ -19,13 +19,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from keystore import crypto, permissions, services
-from keystore.adminmixins import TenantScopedAdmin
+from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
 from keystore.downloads import file_response
 from keystore.forms import (
     CertificateUploadForm,
@@ -244,7 +244,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(KeystoreEntry)
-class KeystoreEntryAdmin(TenantFactsAdmin):
+class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
     list_filter = (TenantFilter, "entry_type", "owner", ExpiryFilter)
     search_fields = ("alias", "subject", "issuer", "serial", "fingerprint_sha256")
     list_select_related = ("tenant",)
@@ -297,20 +297,6 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
         "modified_at",
         "modified_by_label",
     )
-
-    # ---- permissions: the admin's own add/change/delete are off; the custom views act ----
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_deploy_permission(self, request):
-        return permissions.may_anywhere(request.user, permissions.DEPLOY)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -365,17 +351,16 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
 
     def changelist_view(self, request, extra_context=None):
         may_upload = permissions.may_anywhere(request.user, permissions.DEPLOY)
-        info = self._url_prefix()
         tools = []
         if may_upload:
             tools = [
-                ("Add certificate", reverse(f"{info}_add_certificate")),
-                ("Add key pair", reverse(f"{info}_add_key_pair")),
-                ("Add keystore", reverse(f"{info}_add_keystore")),
-                ("Create key pair", reverse(f"{info}_create_key_pair")),
+                ("Add certificate", reverse(self.url_name("add_certificate"))),
+                ("Add key pair", reverse(self.url_name("add_key_pair"))),
+                ("Add keystore", reverse(self.url_name("add_keystore"))),
+                ("Create key pair", reverse(self.url_name("create_key_pair"))),
             ]
         if permissions.may_anywhere(request.user, permissions.READ_SECURITY):
-            tools.append(("Back up keystore", reverse(f"{info}_backup")))
+            tools.append(("Back up keystore", reverse(self.url_name("backup"))))
         return super().changelist_view(request, {**(extra_context or {}), "upload_tools": tools})
 
     @admin.display(description="alias", ordering="alias")
@@ -463,9 +448,6 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
 
     # ---- buttons -------------------------------------------------------------------------
 
-    def _url_prefix(self) -> str:
-        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}"
-
     def entry_url(self, request, name: str, pk: int, *args) -> str:
         """The URL of an entry's own view; each (view, args) is reversed once per request and
         the entry's id put in, since a list page asks for seven URLs on each of its rows."""
@@ -474,7 +456,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
             templates = request._keystore_entry_url_templates = {}
         template = templates.get((name, args))
         if template is None:
-            template = reverse(f"{self._url_prefix()}_{name}", args=[_PK_PLACEHOLDER, *args])
+            template = reverse(self.url_name(name), args=[_PK_PLACEHOLDER, *args])
             templates[(name, args)] = template
         return template.replace(f"/{_PK_PLACEHOLDER}/", f"/{int(pk)}/", 1)
 
@@ -534,39 +516,28 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
     # ---- custom URLs ---------------------------------------------------------------------
 
     def get_urls(self):
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
-
-        def view(method, *, safe_only: bool = False):
-            # Downloads are plain GETs; forms answer GET (show) and POST (act) only.
-            allowed = require_safe if safe_only else require_http_methods(["GET", "HEAD", "POST"])
-            return self.tenant_view(allowed(method))
-
-        # (route, view, name suffix, GET only)
+        get, form = require_safe, FORM_METHODS  # downloads are plain GETs
         routes = [
-            ("download/<int:pk>/<str:kind>/", self.download_view, "download", True),
-            ("add-certificate/", self.add_certificate_view, "add_certificate", False),
-            ("add-key-pair/", self.add_key_pair_view, "add_key_pair", False),
-            ("add-keystore/", self.add_keystore_view, "add_keystore", False),
-            ("import-summary/", self.import_summary_view, "import_summary", True),
-            ("create-key-pair/", self.create_key_pair_view, "create_key_pair", False),
-            ("backup/", self.backup_view, "backup", False),
-            ("<int:pk>/rename/", self.rename_view, "rename", False),
-            ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", False),
-            ("<int:pk>/export/", self.export_view, "export", False),
-            ("<int:pk>/signing-request/", self.signing_request_view, "signing_request", True),
-            ("<int:pk>/signing-response/", self.signing_response_view, "signing_response", False),
+            ("download/<int:pk>/<str:kind>/", self.download_view, "download", get),
+            ("add-certificate/", self.add_certificate_view, "add_certificate", form),
+            ("add-key-pair/", self.add_key_pair_view, "add_key_pair", form),
+            ("add-keystore/", self.add_keystore_view, "add_keystore", form),
+            ("import-summary/", self.import_summary_view, "import_summary", get),
+            ("create-key-pair/", self.create_key_pair_view, "create_key_pair", form),
+            ("backup/", self.backup_view, "backup", form),
+            ("<int:pk>/rename/", self.rename_view, "rename", form),
+            ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", form),
+            ("<int:pk>/export/", self.export_view, "export", form),
+            ("<int:pk>/signing-request/", self.signing_request_view, "signing_request", get),
+            ("<int:pk>/signing-response/", self.signing_response_view, "signing_response", form),
         ]
-        own = [
-            path(route, view(method, safe_only=safe), name=f"{info}_{suffix}")
-            for route, method, suffix, safe in routes
-        ]
-        return own + super().get_urls()
+        return self.tenant_urls(routes) + super().get_urls()
 
     def _change_url(self, entry: KeystoreEntry) -> str:
-        return reverse(f"{self._url_prefix()}_change", args=[entry.pk])
+        return reverse(self.url_name("change"), args=[entry.pk])
 
     def _changelist_redirect(self) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse(f"{self._url_prefix()}_changelist"))
+        return HttpResponseRedirect(reverse(self.url_name("changelist")))
 
     @staticmethod
     def _require_deploy_somewhere(request) -> None:
@@ -708,7 +679,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
                 f"{len(summary.overwritten)} overwritten, {len(summary.rejected)} rejected.",
                 level,
             )
-            return HttpResponseRedirect(reverse(f"{self._url_prefix()}_import_summary"))
+            return HttpResponseRedirect(reverse(self.url_name("import_summary")))
 
         return self._upload(
             request,
@@ -1059,7 +1030,7 @@ class KeystoreEntryAdmin(TenantFactsAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(TenantFactsAdmin):
+class AuditEventAdmin(NoAdminForms, TenantFactsAdmin):
     """The audit log is written by the services only: nobody adds, changes or deletes here."""
 
     list_display = (
@@ -1086,12 +1057,3 @@ class AuditEventAdmin(TenantFactsAdmin):
         "detail",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

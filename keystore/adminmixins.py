@@ -13,8 +13,28 @@ from functools import wraps
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django.urls import path
+from django.views.decorators.http import require_http_methods
 
 from keystore import permissions
+
+# Forms answer GET (show) and POST (act), nothing else.
+FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
+
+
+class NoAdminForms:
+    """Put before the ModelAdmin (or inline) base: its rows are never added, changed or deleted
+    through the admin's own forms, only through the service functions that the custom pages and
+    actions call."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 class TenantScopedAdmin(admin.ModelAdmin):
@@ -48,6 +68,19 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return self.has_change_permission(request, obj)
+
+    def url_name(self, suffix: str) -> str:
+        """The full name of one of this admin's URLs (its own or Django's)."""
+        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
+
+    def tenant_urls(self, routes: list[tuple[str, Callable, str, Callable]]) -> list:
+        """This admin's own URLs from (route, view, name suffix, allowed methods) rows, the
+        methods being require_safe, require_post or FORM_METHODS; each behind tenant_view."""
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(route, self.tenant_view(methods(view)), name=f"{info}_{suffix}")
+            for route, view, suffix, methods in routes
+        ]
 
     def tenant_view(self, view: Callable) -> Callable:
         """Wrap a custom admin URL in admin_view (staff login); the view then calls
@@ -89,6 +122,11 @@ class TenantScopedAdmin(admin.ModelAdmin):
                 **context,
             },
         )
+
+    def has_deploy_permission(self, request: HttpRequest) -> bool:
+        """For actions declared with permissions=("deploy",): offered where the user may deploy
+        in some tenant; each action filters its selection per tenant (filter_selection)."""
+        return permissions.may_anywhere(request.user, permissions.DEPLOY)
 
     @staticmethod
     def check_posted_tenant(request: HttpRequest, perm: str, refusal: str) -> None:

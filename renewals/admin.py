@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from keystore import permissions, services
 from keystore.admin import TenantFilter, expiry_badge, request_now
-from keystore.adminmixins import TenantScopedAdmin
+from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
 from keystore.downloads import file_response
 from renewals.activation import (
     AlreadyWaiting,
@@ -78,7 +78,7 @@ def comparison(old, new) -> list[tuple[str, str, str, bool]]:
     return [(label, a, b, a != b) for label, a, b in rows]
 
 
-class RenewalAdmin(TenantScopedAdmin):
+class RenewalAdmin(NoAdminForms, TenantScopedAdmin):
     """Read-only rows with per-row buttons; changes only through the custom confirmation pages."""
 
     list_filter = (TenantFilter,)
@@ -87,20 +87,8 @@ class RenewalAdmin(TenantScopedAdmin):
     list_per_page = 50
     has_downloads = True
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     def may_deploy(self, request: HttpRequest, obj) -> bool:
         return permissions.may(request.user, permissions.DEPLOY, obj.tenant_id)
-
-    def url_name(self, suffix: str) -> str:
-        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
 
     def download_buttons(self, obj) -> list[tuple[str, str, str]]:
         return [
@@ -118,14 +106,15 @@ class RenewalAdmin(TenantScopedAdmin):
         )
 
     def get_urls(self):
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
-        own = self.custom_urls(info)
+        routes = self.custom_routes()
         if self.has_downloads:
-            download = self.tenant_view(require_safe(self.download_view))
-            own.append(path("<int:pk>/download/<str:kind>/", download, name=f"{info}_download"))
-        return own + super().get_urls()
+            routes.append(
+                ("<int:pk>/download/<str:kind>/", self.download_view, "download", require_safe)
+            )
+        return self.tenant_urls(routes) + super().get_urls()
 
-    def custom_urls(self, info: str) -> list:
+    def custom_routes(self) -> list:
+        """(route, view, name suffix, allowed methods) rows, see TenantScopedAdmin.tenant_urls."""
         return []
 
     def _checked_object(self, request, object_id):
@@ -247,14 +236,8 @@ class PendingSapKeyAdmin(RenewalAdmin):
     def auto_activation(self, pending: PendingSapKey) -> str:
         return utc(pending.auto_activation_at)
 
-    def custom_urls(self, info: str) -> list:
-        return [
-            path(
-                "<int:pk>/activate/",
-                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(self.activate_view)),
-                name=f"{info}_activate",
-            )
-        ]
+    def custom_routes(self) -> list:
+        return [("<int:pk>/activate/", self.activate_view, "activate", FORM_METHODS)]
 
     def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         self.require_deploy_somewhere(request)
@@ -386,14 +369,8 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             utc(backup.active_until, seconds=True),
         )
 
-    def custom_urls(self, info: str) -> list:
-        return [
-            path(
-                "<int:pk>/revert/",
-                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(self.revert_view)),
-                name=f"{info}_revert",
-            )
-        ]
+    def custom_routes(self) -> list:
+        return [("<int:pk>/revert/", self.revert_view, "revert", FORM_METHODS)]
 
     def revert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         backup = self.get_object_for(request, pk, permissions.DEPLOY)
@@ -479,7 +456,7 @@ class SentNotificationAdmin(RenewalAdmin):
 
 
 @admin.register(ScanRun)
-class ScanRunAdmin(admin.ModelAdmin):
+class ScanRunAdmin(NoAdminForms, admin.ModelAdmin):
     """When the automatic-activation scan ran and what it did (operators: superusers)."""
 
     list_display = (
@@ -500,12 +477,3 @@ class ScanRunAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

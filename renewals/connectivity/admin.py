@@ -17,13 +17,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from keystore import permissions
 from keystore.admin import TenantFilter
-from keystore.adminmixins import TenantScopedAdmin, require_post
+from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin, require_post
 from keystore.downloads import file_response
 from keystore.models import KeystoreEntry
 from keystore.services import Download
@@ -66,7 +66,7 @@ def _alias_suggestion(subject: str) -> str:
 
 
 @admin.register(ConnectivityTestRun)
-class ConnectivityTestRunAdmin(TenantScopedAdmin):
+class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
     """Read-only records; the object tools lead to the test page."""
 
     view_permission = permissions.READ_CREDENTIALS
@@ -86,15 +86,6 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
     list_select_related = ("tenant",)
     list_per_page = 100
     actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest):
         # The stored chain (DER) and CA names are for the result page, not for the list.
@@ -141,40 +132,25 @@ class ConnectivityTestRunAdmin(TenantScopedAdmin):
 
     # ---- custom URLs -----------------------------------------------------------------------
 
-    def _url_name(self, suffix: str) -> str:
-        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
-
     def _url(self, suffix: str, *args) -> str:
-        return reverse(self._url_name(suffix), args=args)
+        return reverse(self.url_name(suffix), args=args)
 
     def _result_url(self, pk: int) -> str:
         return self._url("result", pk)
 
     def get_urls(self):
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
-        own = [
-            path(
-                "run/",
-                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(self.run_view)),
-                name=f"{info}_run",
-            ),
-            path(
-                "<int:pk>/result/",
-                self.tenant_view(require_safe(self.result_view)),
-                name=f"{info}_result",
-            ),
-            path(
+        routes = [
+            ("run/", self.run_view, "run", FORM_METHODS),
+            ("<int:pk>/result/", self.result_view, "result", require_safe),
+            (
                 "<int:pk>/server-cert/<int:index>/",
-                self.tenant_view(require_safe(self.server_cert_view)),
-                name=f"{info}_server_cert",
+                self.server_cert_view,
+                "server_cert",
+                require_safe,
             ),
-            path(
-                "<int:pk>/add-root/",
-                self.tenant_view(require_post(self.add_root_view)),
-                name=f"{info}_add_root",
-            ),
+            ("<int:pk>/add-root/", self.add_root_view, "add_root", require_post),
         ]
-        return own + super().get_urls()
+        return self.tenant_urls(routes) + super().get_urls()
 
     @staticmethod
     def _prefill(query) -> dict:

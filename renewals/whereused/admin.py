@@ -18,14 +18,15 @@ from datetime import UTC, datetime
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from keystore import permissions
 from keystore.admin import TenantFactsAdmin, TenantFilter
+from keystore.adminmixins import FORM_METHODS, NoAdminForms
 from keystore.downloads import file_response
 from keystore.models import EntryType, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
@@ -91,7 +92,7 @@ def _with_query(url: str, query: str) -> str:
 # -- the admin -------------------------------------------------------------------------------
 
 
-class KeyUsageInline(admin.TabularInline):
+class KeyUsageInline(NoAdminForms, admin.TabularInline):
     """The flow's usages, read-only (they change only by importing the flow again)."""
 
     model = KeyUsageRecord
@@ -125,18 +126,9 @@ class KeyUsageInline(admin.TabularInline):
             return permissions.may_anywhere(request.user, permissions.READ)
         return permissions.may(request.user, permissions.READ, obj.tenant_id)
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(IntegrationFlow)
-class IntegrationFlowAdmin(TenantFactsAdmin):
+class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     list_display = (
         "bundle_name",
         "bundle_id",
@@ -171,18 +163,6 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).with_usage_count()
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_deploy_permission(self, request: HttpRequest) -> bool:
-        return permissions.may_anywhere(request.user, permissions.DEPLOY)
 
     # ---- columns and fields ----------------------------------------------------------------
 
@@ -304,37 +284,30 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
 
     # ---- custom URLs -----------------------------------------------------------------------
 
-    def _url_name(self, suffix: str) -> str:
-        return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
-
     def get_urls(self):
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
         # csrf_exempt only defers the check: import_view swaps the upload handlers (which must
         # happen before the body is read) and then runs the CSRF check itself.
-        import_view = csrf_exempt(self.import_view)
-        own = [
-            path(
-                "import/",
-                self.tenant_view(require_http_methods(["GET", "HEAD", "POST"])(import_view)),
-                name=f"{info}_import",
-            ),
-            path(
+        routes = [
+            ("import/", csrf_exempt(self.import_view), "import", FORM_METHODS),
+            (
                 "where-used/<int:tenant_id>/<path:alias>/",
-                self.tenant_view(require_safe(self.where_used_view)),
-                name=f"{info}_where_used",
+                self.where_used_view,
+                "where_used",
+                require_safe,
             ),
-            path(
+            (
                 "renewal-pack/<int:tenant_id>/<path:alias>/",
-                self.tenant_view(require_safe(self.renewal_pack_view)),
-                name=f"{info}_renewal_pack",
+                self.renewal_pack_view,
+                "renewal_pack",
+                require_safe,
             ),
         ]
-        return own + super().get_urls()
+        return self.tenant_urls(routes) + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
         extra = {"import_url": None, "restart_note": restart.describe()}
         if permissions.may_anywhere(request.user, permissions.DEPLOY):
-            extra["import_url"] = reverse(self._url_name("import"))
+            extra["import_url"] = reverse(self.url_name("import"))
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
     # ---- import ----------------------------------------------------------------------------
@@ -383,7 +356,7 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
         rows = [
             (
                 result,
-                reverse(self._url_name("change"), args=[result.flow_id]) if result.flow_id else "",
+                reverse(self.url_name("change"), args=[result.flow_id]) if result.flow_id else "",
             )
             for result in results or []
         ]
@@ -443,7 +416,7 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
         for _key, _title, backends in report.sections:
             for backend in backends:
                 for flow in backend.flows:
-                    flow.admin_url = reverse(self._url_name("change"), args=[flow.flow_id])
+                    flow.admin_url = reverse(self.url_name("change"), args=[flow.flow_id])
         return self.render_page(
             request,
             "where_used.html",
@@ -459,8 +432,8 @@ class IntegrationFlowAdmin(TenantFactsAdmin):
             other_url=services.whereused_url(tenant_id, alias, True) if not pending else url,
             has_pending=pending or PendingSapKey.objects.filter(entry=material).exists(),
             entry_url=reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
-            flows_url=reverse(self._url_name("changelist")) + f"?tenant={tenant_id}",
-            restart_url=reverse(self._url_name("changelist"))
+            flows_url=reverse(self.url_name("changelist")) + f"?tenant={tenant_id}",
+            restart_url=reverse(self.url_name("changelist"))
             + f"?tenant={tenant_id}&restart_required__exact=1",
             may_restart=permissions.may(request.user, permissions.DEPLOY, tenant_id),
             restart_note=restart.describe(),
