@@ -210,7 +210,7 @@ def import_key_pair(
     """Add a key pair from a PKCS#12 file holding exactly one private key."""
     _require(actor, permissions.DEPLOY, tenant)
     alias = validate_alias(alias)
-    items = _load_keystore_file(data, password, pkcs12_only=True)
+    items = load_keystore_file(data, password, pkcs12_only=True)
     key_items = [item for item in items if item.private_key is not None]
     if not key_items:
         raise KeystoreError("The PKCS#12 file holds no private key.")
@@ -418,9 +418,11 @@ def apply_signing_response(
     return locked, warnings
 
 
-def _load_keystore_file(
+def load_keystore_file(
     data: bytes, password: str, *, pkcs12_only: bool = False
 ) -> list[crypto.KeystoreItem]:
+    """The entries of an uploaded keystore file (PKCS#12, or with `pkcs12_only` False also JKS
+    and JCEKS), each refusal a KeystoreError for the operator."""
     if not password:
         raise KeystoreError("The password is missing.")
     try:
@@ -479,7 +481,7 @@ def import_keystore(
 ) -> ImportSummary:
     """Merge a whole PKCS#12 or JKS keystore; each entry is added, overwritten or rejected."""
     _require(actor, permissions.DEPLOY, tenant)
-    items = _load_keystore_file(data, password)
+    items = load_keystore_file(data, password)
     summary = ImportSummary()
     seen: set[str] = set()
     with transaction.atomic():

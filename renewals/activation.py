@@ -30,7 +30,13 @@ from keystore.models import (
     is_sap_alias,
 )
 from keystore.sealing import SealingError
-from keystore.services import KeystoreError, actor_label, record_audit, validated_chain
+from keystore.services import (
+    KeystoreError,
+    actor_label,
+    load_keystore_file,
+    record_audit,
+    validated_chain,
+)
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
 from renewals.whereused import services as whereused_services
@@ -274,13 +280,9 @@ def import_sap_key(
     """Take a renewed key that SAP delivered as PKCS#12 into New SAP Keys."""
     _require(actor, tenant)
     now = now or timezone.now()
-    if not password:
-        raise RenewalError("The password is missing.")
-    if len(data) > crypto.MAX_KEYSTORE_BYTES:
-        raise RenewalError("The file is larger than 1 MiB.")
     try:
-        items = crypto.load_pkcs12(data, password)
-    except crypto.CryptoError as error:
+        items = load_keystore_file(data, password, pkcs12_only=True)
+    except KeystoreError as error:
         raise RenewalError(str(error))
     key_items = [item for item in items if item.private_key is not None]
     if len(key_items) != 1:

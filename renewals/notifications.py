@@ -51,7 +51,7 @@ def _link(url_name: str) -> str:
     return f"\n{base}{reverse(url_name)}\n" if base else ""
 
 
-def _record(
+def record_mail(
     kind: str,
     tenant: Tenant,
     alias: str,
@@ -63,7 +63,8 @@ def _record(
     threshold_days: int = 0,
     recipients: list[str] | None = None,
 ) -> SentNotification | None:
-    """Write the mail's row; None when this mail exists already (another scan was first)."""
+    """Write the mail's row once (this module's mails and renewals.alerts'); None when this mail
+    exists already (another scan was first)."""
     try:
         with transaction.atomic():
             return SentNotification.objects.create(
@@ -81,33 +82,6 @@ def _record(
             )
     except IntegrityError:
         return None
-
-
-def record_mail(
-    kind: str,
-    tenant: Tenant,
-    alias: str,
-    fingerprint: str,
-    occasion,
-    subject: str,
-    body: str,
-    *,
-    threshold_days: int = 0,
-    recipients: list[str] | None = None,
-) -> SentNotification | None:
-    """Write a mail's row once, for the mail modules beside this one (renewals.alerts);
-    None when this mail exists already."""
-    return _record(
-        kind,
-        tenant,
-        alias,
-        fingerprint,
-        occasion,
-        subject,
-        body,
-        threshold_days=threshold_days,
-        recipients=recipients,
-    )
 
 
 def _after_commit(notification: SentNotification | None) -> None:
@@ -162,7 +136,7 @@ def notify_new_key(pending: PendingSapKey) -> SentNotification | None:
         "this key, and agree a time for the switch with them.\n"
         + _link("admin:renewals_pendingsapkey_changelist")
     )
-    notification = _record(
+    notification = record_mail(
         NotificationKind.NEW_KEY,
         tenant,
         pending.alias,
@@ -195,7 +169,7 @@ def _reminder(pending: PendingSapKey, threshold: int, now: datetime, recipients:
         "use this key will fail after the activation.\n"
         + _link("admin:renewals_pendingsapkey_changelist")
     )
-    return _record(
+    return record_mail(
         NotificationKind.REMINDER,
         tenant,
         pending.alias,
@@ -238,7 +212,7 @@ def notify_activated(
             "\nThe key was activated because its predecessor expires within a day; backends "
             "that were not updated will fail, as they would have with the expired key.\n"
         )
-    notification = _record(
+    notification = record_mail(
         NotificationKind.ACTIVATED,
         tenant,
         alias,
@@ -265,7 +239,7 @@ def notify_reverted(pending: PendingSapKey, backup: SapKeyBackup) -> SentNotific
         "Warning: backend systems that already use the newer certificate will fail after "
         "the previous key is active again.\n" + _link("admin:renewals_pendingsapkey_changelist")
     )
-    notification = _record(
+    notification = record_mail(
         NotificationKind.REVERTED,
         tenant,
         pending.alias,
