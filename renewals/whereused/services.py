@@ -164,20 +164,20 @@ def _read_one(
     return export
 
 
-def _store_alone(tenant: Tenant, name: str, export: FlowExport, actor) -> FlowImportResult:
+def _store_alone(tenant: Tenant, p: _Pending, actor) -> FlowImportResult:
     try:
         with transaction.atomic():
-            return _store(tenant, name, export, actor)
+            return _store(tenant, p, actor)
     except IntegrityError:
         return FlowImportResult(
-            name,
+            p.name,
             False,
-            f"bundle {export.bundle_id} was being imported by someone else at the same time; "
+            f"bundle {p.bundle_id} was being imported by someone else at the same time; "
             "import the file again",
         )
     except DatabaseError as error:
-        logger.exception("Storing the flow export %r failed", name)
-        return FlowImportResult(name, False, f"the flow could not be stored ({_one_line(error)})")
+        logger.exception("Storing the flow export %r failed", p.name)
+        return FlowImportResult(p.name, False, f"the flow could not be stored ({_one_line(error)})")
 
 
 _USAGE_MAX = {
@@ -212,48 +212,12 @@ def _kept_usages(usages: list[KeyUsage], warnings: list[str]) -> list[KeyUsage]:
     return kept
 
 
-def _usage_records(
-    tenant: Tenant, flow: IntegrationFlow, usages: list[KeyUsage], warnings: list[str]
-) -> list[KeyUsageRecord]:
-    m = _USAGE_MAX
-    return [
-        KeyUsageRecord(
-            tenant=tenant,
-            flow=flow,
-            component_id=usage.component_id[: m["component_id"]],
-            component_name=usage.component_name[: m["component_name"]],
-            component_type=usage.component_type[: m["component_type"]],
-            direction=usage.direction[: m["direction"]],
-            usage=usage.usage.value,
-            certainty=usage.certainty.value,
-            alias=usage.alias,
-            property_key=usage.property_key[: m["property_key"]],
-            system=usage.system[: m["system"]],
-            address=usage.address[: m["address"]],
-            outbound=usage.outbound,
-        )
-        for usage in _kept_usages(usages, warnings)
-    ]
-
-
 def _stored_warnings(warnings: list[str]) -> list[str]:
     if len(warnings) <= MAX_STORED_WARNINGS:
         return warnings
     return warnings[:MAX_STORED_WARNINGS] + [
         f"... and {len(warnings) - MAX_STORED_WARNINGS} more warnings"
     ]
-
-
-def _fill_flow(
-    flow: IntegrationFlow, export: FlowExport, warnings: list[str], now: datetime, actor, label
-) -> None:
-    flow.bundle_name = export.bundle_name[: _FLOW_MAX["bundle_name"]]
-    flow.version = export.version[: _FLOW_MAX["version"]]
-    flow.flow_names = list(export.flow_names)
-    flow.imported_at = now
-    flow.imported_by = actor
-    flow.imported_by_label = label
-    flow.warnings = _stored_warnings(warnings)
 
 
 def _audit_detail(flow: IntegrationFlow, usage_count: int, replaced: bool) -> str:
@@ -282,33 +246,41 @@ def _result(
     )
 
 
-def _store(tenant: Tenant, name: str, export: FlowExport, actor) -> FlowImportResult:
-    """One file: the fallback when its group could not be stored together."""
-    now = timezone.now()
+def _store(tenant: Tenant, p: _Pending, actor) -> FlowImportResult:
+    """One file through the ORM: the fallback when its group could not be stored together."""
     flow = (
         IntegrationFlow.objects.select_for_update()
-        .filter(tenant=tenant, bundle_id=export.bundle_id)
+        .filter(tenant=tenant, bundle_id=p.bundle_id)
         .first()
     )
     replaced = flow is not None
     if flow is None:
-        flow = IntegrationFlow(tenant=tenant, bundle_id=export.bundle_id)
-    warnings = list(export.warnings)
-    records = _usage_records(tenant, flow, export.usages, warnings)
-    _fill_flow(flow, export, warnings, now, actor, actor_label(actor))
+        flow = IntegrationFlow(tenant=tenant, bundle_id=p.bundle_id)
+    label = actor_label(actor)
+    for column, value in zip(_IMPORT_COLUMNS, _import_values(p, actor, label), strict=True):
+        setattr(flow, column, value)
     flow.save()
     if replaced:
         flow.usages.all().delete()
-    KeyUsageRecord.objects.bulk_create(records, batch_size=500)
+    KeyUsageRecord.objects.bulk_create(
+        [
+            KeyUsageRecord(
+                **dict(zip(_USAGE_ATTNAMES, _usage_row(tenant.pk, flow.pk, usage), strict=True))
+            )
+            for usage in p.usages
+        ],
+        batch_size=500,
+    )
     record_audit(
         tenant,
         "",
         AuditAction.OTHER,
         actor,
-        detail=_audit_detail(flow, len(records), replaced),
-        at=now,
+        label=label,
+        detail=_audit_detail(flow, len(p.usages), replaced),
+        at=p.imported_at,
     )
-    return _result(name, flow, len(records), replaced, warnings)
+    return _result(p.name, flow, len(p.usages), replaced, p.warnings)
 
 
 class _Pending:
@@ -377,7 +349,7 @@ class _Group:
             # Which file broke the group is unknown: store each again, each reporting its own.
             logger.info("Storing %d flows together failed (%s); one by one", len(self.files), error)
             for p in self.files:
-                self.results[p.index] = _store_alone(self.tenant, p.name, p.export, self.actor)
+                self.results[p.index] = _store_alone(self.tenant, p, self.actor)
         else:
             for p in self.files:
                 self.results[p.index] = _result(p.name, p, len(p.usages), p.replaced, p.warnings)
@@ -394,7 +366,7 @@ class _Group:
         _execute_many(
             IntegrationFlow,
             _UPDATE_FLOW,
-            [(*self._import_values(p), p.pk) for p in again],
+            [(*_import_values(p, self.actor_id, self.label), p.pk) for p in again],
         )
         if again:
             KeyUsageRecord.objects.filter(flow_id__in=[p.pk for p in again]).delete()
@@ -402,7 +374,16 @@ class _Group:
             IntegrationFlow,
             _INSERT_FLOW,
             [
-                (tenant_id, p.bundle_id, *self._import_values(p), False, None, "", None, "")
+                (
+                    tenant_id,
+                    p.bundle_id,
+                    *_import_values(p, self.actor_id, self.label),
+                    False,
+                    None,
+                    "",
+                    None,
+                    "",
+                )
                 for p in new
             ],
         )
@@ -435,17 +416,18 @@ class _Group:
             ],
         )
 
-    def _import_values(self, p: _Pending) -> tuple:
-        """The values of _IMPORT_COLUMNS."""
-        return (
-            p.bundle_name,
-            p.version,
-            list(p.export.flow_names),
-            p.imported_at,
-            self.actor_id,
-            self.label,
-            _stored_warnings(p.warnings),
-        )
+
+def _import_values(p: _Pending, actor, label: str) -> tuple:
+    """The values of _IMPORT_COLUMNS for a file (`actor`: the user or their id)."""
+    return (
+        p.bundle_name,
+        p.version,
+        list(p.export.flow_names),
+        p.imported_at,
+        actor,
+        label,
+        _stored_warnings(p.warnings),
+    )
 
 
 def _flow_ids(tenant_id: int, bundle_ids: list[str], *, lock: bool) -> dict[str, int]:
@@ -512,6 +494,10 @@ _INSERT_AUDIT = _Statement(
         "detail",
     ),
 )
+
+
+# The same columns as model attributes, for the ORM path (_store).
+_USAGE_ATTNAMES = ("tenant_id", "flow_id", *_USAGE_FIELDS)
 
 
 def _usage_row(tenant_id: int, flow_id: int | None, usage: KeyUsage) -> tuple:

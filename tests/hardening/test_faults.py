@@ -87,7 +87,7 @@ def faults(monkeypatch):
     wrap(sealing, "seal", "seal a private key")
     wrap(sealing, "unseal", "open a private key")
     wrap(activation, "record_audit", "write the audit record")
-    wrap(notifications, "_record", "record the mail")
+    wrap(notifications, "record_mail", "record the mail")
     wrap(notifications, "_after_commit", "queue the mail for after the commit")
 
     def sql(execute, statement, params, many, context):
