@@ -63,3 +63,10 @@ def test_whereused_scenario_imports_the_flows_and_finds_the_alias(tmp_path):
     ]
     table = bench_run.table([combined.as_dict()])
     assert "where-used lookup, 3 vs 2 flows" in table
+
+
+def test_an_unknown_scenario_is_refused_before_anything_runs(capsys, tmp_path):
+    report = tmp_path / "results.json"
+    assert bench_run.main(["--only", "changelist,nope", "--json", str(report)]) == 2
+    assert "Unknown scenario(s): nope" in capsys.readouterr().out
+    assert not report.exists()
