@@ -57,6 +57,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
 from typing import BinaryIO, NamedTuple
 from xml.etree import ElementTree as ET
 
@@ -67,6 +68,14 @@ MAX_ZIP_BYTES = 20 * 1024 * 1024  # compressed file size cap, checked before ope
 MAX_ZIP_ENTRIES = 2000
 MAX_UNCOMPRESSED_BYTES = 50 * 1024 * 1024  # declared and actually read, whole archive
 MAX_MEMBER_BYTES = 10 * 1024 * 1024
+# Element nesting in one .iflw, the root being level 1. Real flows nest about ten levels (a
+# subProcess in a subProcess adds two); expat and ElementTree build deeper trees without
+# recursing, but a deep tree costs about twice the memory of a flat one of the same size.
+MAX_XML_DEPTH = 200
+# Documents above this size are depth-checked while expat reads them, so a deep one is refused
+# within 16 KB of crossing the limit. Smaller ones (real flows: tens to a few hundred KB) are
+# parsed in one call and checked after: event reporting would slow every parse by a fifth.
+_STREAM_XML_BYTES = 256 * 1024
 
 MANIFEST_PATH = "meta-inf/manifest.mf"
 FLOW_DIR = "src/main/resources/scenarioflows/integrationflow/"
@@ -648,6 +657,9 @@ def _parse_xml(data: bytes, label: str) -> ET.Element:
     accepts encodings that keep ASCII markup characters as they are; UTF-16 shows NUL bytes or a
     BOM) whose prolog holds no `<!` declaration. Everything else goes through defusedxml, which
     refuses a DTD at its first byte.
+
+    Elements nested deeper than MAX_XML_DEPTH are refused: while parsing for documents over
+    _STREAM_XML_BYTES, right after the parse (before any other work) for smaller ones.
     """
     head = data[:4]
     plain = (
@@ -656,15 +668,50 @@ def _parse_xml(data: bytes, label: str) -> ET.Element:
         and not _prolog_has_declaration(data)
     )
     try:
-        if plain:
-            return ET.fromstring(data)  # noqa: S314 - no DTD is possible, checked above
-        return DefusedET.fromstring(data, forbid_dtd=True)
+        if len(data) > _STREAM_XML_BYTES:
+            return _parse_xml_checking_depth(data, label)
+        root = (
+            ET.fromstring(data)  # noqa: S314 - no DTD is possible, checked above
+            if plain
+            else DefusedET.fromstring(data, forbid_dtd=True)
+        )
     except DefusedXmlException:
         raise FlowParseError(
             f"{label}: XML with a DTD or entity declarations is refused (never expanded)"
         )
     except ET.ParseError as exc:
         raise FlowParseError(f"{label}: malformed XML ({_one_line(exc)})")
+    # Level by level, no recursion; C-level iteration skips the leaves (most elements).
+    level = [root]
+    for _ in range(MAX_XML_DEPTH):
+        level = list(chain.from_iterable(filter(len, level)))
+        if not level:
+            return root
+    raise FlowParseError(_too_deep(label))
+
+
+def _parse_xml_checking_depth(data: bytes, label: str) -> ET.Element:
+    """`_parse_xml` for large documents: counts the depth on expat's events as it reads (16 KB
+    at a time), so a deep document is dropped before the rest of it is read."""
+    events = DefusedET.iterparse(io.BytesIO(data), ("start", "end"), forbid_dtd=True)
+    root: ET.Element | None = None
+    depth = 0
+    for event, el in events:
+        if event == "end":
+            depth -= 1
+            continue
+        depth += 1
+        if depth > MAX_XML_DEPTH:
+            raise FlowParseError(_too_deep(label))
+        if root is None:
+            root = el
+    if root is None:  # expat reports this first; never trust that blindly
+        raise FlowParseError(f"{label}: malformed XML (no element found)")
+    return root
+
+
+def _too_deep(label: str) -> str:
+    return f"{label}: elements nested deeper than {MAX_XML_DEPTH} levels (the limit)"
 
 
 def _prolog_has_declaration(data: bytes) -> bool:
@@ -691,13 +738,20 @@ def _prolog_has_declaration(data: bytes) -> bool:
             return False  # unterminated: expat reports it before reaching anything else
 
 
-def _walk_process(container: ET.Element, ctx: _Context, usages: list[KeyUsage]) -> None:
-    for el in container:
-        props = ctx.properties(el)
-        if props:
-            usages += _step_usages(el, props, ctx)
-        if el.tag == ctx.sub:  # exception and event subprocesses hold steps of their own
-            _walk_process(el, ctx, usages)
+def _walk_process(process: ET.Element, ctx: _Context, usages: list[KeyUsage]) -> None:
+    """The steps of a process in document order, subprocesses included (an explicit stack of
+    child iterators, no recursion; `_parse_xml` bounds its height by MAX_XML_DEPTH)."""
+    stack = [iter(process)]
+    while stack:
+        for el in stack[-1]:
+            props = ctx.properties(el)
+            if props:
+                usages += _step_usages(el, props, ctx)
+            if el.tag == ctx.sub:  # exception and event subprocesses hold steps of their own
+                stack.append(iter(el))
+                break  # its steps first, then this level's next sibling
+        else:
+            stack.pop()
 
 
 def _cname(props: Mapping[str, str]) -> str:

@@ -1,6 +1,7 @@
 """The where-used flow parser: one test per rule and per kind of bad input.
 
-Flows are generated in memory by `tests/renewals/flowfactory.py`; nothing touches Django.
+Flows are generated in memory by `tests/renewals/flowfactory.py`; nothing touches Django, except
+one test that follows a too-deep flow through the where-used import.
 """
 
 from __future__ import annotations
@@ -700,6 +701,167 @@ def test_reader_counts_real_bytes_not_headers(monkeypatch):
     monkeypatch.setattr(parser, "MAX_MEMBER_BYTES", 1_000)
     with pytest.raises(FlowParseError, match="expands too far"):
         parser._MemberReader(archive).read(info)
+
+
+# --- nesting depth -----------------------------------------------------------------------------
+
+
+def _nested_flow(levels: int, *, padding: int = 0, diagram_levels: int = 0) -> bytes:
+    """A flow whose PKCS#7 signer (alias deep_key) sits in `levels` subprocesses, one inside the
+    other, spliced in as strings (the factory's own nesting recurses). Its deepest element, a
+    property key, is at level levels + 6: definitions, process, the subprocesses, the signer,
+    extensionElements, ifl:property, key. `padding` characters of property text make the
+    document bigger without making it deeper; `diagram_levels` nests plain elements that deep
+    in the diagram, which the where-used walk never reads."""
+    props = {"privateKeyAlias": "deep_key"}
+    if padding:
+        props["wrapContent"] = "x" * padding
+    xml = iflw(step("CallActivity_Deep", "Sign deep", "PKCS7Signer", props))
+    start = xml.index(b"<bpmn2:callActivity")
+    end = xml.index(b"</bpmn2:callActivity>") + len(b"</bpmn2:callActivity>")
+    opens = b"".join(b'<bpmn2:subProcess id="SubProcess_%d">' % n for n in range(levels))
+    xml = xml[:start] + opens + xml[start:end] + b"</bpmn2:subProcess>" * levels + xml[end:]
+    if diagram_levels:
+        plane = xml.index(b"</bpmndi:BPMNPlane>")
+        deep = b"<dc:Deep>" * diagram_levels + b"</dc:Deep>" * diagram_levels
+        xml = xml[:plane] + deep + xml[plane:]
+    return xml
+
+
+def _deep_signer(usages: list[KeyUsage]) -> bool:
+    return [(u.component_id, u.component_type, u.usage, u.alias) for u in usages] == [
+        ("CallActivity_Deep", "PKCS#7 signer", Usage.SIGNING, "deep_key")
+    ]
+
+
+TOO_DEEP = "integration flow 'f': elements nested deeper than 200 levels (the limit)"
+
+
+@pytest.fixture(params=["checked-after-parsing", "checked-while-parsing"])
+def depth_check(request, monkeypatch):
+    """Both ways the depth is checked: documents up to parser._STREAM_XML_BYTES are parsed in
+    one call and checked level by level after; larger ones are counted on expat's events."""
+    after = request.param == "checked-after-parsing"
+    monkeypatch.setattr(parser, "_STREAM_XML_BYTES", parser.MAX_MEMBER_BYTES if after else 0)
+    return request.param
+
+
+def test_fifty_thousand_nested_subprocesses_are_refused_with_the_limit(depth_check):
+    data = flow_zip("b", _nested_flow(50_000), flow_name="f")
+    # A RecursionError (or any other exception) would escape pytest.raises and fail the test.
+    with pytest.raises(FlowParseError) as err:
+        parse_flow_zip(data)
+    assert str(err.value) == TOO_DEEP
+    assert parser.MAX_XML_DEPTH == 200
+
+
+def test_the_depth_limit_is_exact(depth_check):
+    assert parser.MAX_XML_DEPTH == 200
+    at_limit = flow_zip("b", _nested_flow(200 - 6), flow_name="f")
+    assert _deep_signer(parse_flow_zip(at_limit).usages)
+    over = flow_zip("b", _nested_flow(200 - 5), flow_name="f")
+    with pytest.raises(FlowParseError, match="deeper than 200 levels"):
+        parse_flow_zip(over)
+
+
+def test_the_depth_limit_holds_outside_the_process_too(depth_check):
+    data = flow_zip("b", _nested_flow(1, diagram_levels=5_000), flow_name="f")
+    with pytest.raises(FlowParseError) as err:
+        parse_flow_zip(data)
+    assert str(err.value) == TOO_DEEP
+
+
+def test_a_signer_twenty_subprocesses_deep_is_found(depth_check):
+    inner = step("CallActivity_Deep", "Sign deep", "PKCS7Signer", {"privateKeyAlias": "deep_key"})
+    for n in range(20):  # the factory's own subprocess markup, nested 20 levels
+        inner = step(
+            f"SubProcess_{n}",
+            f"Handler {n}",
+            "ErrorEventSubProcessTemplate",
+            tag="subProcess",
+            inner=[inner],
+        )
+    xml = iflw(
+        step("CallActivity_1", "Sign first", "PKCS7Signer", {"privateKeyAlias": "k1"}), inner
+    )
+    usages = parse_flow_zip(flow_zip("b", xml, flow_name="f")).usages
+    assert [(u.component_id, u.alias) for u in usages] == [
+        ("CallActivity_1", "k1"),
+        ("CallActivity_Deep", "deep_key"),
+    ]
+    assert _deep_signer(usages[1:])
+    # The same depth padded past the size at which the check moves into the parse.
+    padded = _nested_flow(20, padding=2 * 256 * 1024)
+    assert len(padded) > 256 * 1024
+    assert _deep_signer(parse_flow_zip(flow_zip("b", padded, flow_name="f")).usages)
+
+
+def test_nothing_recurses_on_the_nesting(depth_check, monkeypatch):
+    # With the cap lifted far above the interpreter's recursion limit, the parse, the depth
+    # check and the walk over the subprocesses all still work: none of them recurses.
+    monkeypatch.setattr(parser, "MAX_XML_DEPTH", 100_000)
+    assert _deep_signer(parse_iflw(_nested_flow(20_000), {}))
+
+
+def test_a_large_deep_document_is_refused_before_the_rest_is_read(monkeypatch):
+    xml = _nested_flow(50_000)
+    assert len(xml) > 2_000_000 > 256 * 1024 == parser._STREAM_XML_BYTES
+    sources = []
+    real_iterparse = parser.DefusedET.iterparse
+
+    def spying_iterparse(source, *args, **kwargs):
+        sources.append(source)
+        return real_iterparse(source, *args, **kwargs)
+
+    def whole_document_parse(*args, **kwargs):
+        raise AssertionError("a large document was parsed in one call")
+
+    monkeypatch.setattr(parser.DefusedET, "iterparse", spying_iterparse)
+    monkeypatch.setattr(parser.DefusedET, "fromstring", whole_document_parse)
+    monkeypatch.setattr(parser.ET, "fromstring", whole_document_parse)
+    with pytest.raises(FlowParseError, match="deeper than 200 levels"):
+        parse_iflw(xml, flow_name="f")
+    (source,) = sources
+    assert source.tell() <= 64 * 1024  # expat read 16 KB at a time and stopped at level 201
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (BILLION_LAUGHS, "DTD or entity declarations is refused"),
+        (
+            BILLION_LAUGHS.decode()
+            .replace('"1.0"?>', '"1.0" encoding="UTF-16"?>')
+            .encode("utf-16"),
+            "DTD or entity declarations is refused",
+        ),
+        (EXTERNAL_ENTITY, "DTD or entity declarations is refused"),
+        (b"", "malformed XML"),
+        (b"<a><b></a>", "malformed XML"),
+        (b"<root/>", "not a BPMN integration flow"),
+    ],
+)
+def test_large_documents_keep_every_refusal(xml, message, monkeypatch):
+    monkeypatch.setattr(parser, "_STREAM_XML_BYTES", 0)  # every document is checked while read
+    with pytest.raises(FlowParseError, match=message) as err:
+        parse_flow_zip(flow_zip("b", xml, flow_name="f"))
+    assert str(err.value).startswith("integration flow 'f': ")
+    assert "\n" not in str(err.value)
+
+
+def test_the_import_refuses_a_deep_flow_with_the_reason(tenant, caplog):
+    """Through the where-used import (the one test here that uses the database): the file is
+    refused with the limit as its reason, not as an unexpected error with a traceback."""
+    from renewals.whereused.models import IntegrationFlow
+    from renewals.whereused.services import import_flow_exports
+
+    deep = flow_zip("com.example.deep", _nested_flow(50_000), flow_name="f")
+    good = flow_zip("com.example.good", _nested_flow(20), flow_name="f")
+    results = import_flow_exports(tenant, [("deep.zip", deep), ("good.zip", good)])
+    assert [(r.name, r.ok) for r in results] == [("deep.zip", False), ("good.zip", True)]
+    assert results[0].message == TOO_DEEP
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert list(IntegrationFlow.objects.values_list("bundle_id", flat=True)) == ["com.example.good"]
 
 
 # --- parameters.prop ---------------------------------------------------------------------------
