@@ -28,7 +28,14 @@ What is exact and what is best-effort
   application data and listen for up to `ALERT_WINDOW` seconds: an alert means rejected; a
   NewSessionTicket (sent only after the server accepted our Finished), data, or a quiet window
   means accepted. A server that rejects silently later cannot be told apart.
-* Host name resolution (`getaddrinfo`) is not bounded by `timeout`; the OS resolver decides.
+* `timeout` bounds the whole test, not each step: name resolution, every address tried, the
+  handshake, the wait for a TLS 1.3 verdict and the second handshake that fetches an untrusted
+  chain all share one deadline. `getaddrinfo` cannot be interrupted, so it runs in a thread that
+  the probe stops waiting for at the deadline (the lookup ends on its own later).
+* Addresses: loopback, link-local, the cloud metadata address and unspecified addresses are
+  refused unless `allowed_networks` covers them (see renewals.connectivity.addresses), on every
+  address the name resolves to, before any socket is opened. The probe then connects only to
+  those checked addresses and never resolves the name again.
 
 Client key material never touches the disk in clear: `ssl` can only load keys from files, so the
 key is written as encrypted PKCS#8 under a random one-time password into a file created by
@@ -48,6 +55,7 @@ import secrets
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +68,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ObjectIdentifier
 
+from renewals.connectivity.addresses import Network, check_addresses
+
 __all__ = [
     "ALERT_WINDOW",
     "MAX_TIMEOUT",
@@ -70,7 +80,9 @@ __all__ = [
     "validate_target",
 ]
 
-MAX_TIMEOUT = 60.0
+# The test runs inside a web request, so all of it must end well before gunicorn kills the worker
+# (30 s by default), leaving time for the page itself.
+MAX_TIMEOUT = 20.0
 # How long to listen after a TLS 1.3 handshake for the server's verdict on our certificate.
 # Servers answer within one round trip; the wait ends early on a session ticket, which OpenSSL,
 # Java and most other stacks send right after accepting the client.
@@ -561,29 +573,115 @@ class _Failure(Exception):
         self.message = message
 
 
-def _connect(host: str, port: int, timeout: float, label: str) -> socket.socket:
+# (family, socket address) of one address to connect to, as getaddrinfo gives it.
+_Target = tuple[int, tuple]
+
+# Host-name lookups running at once in this process. A lookup the probe stopped waiting for keeps
+# its thread until the resolver gives up; the cap keeps a hanging resolver from piling them up.
+_LOOKUPS = threading.BoundedSemaphore(8)
+
+
+def _resolution_timeout(host: str, timeout: float) -> _Failure:
+    return _Failure(
+        Outcome.TIMEOUT,
+        f"The host name '{host}' could not be resolved within {timeout:g} seconds.",
+    )
+
+
+def _lookup(host: str, port: int, deadline: float, timeout: float) -> list:
+    """getaddrinfo for a host name, given up (not interrupted) at the deadline."""
+    if not _LOOKUPS.acquire(timeout=max(deadline - time.monotonic(), 0)):
+        raise _resolution_timeout(host, timeout)
+    answer: dict[str, Any] = {}
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            answer["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as exc:  # handed over to the waiting probe
+            answer["error"] = exc
+        finally:
+            _LOOKUPS.release()
+            done.set()
+
+    threading.Thread(target=look_up, name="tlsprobe-lookup", daemon=True).start()
+    if not done.wait(max(deadline - time.monotonic(), 0)):
+        raise _resolution_timeout(host, timeout)
+    if "error" in answer:
+        raise answer["error"]
+    return answer.get("infos", [])
+
+
+def _resolve(host: str, port: int, deadline: float, timeout: float) -> list[_Target]:
+    """Every address to try for host:port, each once, in the resolver's order."""
     try:
-        return socket.create_connection((host, port), timeout=timeout)
-    except socket.gaierror as exc:
+        if _is_ip_literal(host):
+            # AI_NUMERICHOST: a literal is only parsed, never sent to DNS.
+            infos = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        else:
+            infos = _lookup(host, port, deadline, timeout)
+    except (OSError, UnicodeError) as exc:
         raise _Failure(
             Outcome.NAME_NOT_FOUND,
-            f"The host name '{host}' could not be resolved ({exc.strerror or exc}).",
+            f"The host name '{host}' could not be resolved "
+            f"({getattr(exc, 'strerror', None) or exc}).",
         )
-    except ConnectionRefusedError:
+    targets: list[_Target] = []
+    seen = set()
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
+            seen.add(sockaddr[0])
+            targets.append((family, sockaddr))
+    if not targets:
+        raise _Failure(
+            Outcome.NAME_NOT_FOUND, f"The host name '{host}' has no IPv4 or IPv6 address."
+        )
+    return targets
+
+
+def _open(target: _Target, timeout: float) -> socket.socket:
+    family, sockaddr = target
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect(
+    targets: list[_Target], port: int, deadline: float, timeout: float, label: str
+) -> tuple[socket.socket, _Target]:
+    """A TCP connection to the first checked address that accepts, within the deadline."""
+    error: OSError = TimeoutError()
+    for index, target in enumerate(targets):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            # What is left is shared among the addresses still to try: one address that drops
+            # packets must not use up the whole test before the others get their turn.
+            return _open(target, remaining / (len(targets) - index)), target
+        except OSError as exc:
+            error = exc
+    if isinstance(error, ConnectionRefusedError):
         raise _Failure(
             Outcome.CONNECTION_REFUSED,
             f"{label} refused the connection: nothing accepts connections on port {port}.",
         )
-    except TimeoutError:
+    if isinstance(error, TimeoutError):
         raise _Failure(
             Outcome.TIMEOUT,
             f"{label} did not accept the connection within {timeout:g} seconds "
             "(a firewall may be dropping it).",
         )
-    except OSError as exc:
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
-            raise _Failure(Outcome.PROTOCOL_FAILURE, f"{label} reset the connection at once.")
-        raise _Failure(Outcome.UNREACHABLE, f"{label} cannot be reached: {exc.strerror or exc}.")
+    if error.errno in (errno.ECONNRESET, errno.EPIPE):
+        raise _Failure(Outcome.PROTOCOL_FAILURE, f"{label} reset the connection at once.")
+    raise _Failure(Outcome.UNREACHABLE, f"{label} cannot be reached: {error.strerror or error}.")
 
 
 def _chain_from_socket(tls: ssl.SSLSocket) -> list[bytes]:
@@ -614,15 +712,20 @@ def _to_server_chain(ders: Sequence[bytes]) -> list[ServerCertificate]:
     return chain
 
 
-def _fetch_chain_unverified(host: str, port: int, sni: str | None, timeout: float) -> list[bytes]:
-    """Second handshake with verification off, only to show the operator the server's chain."""
+def _fetch_chain_unverified(target: _Target, sni: str | None, deadline: float) -> list[bytes]:
+    """Second handshake with verification off, only to show the operator the server's chain.
+
+    It goes to the address the first handshake used, within what is left of the deadline.
+    """
     ctx = _client_context(verify_server=False, trusted=(), use_system_trust=False)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return []
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout) as raw,
-            ctx.wrap_socket(raw, server_hostname=sni) as tls,
-        ):
-            return _chain_from_socket(tls)
+        with _open(target, remaining) as raw:
+            raw.settimeout(max(deadline - time.monotonic(), _POLL_SLICE))
+            with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+                return _chain_from_socket(tls)
     except (OSError, ValueError):
         return []
 
@@ -818,7 +921,9 @@ def _listen_for_verdict(
 def _handshake(
     host: str,
     port: int,
+    targets: list[_Target],
     sni: str | None,
+    deadline: float,
     timeout: float,
     ctx: ssl.SSLContext,
     observer: _Observer,
@@ -828,17 +933,18 @@ def _handshake(
     result: ProbeResult,
 ) -> None:
     """Run the probe connection, filling `result`; raises _Failure for any unsuccessful outcome."""
-    deadline = time.monotonic() + timeout
     label = f"{host}:{port}"
-    raw = _connect(host, port, timeout, label)
+    raw, target = _connect(targets, port, deadline, timeout, label)
     with raw:
-        raw.settimeout(max(deadline - time.monotonic(), 0.05))
+        # CPython's handshake keeps one deadline across all its reads and writes (not one per
+        # read), so a server that trickles bytes still cannot stretch it past the test's end.
+        raw.settimeout(max(deadline - time.monotonic(), _POLL_SLICE))
         try:
             tls = ctx.wrap_socket(raw, server_hostname=sni)
         except ssl.SSLCertVerificationError as exc:
             ders = observer.server_chain_der
             if not ders:
-                ders = _fetch_chain_unverified(host, port, sni, max(deadline - time.monotonic(), 1))
+                ders = _fetch_chain_unverified(target, sni, deadline)
             result.server_chain = _to_server_chain(ders)
             raise _verification_failure(exc, result.server_chain, sni or host, trust_configured)
         except ssl.SSLError as exc:
@@ -942,13 +1048,18 @@ def probe(
     trusted: list[x509.Certificate] | None = None,
     use_system_trust: bool = False,
     server_hostname: str | None = None,
+    allowed_networks: Sequence[Network] = (),
 ) -> ProbeResult:
     """Handshake with host:port and explain the outcome; never raises for network problems.
 
     `client_chain` is sent whole (leaf first, then intermediates). `server_hostname` overrides
     the name used for SNI and the host-name check (SNI is not sent for IP literals).
+    `timeout` is the deadline of the whole test (see the module docstring). `allowed_networks`
+    lets the probe reach addresses it refuses otherwise (loopback, link-local, cloud metadata,
+    unspecified).
     Raises ValueError only for invalid arguments (see `validate_target`, plus a client key
-    without chain or a key that does not match the chain's leaf).
+    without chain or a key that does not match the chain's leaf), and AddressRefused (a
+    ValueError) when the host is or resolves to a refused address; no socket is opened then.
     """
     validate_target(host, port, timeout)
     if server_hostname is not None:
@@ -956,6 +1067,7 @@ def probe(
     if (client_key is None) != (not client_chain):
         raise ValueError("A client key needs its certificate chain, and a chain needs its key.")
     started = time.monotonic()
+    deadline = started + timeout
     connect_host = _strip_brackets(host)
     sni = _strip_brackets(server_hostname) if server_hostname else connect_host
     trusted = list(trusted or [])
@@ -975,10 +1087,15 @@ def probe(
     observer = _install_observer(ctx)
     result = ProbeResult(outcome=Outcome.SUCCESS, message="")
     try:
+        targets = _resolve(connect_host, port, deadline, timeout)
+        # AddressRefused is no _Failure: a refused address is refused input, not an outcome.
+        check_addresses(host, [sockaddr[0] for _, sockaddr in targets], allowed_networks)
         _handshake(
             connect_host,
             port,
+            targets,
             sni,
+            deadline,
             timeout,
             ctx,
             observer,

@@ -2,5 +2,7 @@
 
 The pure handshake lives in renewals.tlsprobe; this app adds the Django side: the recorded run
 (models), the one service function that validates, resolves key material and records
-(services), the admin page and result page (admin), and the `connectivity_test` command.
+(services), the addresses a test may reach (addresses, pure), how many tests may run (limits),
+their settings (conf), the admin page and result page (admin), and the `connectivity_test`
+command.
 """

@@ -68,6 +68,7 @@ class ConnectivityTestForm(forms.Form):
         min_value=MIN_TIMEOUT,
         max_value=MAX_TIMEOUT,
         initial=10,
+        help_text="For the whole test: name lookup, connection and handshake.",
         error_messages={
             "min_value": f"The timeout must be from {MIN_TIMEOUT} to {MAX_TIMEOUT:g} seconds.",
             "max_value": f"The timeout must be from {MIN_TIMEOUT} to {MAX_TIMEOUT:g} seconds.",

@@ -1,5 +1,5 @@
 """The record of every TLS connectivity test that was attempted: who, where, with which key, and
-what happened.
+what happened; and the claims of the tests running right now (see limits.py).
 
 A run is written once, after the handshake, and never changed. It holds public facts only: the
 fingerprint of the client certificate that was used, never its private key; the server's
@@ -150,3 +150,28 @@ class ConnectivityTestRun(models.Model):
             "client_certificate_accepted": self.client_certificate_accepted,
             "elapsed_ms": self.elapsed_ms,
         }
+
+
+class RunningConnectivityTest(models.Model):
+    """A test that is running now, holding one of the site's slots and one of its user's.
+
+    The unique slot numbers make a claim a plain insert that only one worker can win, on SQLite
+    and PostgreSQL alike, without locking a table. The row is deleted when the test ends; a row
+    left behind by a killed worker expires (limits.STALE_AFTER).
+    """
+
+    site_slot = models.PositiveSmallIntegerField(unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user_slot = models.PositiveSmallIntegerField()
+    claimed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "running connectivity test"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "user_slot"], name="connectivity_running_one_per_user_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"slot {self.site_slot} since {self.claimed_at:%Y-%m-%d %H:%M:%S}"

@@ -3,7 +3,11 @@
 `run_connectivity_test` is the only way a test runs: the admin page and the `connectivity_test`
 command call it. It checks the permission and every input before any connection is made (a
 refused input raises ConnectivityError and records nothing: only attempted tests are recorded),
-opens the chosen key in memory, runs `renewals.tlsprobe.probe` and records the run.
+holds one of the limited test slots (limits.py), opens the chosen key in memory, runs
+`renewals.tlsprobe.probe` (which refuses loopback, link-local, metadata and unspecified addresses
+unless CONNECTIVITY_ALLOWED_NETWORKS allows them, before any socket is opened; that refusal records
+nothing either) and records the run. The test's timeout is its whole deadline, at most
+tlsprobe.MAX_TIMEOUT, well inside a web worker's time.
 
 `add_server_root_to_keystore` is the only way a certificate from a test result gets into the
 keystore; it goes through keystore.services.import_certificate (its checks and audit record).
@@ -17,8 +21,6 @@ import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,6 +29,7 @@ from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
 from keystore.sealing import SealingError
 from keystore.services import KeystoreError, actor_label, import_certificate, validate_alias
 from renewals import tlsprobe
+from renewals.connectivity import conf, limits
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from renewals.models import PendingSapKey
 
@@ -92,27 +95,23 @@ def _chain_rows(chain: list[tlsprobe.ServerCertificate]) -> list[dict]:
     ]
 
 
-def tests_per_minute() -> int:
-    """Tests one user may start per minute: a connectivity page must not become a port scanner."""
-    return int(getattr(settings, "CONNECTIVITY_TESTS_PER_MINUTE", 20))
-
-
-def _check_rate(actor) -> None:
-    if actor is None:
-        return
-    key = f"connectivity-tests:{actor.pk}"
-    if cache.add(key, 1, 60):
-        return
+def _client_material(tenant: Tenant, alias: str, include_pending: bool):
+    """(key, chain, key used, fingerprint) of the key pair `alias`, or of its new SAP key."""
+    if not alias:
+        return None, None, KeyUsed.NONE, ""
+    entry = _client_entry(tenant, alias)
+    material, key_used = entry, KeyUsed.CURRENT
+    if include_pending:
+        pending = PendingSapKey.objects.filter(entry=entry).first()
+        if pending is not None:
+            material, key_used = pending, KeyUsed.PENDING
     try:
-        count = cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, 60)
-        return
-    if count > tests_per_minute():
-        raise ConnectivityError(
-            f"You started more than {tests_per_minute()} connectivity tests in a minute; "
-            "wait a minute and try again."
-        )
+        # In memory only; tlsprobe hands it to OpenSSL through an encrypted one-time file.
+        key = material.open_private_key()
+    except SealingError as error:
+        raise ConnectivityError(f"The private key of {alias!r} cannot be opened: {error}")
+    # The whole chain is sent: leaf and intermediates.
+    return key, material.certificate_chain(), key_used, material.fingerprint_sha256
 
 
 def run_connectivity_test(
@@ -130,8 +129,10 @@ def run_connectivity_test(
     """Handshake with host:port (SNI = host), optionally with the key pair `alias` (its new SAP
     key if `include_pending` and one is waiting), and record what happened.
 
-    Raises ConnectivityError, without connecting or recording, for a missing permission or bad
-    input. Network and TLS failures are not errors: they are the recorded outcome.
+    Raises ConnectivityError, without connecting or recording, for a missing permission, bad
+    input, a refused address or a reached limit. Network and TLS failures are not errors: they
+    are the recorded outcome. Call it outside a transaction, so that the slot it holds while the
+    test runs counts for every worker.
     """
     _require(actor, permissions.READ_CREDENTIALS, tenant, "run connectivity tests")
     try:
@@ -140,67 +141,56 @@ def run_connectivity_test(
         raise ConnectivityError(str(error))
     if include_pending and not alias:
         raise ConnectivityError("Choose an alias to test its new SAP key.")
-    _check_rate(actor)
-
-    key = None
-    chain: list[x509.Certificate] | None = None
-    key_used, key_fingerprint = KeyUsed.NONE, ""
-    if alias:
-        entry = _client_entry(tenant, alias)
-        material = entry
-        key_used = KeyUsed.CURRENT
-        if include_pending:
-            pending = PendingSapKey.objects.filter(entry=entry).first()
-            if pending is not None:
-                material, key_used = pending, KeyUsed.PENDING
-        try:
-            # In memory only; tlsprobe hands it to OpenSSL through an encrypted one-time file.
-            key = material.open_private_key()
-        except SealingError as error:
-            raise ConnectivityError(f"The private key of {alias!r} cannot be opened: {error}")
-        chain = material.certificate_chain()  # the whole chain is sent: leaf and intermediates
-        key_fingerprint = material.fingerprint_sha256
-
+    allowed_networks = conf.allowed_networks()
+    key, chain, key_used, key_fingerprint = _client_material(tenant, alias, include_pending)
     trusted = _trusted_certificates(tenant) if verify_server else []
-    started_at = timezone.now()
+    use_system_trust = use_system_trust and verify_server
     try:
-        result = tlsprobe.probe(
-            host,
-            port,
-            timeout=timeout,
-            client_key=key,
-            client_chain=chain,
-            verify_server=verify_server,
-            trusted=trusted,
-            use_system_trust=use_system_trust and verify_server,
-        )
-    except ValueError as error:  # a key that does not match its certificate
+        with limits.claim_slot(actor):
+            started_at = timezone.now()
+            try:
+                result = tlsprobe.probe(
+                    host,
+                    port,
+                    timeout=timeout,
+                    client_key=key,
+                    client_chain=chain,
+                    verify_server=verify_server,
+                    trusted=trusted,
+                    use_system_trust=use_system_trust,
+                    allowed_networks=allowed_networks,
+                )
+            except ValueError as error:  # a refused address, or a key not matching its chain
+                raise ConnectivityError(str(error))
+            # Recorded while the slot is held: the per-minute count sees either the slot or
+            # the record, never neither.
+            return ConnectivityTestRun.objects.create(
+                tenant=tenant,
+                actor=actor,
+                actor_label=actor_label(actor),
+                started_at=started_at,
+                host=host,
+                port=port,
+                timeout=timeout,
+                verify_server=verify_server,
+                use_system_trust=use_system_trust,
+                alias=alias,
+                include_pending=include_pending,
+                key_used=key_used,
+                key_fingerprint=key_fingerprint,
+                outcome=result.outcome.value,
+                message=result.message,
+                tls_version=result.tls_version,
+                cipher=result.cipher,
+                server_chain=_chain_rows(result.server_chain),
+                client_certificate_requested=result.client_certificate_requested,
+                acceptable_ca_names=result.acceptable_ca_names,
+                client_certificate_sent=result.client_certificate_sent,
+                client_certificate_accepted=result.client_certificate_accepted,
+                elapsed_ms=result.elapsed_ms,
+            )
+    except limits.LimitReached as error:
         raise ConnectivityError(str(error))
-    return ConnectivityTestRun.objects.create(
-        tenant=tenant,
-        actor=actor,
-        actor_label=actor_label(actor),
-        started_at=started_at,
-        host=host,
-        port=port,
-        timeout=timeout,
-        verify_server=verify_server,
-        use_system_trust=use_system_trust and verify_server,
-        alias=alias,
-        include_pending=include_pending,
-        key_used=key_used,
-        key_fingerprint=key_fingerprint,
-        outcome=result.outcome.value,
-        message=result.message,
-        tls_version=result.tls_version,
-        cipher=result.cipher,
-        server_chain=_chain_rows(result.server_chain),
-        client_certificate_requested=result.client_certificate_requested,
-        acceptable_ca_names=result.acceptable_ca_names,
-        client_certificate_sent=result.client_certificate_sent,
-        client_certificate_accepted=result.client_certificate_accepted,
-        elapsed_ms=result.elapsed_ms,
-    )
 
 
 # -- adding the server's root ----------------------------------------------------------------

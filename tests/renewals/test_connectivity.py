@@ -48,6 +48,7 @@ from tests.renewals.tlsservers import (
 
 RUNNERS = ("IntegrationDeveloper", "Administrator")  # hold NodeManager.readcredentials on A
 HOST = "127.0.0.1"
+pytestmark = pytest.mark.usefixtures("allow_test_servers")
 
 
 @pytest.fixture(autouse=True)
@@ -419,7 +420,7 @@ def no_connection(monkeypatch):
         ("backend.example", 0, {}, "from 1 to 65535"),
         ("backend.example", 65536, {}, "from 1 to 65535"),
         ("backend.example", 443, {"timeout": 0}, "The timeout must be"),
-        ("backend.example", 443, {"timeout": 61}, "The timeout must be"),
+        ("backend.example", 443, {"timeout": 21}, "The timeout must be"),
         ("backend.example", 443, {"timeout": float("nan")}, "The timeout must be"),
         ("backend.example", 443, {"alias": "no_such_alias"}, "no entry with alias"),
         ("backend.example", 443, {"alias": "partner_root"}, "without a private key"),
@@ -659,8 +660,8 @@ PAGE_MISTAKES = [
     ({"port": "0"}, "from 1 to 65535"),
     ({"port": "70000"}, "from 1 to 65535"),
     ({"port": "abc"}, "from 1 to 65535"),
-    ({"timeout": "0"}, "The timeout must be from 1 to 60 seconds"),
-    ({"timeout": "61"}, "The timeout must be from 1 to 60 seconds"),
+    ({"timeout": "0"}, "The timeout must be from 1 to 20 seconds"),
+    ({"timeout": "21"}, "The timeout must be from 1 to 20 seconds"),
     ({"entry": "partner_root"}, "Select a valid choice"),  # a certificate is no choice at all
     ({"entry": "999999"}, "Select a valid choice"),
     ({"include_pending": "on"}, "Choose an alias to test its new SAP key"),

@@ -20,6 +20,7 @@ from tests import pki as pki_factory
 from tests.renewals.tlsservers import TLSServer, make_pki, make_server_pki, refused_port
 
 HOST = "127.0.0.1"
+pytestmark = pytest.mark.usefixtures("allow_test_servers")
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_pending_uses_the_new_sap_key(tenant, sap_entry, server_pki):
         (["--tenant", "tenant-a", "--pending"], "Choose an alias to test its new SAP key."),
         (["--tenant", "tenant-a", "--timeout", "0"], "The timeout must be more than 0"),
         (["--tenant", "tenant-a", "--timeout", "soon"], "The timeout must be more than 0"),
-        (["--tenant", "tenant-a", "--timeout", "120"], "at most 60 seconds"),
+        (["--tenant", "tenant-a", "--timeout", "21"], "at most 20 seconds"),
     ],
 )
 def test_bad_input_exits_one_without_connecting(keystore, monkeypatch, args, message):

@@ -7,10 +7,14 @@ really sends, not against mocks.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import ssl
 import stat
 import tempfile
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from renewals import tlsprobe
-from renewals.tlsprobe import MAX_TIMEOUT, Outcome, ProbeResult, probe, validate_target
+from renewals.connectivity.addresses import parse_networks
+from renewals.tlsprobe import MAX_TIMEOUT, Outcome, ProbeResult, validate_target
 from tests.renewals.tlsservers import (
     TLSServer,
     make_pki,
@@ -33,6 +38,13 @@ from tests.renewals.tlsservers import (
 TLS13 = ssl.TLSVersion.TLSv1_3
 TLS12 = ssl.TLSVersion.TLSv1_2
 VERSIONS = pytest.mark.parametrize("max_version", [TLS13, TLS12], ids=["tls13", "tls12"])
+TEST_SERVERS = parse_networks(["127.0.0.1/32"])
+
+
+def probe(host, port, **kwargs) -> ProbeResult:
+    """tlsprobe.probe, allowed to reach the test servers on 127.0.0.1 (refused by default)."""
+    kwargs.setdefault("allowed_networks", TEST_SERVERS)
+    return tlsprobe.probe(host, port, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +345,8 @@ def test_validation_off_accepts_untrusted_server(server_pki):
     assert len(result.server_chain) == 2
 
 
-def test_sni_is_host_name_but_not_for_ip_literals(server_pki):
+def test_sni_is_host_name_but_not_for_ip_literals(server_pki, fake_dns):
+    fake_dns({"localhost": ["127.0.0.1"]})
     with TLSServer(server_pki.chain[:2], server_pki.leaf_key) as server:
         by_name = probe("localhost", server.port, timeout=5, trusted=[server_pki.root])
         by_ip = probe("127.0.0.1", server.port, timeout=5, trusted=[server_pki.root])
@@ -362,7 +375,7 @@ def test_silent_listener_times_out():
     assert 1500 <= result.elapsed_ms < 4000
 
 
-def test_name_not_found():
+def test_name_not_found(fake_dns):
     result = probe("no-such-host.invalid", 443, timeout=2)
     assert_clean(result)
     assert result.outcome is Outcome.NAME_NOT_FOUND
@@ -375,6 +388,89 @@ def test_plain_tcp_service_is_a_protocol_failure():
     assert_clean(result)
     assert result.outcome is Outcome.PROTOCOL_FAILURE
     assert "did not answer with TLS" in result.message
+
+
+# --------------------------------------------------------------------------- one deadline
+
+
+@contextlib.contextmanager
+def full_backlog_listener():
+    """A port on 127.0.0.1 whose accept queue is full: the kernel drops further SYNs, so a
+    connect() hangs as it does towards a firewall that drops packets."""
+    listener = socket.socket()
+    queued = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):  # never accepted; Linux queues backlog + 1 of them
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(("127.0.0.1", port))
+            queued.append(waiting)
+        yield port
+    finally:
+        for waiting in queued:
+            waiting.close()
+        listener.close()
+
+
+def socket_timeouts(monkeypatch) -> list[float]:
+    """Every timeout the probe gives a socket, in order."""
+    given: list[float] = []
+    real_settimeout = socket.socket.settimeout
+
+    def settimeout(self, value):
+        given.append(value)
+        real_settimeout(self, value)
+
+    monkeypatch.setattr(socket.socket, "settimeout", settimeout)
+    return given
+
+
+def test_all_addresses_of_a_name_share_one_deadline(fake_dns, monkeypatch):
+    """socket.create_connection gives every address the whole timeout; two addresses that drop
+    the connection then take twice the time the operator (and the web worker) allowed."""
+    with full_backlog_listener() as port:
+        fake_dns({"dropping.example": ["127.0.0.1", "::ffff:127.0.0.1"]})
+        given = socket_timeouts(monkeypatch)
+        result = probe("dropping.example", port, timeout=1)
+    assert result.outcome is Outcome.TIMEOUT
+    assert "did not accept the connection within 1 seconds" in result.message
+    assert len(given) == 2  # both addresses were tried ...
+    assert sum(given) <= 1  # ... within the one second of the test
+
+
+def test_a_hanging_resolver_ends_with_the_deadline(monkeypatch):
+    release = threading.Event()
+
+    def hanging(*args, **kwargs):
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        result = probe("slow.example", 443, timeout=0.3)
+    finally:
+        release.set()
+    assert_clean(result)
+    assert result.outcome is Outcome.TIMEOUT
+    assert "'slow.example' could not be resolved within 0.3 seconds" in result.message
+
+
+def test_the_handshake_gets_only_what_the_lookup_left(monkeypatch):
+    with silent_listener() as (host, port):
+
+        def slow(name, port, *args, **kwargs):
+            time.sleep(0.4)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (host, port))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", slow)
+        given = socket_timeouts(monkeypatch)
+        result = probe("slow.example", port, timeout=1)
+    assert result.outcome is Outcome.TIMEOUT
+    assert "did not complete the TLS handshake within 1 seconds" in result.message
+    assert given and max(given) <= 0.6
 
 
 # --------------------------------------------------------------------------- openssl s_server

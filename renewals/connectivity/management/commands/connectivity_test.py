@@ -1,7 +1,8 @@
 """Run a TLS connectivity test from the command line (the same function as the admin page).
 
-Exit status: 0 when the test succeeded, 1 for bad input (nothing was attempted or recorded),
-2 when the test ran and failed (it is recorded; the report says what failed).
+Exit status: 0 when the test succeeded, 1 for bad input or a refused address (nothing was
+attempted or recorded), 2 when the test ran and failed (it is recorded; the report says what
+failed).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout",
             default=str(DEFAULT_TIMEOUT),
-            help=f"seconds, more than 0 and at most {MAX_TIMEOUT:g} (default {DEFAULT_TIMEOUT:g})",
+            help=f"seconds for the whole test, more than 0 and at most {MAX_TIMEOUT:g} "
+            f"(default {DEFAULT_TIMEOUT:g})",
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
