@@ -12,9 +12,11 @@ Formats:
 
 Why there is a PKCS#12 reader of our own: ``cryptography``'s ``pkcs12.load_pkcs12`` returns a
 single private key and turns every other entry into an anonymous "additional certificate".
-A keystore holds many key pairs, so :func:`load_pkcs12` lets ``cryptography`` check the password
-(the MAC) and then walks the PKCS#12 structure itself to read every SafeBag with its
-friendlyName (the alias) and localKeyId (which certificate belongs to which key).
+A keystore holds many key pairs, so :func:`load_pkcs12` walks the PKCS#12 structure itself to
+read every SafeBag with its friendlyName (the alias) and localKeyId (which certificate belongs
+to which key). Walking it first also prices every key derivation the file asks for (MAC,
+encrypted safes, shrouded keys at any depth; JKS and JCEKS keys likewise) and refuses a file
+that asks too much before any of that work is done.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import functools
 import hashlib
 import hmac
 import itertools
+import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,22 +45,35 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.padding import PSS, PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import base, char, univ
-from pyasn1_modules import rfc5652, rfc5958, rfc7292, rfc8018
+from pyasn1_modules import rfc5652, rfc5958, rfc7292, rfc7914, rfc8018
 
 MAX_CERTIFICATE_BYTES = 64 * 1024
 MAX_KEYSTORE_BYTES = 1024 * 1024
 
-#: PBKDF2 rounds for exported PKCS#12 files (AES-256-CBC, PBKDF2-HMAC-SHA256).
+#: Key-derivation rounds for exported PKCS#12 files: PBKDF2-HMAC-SHA256 for the keys and
+#: certificates (AES-256-CBC), and as many for the MAC's key.
 PKCS12_KDF_ROUNDS = 100_000
 
-#: Upper bound for any key-derivation iteration count found in an uploaded file, so that a
-#: hostile file cannot keep a worker busy for minutes. Real files use 2,048 to 600,000.
-MAX_KDF_ITERATIONS = 2_000_000
+# Key-derivation work that an uploaded file may ask for, in PBKDF2-equivalent iterations (one
+# PBKDF2-HMAC-SHA256 iteration in OpenSSL; see "key-derivation cost" below), so that a hostile
+# file cannot keep a worker busy for minutes.
+
+#: One derivation: about 0.75 s. Real files ask for 2,048 (OpenSSL) to 600,000 (OWASP's advice
+#: for PBKDF2-SHA256); a JCEKS key at keytool's 200,000 iterations costs 2,200,000.
+MAX_KDF_ITERATIONS = 5_000_000
+#: A whole file: about 3.6 s. A keystore that keytool writes with its defaults costs 10,000 per
+#: key pair (PBES2, PBKDF2-SHA256, 10,000 iterations) plus about 40,000 for the certificates
+#: and the MAC: 2,000 key pairs need 20,040,000.
+MAX_KDF_WORK = 24_000_000
+#: scrypt's memory (128 * r * (N + p + 2) bytes): OpenSSL's own default ceiling, twice what
+#: ``openssl pkcs8 -scrypt`` uses.
+MAX_SCRYPT_MEMORY = 32 * 1024 * 1024
 
 JKS_MAGIC = b"\xfe\xed\xfe\xed"
 JCEKS_MAGIC = b"\xce\xce\xce\xce"
@@ -108,11 +124,14 @@ class KeystoreItem:
     names neither the key nor its certificate (the caller decides what to call it).
     ``private_key`` is ``None`` for a trusted certificate entry, whose ``chain`` is ``[cert]``;
     for a key pair, ``chain`` runs from the key's own certificate (first) towards the root.
+    ``problem`` says why an entry cannot be taken (a DSA key, a key under another password);
+    such an item has neither key nor chain.
     """
 
     alias: str
     private_key: PrivateKey | None
     chain: list[x509.Certificate]
+    problem: str = ""
 
 
 # --------------------------------------------------------------------------- facts
@@ -359,20 +378,31 @@ def _checked_size(data: bytes, limit: int, limit_text: str, kind: str) -> bytes:
 
 
 def load_keystore(data: bytes, password: str) -> list[KeystoreItem]:
-    """Read a JKS/JCEKS keystore (recognised by its magic number) or a PKCS#12 file."""
+    """Read a JKS/JCEKS keystore (recognised by its magic number) or a PKCS#12 file, to be
+    merged entry by entry: an entry that cannot be taken (a DSA key, a key under another
+    password, a key of an unsupported type) comes back as an item with its ``problem``.
+    """
     data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
     if not data:
         raise CryptoError("The file is empty.")
     if data[:4] in (JKS_MAGIC, JCEKS_MAGIC):
-        return load_jks(data, password)
-    return load_pkcs12(data, password)
+        return load_jks(data, password, entry_problems=True)
+    return load_pkcs12(data, password, entry_problems=True)
 
 
-def load_jks(data: bytes, password: str) -> list[KeystoreItem]:
+def _without_problems(items: list[KeystoreItem]) -> list[KeystoreItem]:
+    for item in items:
+        if item.problem:
+            raise CryptoError(item.problem)
+    return items
+
+
+def load_jks(data: bytes, password: str, *, entry_problems: bool = False) -> list[KeystoreItem]:
     """Read a Java JKS or JCEKS keystore: its key pairs and trusted certificates.
 
     Secret (symmetric) key entries of a JCEKS file are skipped. Each private key must be
-    protected by the keystore password, which is how keytool writes them by default.
+    protected by the keystore password, which is how keytool writes them by default. A key that
+    cannot be taken refuses the file, or with ``entry_problems`` becomes an item with a problem.
     """
     data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
     if not data:
@@ -380,11 +410,12 @@ def load_jks(data: bytes, password: str) -> list[KeystoreItem]:
     if data[:4] not in (JKS_MAGIC, JCEKS_MAGIC):
         raise CryptoError("Not a JKS or JCEKS keystore.")
     try:
-        return _load_jks(data, password)
+        items = _load_jks(data, password)
     except CryptoError:
         raise
     except Exception:
         raise CryptoError("The Java keystore could not be read; it may be damaged.") from None
+    return items if entry_problems else _without_problems(items)
 
 
 def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
@@ -396,17 +427,21 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
         raise CryptoError(
             "The Java keystore could not be read; it may be damaged or truncated."
         ) from None
+    costs = {
+        alias: _jks_key_cost(entry)
+        for alias, entry in store.entries.items()
+        if isinstance(entry, jks.PrivateKeyEntry)
+    }
+    budget = _KdfBudget()
+    budget.plan(costs.values())
     items: list[KeystoreItem] = []
     for alias, entry in store.entries.items():
         if isinstance(entry, jks.PrivateKeyEntry):
-            try:
-                entry.decrypt(password)
-            except Exception:
-                raise CryptoError(
-                    f"The key '{alias}' is protected by a password other than the keystore "
-                    "password; give it the keystore password and try again."
-                ) from None
-            key = _load_unencrypted_key(entry.pkey_pkcs8, f"The key '{alias}'")
+            budget.spend(costs[alias])
+            key, problem = _jks_private_key(alias, entry, password)
+            if key is None:
+                items.append(KeystoreItem(alias=alias, private_key=None, chain=[], problem=problem))
+                continue
             chain = [
                 _parse_der_certificate(der, f"A certificate of '{alias}'")
                 for cert_type, der in entry.cert_chain
@@ -425,6 +460,159 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
     return items
 
 
+def _jks_private_key(alias: str, entry: Any, password: str) -> tuple[PrivateKey | None, str]:
+    """The entry's key, or None and the reason it cannot be taken."""
+    what = f"The key '{alias}'"
+    try:
+        entry.decrypt(password)
+    except jks.util.DecryptionFailureException:
+        return None, (
+            f"{what} is protected by a password other than the keystore password; "
+            "give it the keystore password and try again."
+        )
+    except jks.util.UnexpectedAlgorithmException:
+        return None, f"{what} is protected by an algorithm that is not supported."
+    except Exception:
+        return None, f"{what} could not be decrypted; it may be damaged."
+    try:
+        return _supported_key(_loaded_key(entry.pkey_pkcs8, what), what), ""
+    except CryptoError as error:
+        return None, str(error)
+
+
+_JKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.17.1.1")
+_JCEKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.19.1")
+
+
+def _jks_key_cost(entry: Any) -> int:
+    """What pyjks will spend to decrypt the entry's key, read before it is asked to."""
+    # pyjks keeps the protected key in a private attribute and offers no other way to see the
+    # iteration count before its decrypt() spends it.
+    info, _ = ber_decoder.decode(
+        bytes(entry._encrypted), asn1Spec=rfc5958.EncryptedPrivateKeyInfo()
+    )
+    algorithm = info["encryptionAlgorithm"]
+    if algorithm["algorithm"] == _JCEKS_KEY_PROTECTOR:
+        parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+        params, _ = ber_decoder.decode(parameters, asn1Spec=rfc8018.PBEParameter())
+        return int(params["iterationCount"]) * _JCEKS_WEIGHT
+    if algorithm["algorithm"] == _JKS_KEY_PROTECTOR:
+        # one SHA-1 of the password per 20 bytes of key stream, and one to check the result
+        return (len(bytes(info["encryptedData"])) // 20 + 2) * _PYTHON_HASH_WEIGHTS["sha1"]
+    return 0  # pyjks refuses other algorithms without deriving anything
+
+
+# ---- key-derivation cost
+#
+# A password-protected file tells the reader how much work its keys take to derive: iteration
+# counts, scrypt's N, r and p. A hostile file asks for minutes of work in a kilobyte, so every
+# derivation is priced before anything is derived, each one against MAX_KDF_ITERATIONS and the
+# whole file against MAX_KDF_WORK. The unit is one iteration of PBKDF2-HMAC-SHA256 in OpenSSL
+# (0.15 µs on the 2-core machine these figures were measured on); the weights below turn the
+# other derivations into that unit, per iteration and per output block of the hash.
+
+_PBKDF2_WEIGHTS: dict[univ.ObjectIdentifier, tuple[int, int]] = {  # PRF -> (block bytes, weight)
+    rfc8018.id_hmacWithSHA1: (20, 1),
+    rfc8018.id_hmacWithSHA224: (28, 1),
+    rfc8018.id_hmacWithSHA256: (32, 1),
+    rfc8018.id_hmacWithSHA384: (48, 4),
+    rfc8018.id_hmacWithSHA512: (64, 4),
+}
+#: The PKCS#12 key derivation hashes once per iteration and block: in Python (our decryption and
+#: MAC check) that costs about three PBKDF2 iterations, in cryptography's Rust about two.
+_PYTHON_HASH_WEIGHTS = {"sha1": 3, "sha224": 3, "sha256": 3, "sha384": 6, "sha512": 6}
+_PBKDF1_WEIGHT = 2  # PKCS#5 PBES1 (MD5 or SHA-1 with DES or RC2), in cryptography
+_SCRYPT_WEIGHT = 4  # per N * r * p
+_JCEKS_WEIGHT = 11  # per iteration: two MD5 hashes in pyjks's Python loop
+_PBES1_OIDS = {f"1.2.840.113549.1.5.{n}" for n in (1, 3, 4, 6, 10, 11)}
+_PBES2_KEY_LENGTHS = {
+    "2.16.840.1.101.3.4.1.2": 16,  # AES-128-CBC
+    "2.16.840.1.101.3.4.1.22": 24,  # AES-192-CBC
+    "2.16.840.1.101.3.4.1.42": 32,  # AES-256-CBC
+    "1.2.840.113549.3.7": 24,  # DES-EDE3-CBC
+    "1.2.840.113549.3.2": 16,  # RC2-CBC
+    "1.3.14.3.2.7": 8,  # DES-CBC
+}
+_MiB = 1024 * 1024
+
+
+class _KdfBudget:
+    """The key-derivation work one file may cost.
+
+    ``plan`` is told the work still to come and refuses the file before any of it is spent;
+    ``spend`` is called right before each derivation, so that work the plan could not foresee
+    (a second password encoding, a retry) can never exceed the limit either.
+    """
+
+    def __init__(self) -> None:
+        self.spent = 0
+
+    def plan(self, costs: Iterable[int]) -> None:
+        total = self.spent
+        for cost in costs:
+            if cost > MAX_KDF_ITERATIONS:
+                raise CryptoError(
+                    f"A key derivation in the file needs {cost:,} PBKDF2-equivalent iterations; "
+                    f"the limit is {MAX_KDF_ITERATIONS:,}."
+                )
+            total += cost
+        if total > MAX_KDF_WORK:
+            raise CryptoError(
+                f"The file needs more key-derivation work than allowed ({total:,} "
+                f"PBKDF2-equivalent iterations in total; the limit is {MAX_KDF_WORK:,})."
+            )
+
+    def spend(self, cost: int) -> None:
+        self.plan([cost])
+        self.spent += cost
+
+
+def _kdf_cost(algorithm: Any) -> int:
+    """The cost of deriving the key of a password-based encryption scheme.
+
+    A scheme that cannot be priced is refused: an uncounted derivation is how scrypt once
+    passed as free.
+    """
+    oid = str(algorithm["algorithm"])
+    parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+    if oid == str(rfc8018.id_PBES2):
+        params = _decode(parameters, rfc8018.PBES2_params())
+        key_length = _PBES2_KEY_LENGTHS.get(str(params["encryptionScheme"]["algorithm"]), 32)
+        return _pbes2_kdf_cost(params["keyDerivationFunc"], key_length)
+    if oid.startswith(_PKCS12_PBE) and oid[len(_PKCS12_PBE) :] in _PKCS12_PBE_SCHEMES:
+        cipher_name, key_length, _ = _PKCS12_PBE_SCHEMES[oid[len(_PKCS12_PBE) :]]
+        iterations = int(_decode(parameters, rfc7292.Pkcs_12PbeParams())["iterations"])
+        blocks = -(-key_length // 20) + (0 if cipher_name == "rc4" else 1)  # key, then IV
+        return iterations * blocks * _PYTHON_HASH_WEIGHTS["sha1"]
+    if oid in _PBES1_OIDS:
+        return int(_decode(parameters, rfc8018.PBEParameter())["iterationCount"]) * _PBKDF1_WEIGHT
+    raise CryptoError("The PKCS#12 file uses an encryption algorithm that is not supported.")
+
+
+def _pbes2_kdf_cost(kdf: Any, key_length: int) -> int:
+    if kdf["algorithm"] == rfc8018.id_PBKDF2:
+        params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
+        if params["keyLength"].isValue:
+            key_length = int(params["keyLength"])
+        # an unknown PRF is refused when it is used; until then it counts like SHA-512 blocks
+        block, weight = _PBKDF2_WEIGHTS.get(params["prf"]["algorithm"], (20, 4))
+        return int(params["iterationCount"]) * -(-key_length // block) * weight
+    if kdf["algorithm"] == rfc7914.id_scrypt:
+        params = _decode(bytes(kdf["parameters"]), rfc7914.Scrypt_params())
+        n, r, p = (int(params[name]) for name in _SCRYPT_PARAMETERS)
+        memory = 128 * r * (n + p + 2)  # as OpenSSL counts it against its own maxmem
+        if memory > MAX_SCRYPT_MEMORY:
+            raise CryptoError(
+                f"A key derivation in the file needs {-(-memory // _MiB):,} MiB of memory "
+                f"(scrypt); the limit is {MAX_SCRYPT_MEMORY // _MiB} MiB."
+            )
+        return n * r * p * _SCRYPT_WEIGHT
+    raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
+
+
+_SCRYPT_PARAMETERS = ("costParameter", "blockSize", "parallelizationParameter")
+
+
 # ---- PKCS#12
 
 
@@ -439,7 +627,7 @@ class _DamagedError(Exception):
 
 @dataclass
 class _KeyBag:
-    key: PrivateKey
+    key: object | None  # as cryptography loaded it (any type), None when unreadable
     name: str | None
     local_key_id: bytes | None
 
@@ -452,57 +640,113 @@ class _CertBag:
     trusted: bool
 
 
-def load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
+def load_pkcs12(data: bytes, password: str, *, entry_problems: bool = False) -> list[KeystoreItem]:
     """Read every key pair and certificate of a PKCS#12 file.
 
     Each private key becomes one item under its friendlyName (else its certificate's, else
     ``""``) with its own chain: the certificate with the same localKeyId (or else the same
     public key) first, then its issuers found among the file's certificates. Certificates
     marked as trusted by Java, and certificates that belong to no key's chain, become
-    certificate items. CRL and secret bags are ignored.
+    certificate items. CRL and secret bags are ignored. A key that cannot be taken (DSA, an
+    unsupported type, undecryptable) refuses the file, or with ``entry_problems`` becomes an
+    item with a problem.
     """
     data = _checked_size(data, MAX_KEYSTORE_BYTES, "1 MiB", "a keystore file")
     if not data:
         raise CryptoError("The file is empty.")
     try:
-        return _load_pkcs12(data, password)
+        items = _load_pkcs12(data, password)
     except CryptoError:
         raise
     except Exception:
         raise CryptoError("The PKCS#12 file could not be read; it may be damaged.") from None
+    return items if entry_problems else _without_problems(items)
 
 
 def _load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
     try:
-        contents = _authenticated_safe(data)
+        mac_data, content, contents = _pfx_parts(data)
+        # Unencrypted SafeContents (where keytool keeps the shrouded keys) are decoded once,
+        # for pricing and for reading: decoding is the slow part of a large file.
+        plain = [_plain_bags(content_info) for content_info in contents]
+        safes = [
+            _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
+            for content_info, bags in zip(contents, plain, strict=True)
+            if bags is None and content_info["contentType"] == rfc5652.id_encryptedData
+        ]
     except CryptoError:
         raise
     except Exception:
         raise CryptoError("Not a PKCS#12 file, or the file is damaged or truncated.") from None
-    # Unencrypted SafeContents (where keytool keeps the shrouded keys) are decoded once, for
-    # the iteration check and for reading: decoding is the slow part of a large file.
-    plain = [_plain_safe_contents(content_info) for content_info in contents]
-    if any(count > MAX_KDF_ITERATIONS for count in _visible_iteration_counts(contents, plain)):
-        raise _too_many_iterations()
-    # cryptography verifies the MAC, which is how a wrong password shows up reliably.
-    try:
-        pkcs12.load_pkcs12(data, password.encode("utf-8") if password else None)
-    except Exception:
-        raise CryptoError("Wrong password or damaged PKCS#12 file.") from None
+    budget = _KdfBudget()
+    budget.plan(
+        [
+            _mac_cost(mac_data),
+            *(
+                _kdf_cost(safe["encryptedContentInfo"]["contentEncryptionAlgorithm"])
+                for safe in safes
+            ),
+            *(cost for bags in plain if bags is not None for _, cost in bags),
+        ]
+    )
+    _verify_mac(mac_data, content, password, budget)
+    bags = []
+    for content_info, plain_bags in zip(contents, plain, strict=True):
+        if plain_bags is None:
+            plain_bags = _priced(_leaf_bags(_safe_contents(content_info, password, budget)))
+        bags.extend(plain_bags)
+    # Keys inside encrypted safes are priced now that they can be seen, before any is derived.
+    budget.plan(cost for _, cost in bags)
     keys: list[_KeyBag] = []
     certs: list[_CertBag] = []
-    for content_info, bags in zip(contents, plain, strict=True):
-        for bag in bags if bags is not None else _safe_contents(content_info, password):
-            _read_bag(bag, password, keys, certs, depth=0)
+    for bag, cost in bags:
+        _read_bag(bag, cost, password, budget, keys, certs)
     return _pkcs12_items(keys, certs)
 
 
-def _plain_safe_contents(content_info: Any) -> list[Any] | None:
-    """The bags of an unencrypted (id-data) content, None for any other content type."""
+def _pfx_parts(data: bytes) -> tuple[Any, bytes, list[Any]]:
+    """The MAC data, the MAC'd content and the ContentInfos of a PKCS#12 file."""
+    pfx, _ = ber_decoder.decode(data, asn1Spec=rfc7292.PFX())
+    if pfx["authSafe"]["contentType"] != rfc5652.id_data:
+        raise CryptoError(
+            "The PKCS#12 file is protected by a public key instead of a password; "
+            "this is not supported."
+        )
+    content = bytes(_decode(bytes(pfx["authSafe"]["content"]), univ.OctetString()))
+    return pfx["macData"], content, list(_decode(content, rfc7292.AuthenticatedSafe()))
+
+
+def _plain_bags(content_info: Any) -> list[tuple[Any, int]] | None:
+    """The priced bags of an unencrypted (id-data) content, None for any other content type."""
     if content_info["contentType"] != rfc5652.id_data:
         return None
     plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
-    return list(_decode(plain, rfc7292.SafeContents()))
+    return _priced(_leaf_bags(_decode(plain, rfc7292.SafeContents())))
+
+
+def _leaf_bags(bags: Iterable[Any], depth: int = 0) -> list[Any]:
+    """The bags, with the bags of nested safeContents bags in their place."""
+    found = []
+    for bag in bags:
+        if bag["bagId"] != rfc7292.id_safeContentsBag:
+            found.append(bag)
+            continue
+        if depth >= _MAX_NESTING:
+            raise _DamagedError("nested too deep")
+        found.extend(_leaf_bags(_decode(bytes(bag["bagValue"]), rfc7292.SafeContents()), depth + 1))
+    return found
+
+
+def _priced(bags: list[Any]) -> list[tuple[Any, int]]:
+    """Each bag with what decrypting it costs (0 for all but shrouded keys)."""
+    priced = []
+    for bag in bags:
+        cost = 0
+        if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
+            info = _decode(bytes(bag["bagValue"]), rfc5958.EncryptedPrivateKeyInfo())
+            cost = _kdf_cost(info["encryptionAlgorithm"])
+        priced.append((bag, cost))
+    return priced
 
 
 def _decode(data: bytes, spec: base.Asn1Type) -> Any:
@@ -512,64 +756,86 @@ def _decode(data: bytes, spec: base.Asn1Type) -> Any:
     return value
 
 
-def _authenticated_safe(data: bytes) -> list[Any]:
-    pfx, _ = ber_decoder.decode(data, asn1Spec=rfc7292.PFX())
-    if pfx["authSafe"]["contentType"] != rfc5652.id_data:
-        raise CryptoError(
-            "The PKCS#12 file is protected by a public key instead of a password; "
-            "this is not supported."
-        )
-    mac_data = pfx["macData"]
-    if mac_data.isValue and int(mac_data["iterations"]) > MAX_KDF_ITERATIONS:
-        raise _too_many_iterations()
-    content = _decode(bytes(pfx["authSafe"]["content"]), univ.OctetString())
-    safe = _decode(bytes(content), rfc7292.AuthenticatedSafe())
-    return list(safe)
+# ---- the MAC
 
 
-def _visible_iteration_counts(
-    contents: list[Any], plain: list[list[Any] | None] | None = None
-) -> Iterator[int]:
-    """Iteration counts readable before decryption, checked before anything is derived.
+_MAC_HASHES = {
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
+_HMAC_HASHES = {
+    rfc8018.id_hmacWithSHA1: "sha1",
+    rfc8018.id_hmacWithSHA224: "sha224",
+    rfc8018.id_hmacWithSHA256: "sha256",
+    rfc8018.id_hmacWithSHA384: "sha384",
+    rfc8018.id_hmacWithSHA512: "sha512",
+}
+_UNSUPPORTED_MAC = "The PKCS#12 file uses a MAC algorithm that is not supported."
 
-    `plain` holds the already decoded bags of each unencrypted content (`_plain_safe_contents`).
+
+def _mac_cost(mac_data: Any) -> int:
+    if not mac_data.isValue:
+        return 0
+    algorithm = mac_data["mac"]["digestAlgorithm"]
+    if algorithm["algorithm"] == rfc8018.id_PBMAC1:
+        params = _decode(bytes(algorithm["parameters"]), rfc8018.PBMAC1_params())
+        return _pbes2_kdf_cost(params["keyDerivationFunc"], 32)
+    digest = _MAC_HASHES.get(str(algorithm["algorithm"]))
+    if digest is None:
+        raise CryptoError(_UNSUPPORTED_MAC)
+    return int(mac_data["iterations"]) * _PYTHON_HASH_WEIGHTS[digest]
+
+
+def _verify_mac(mac_data: Any, content: bytes, password: str, budget: _KdfBudget) -> None:
+    """Check the password against the MAC, which is how a wrong password shows reliably.
+
+    A file without a MAC is read as OpenSSL reads it; a wrong password then shows when the
+    keys are decrypted.
     """
-    if plain is None:
-        plain = [_plain_safe_contents(content_info) for content_info in contents]
-    for content_info, bags in zip(contents, plain, strict=True):
-        content_type = content_info["contentType"]
-        if content_type == rfc5652.id_encryptedData:
-            encrypted = _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
-            yield _iteration_count(encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"])
-        elif bags is not None:
-            for bag in bags:
-                if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
-                    info = _decode(bytes(bag["bagValue"]), rfc5958.EncryptedPrivateKeyInfo())
-                    yield _iteration_count(info["encryptionAlgorithm"])
+    if not mac_data.isValue:
+        return
+    algorithm = mac_data["mac"]["digestAlgorithm"]
+    expected = bytes(mac_data["mac"]["digest"])
+    cost = _mac_cost(mac_data)
+    if algorithm["algorithm"] == rfc8018.id_PBMAC1:
+        # RFC 9579: PBKDF2 over the password as UTF-8, then HMAC; macSalt and iterations unused
+        params = _decode(bytes(algorithm["parameters"]), rfc8018.PBMAC1_params())
+        digest = _HMAC_HASHES.get(params["messageAuthScheme"]["algorithm"])
+        if digest is None or params["keyDerivationFunc"]["algorithm"] != rfc8018.id_PBKDF2:
+            raise CryptoError(_UNSUPPORTED_MAC)
+        budget.spend(cost)
+        key = _pbkdf2_key(params["keyDerivationFunc"], password.encode("utf-8"), None)
+        if hmac.compare_digest(hmac.new(key, content, digest).digest(), expected):
+            return
+    else:
+        digest = _MAC_HASHES[str(algorithm["algorithm"])]
+        salt, iterations = bytes(mac_data["macSalt"]), int(mac_data["iterations"])
+        for secret in _bmp_secrets(password):
+            budget.spend(cost)
+            size = hashlib.new(digest).digest_size
+            key = _pkcs12_kdf(secret, salt, iterations, purpose=3, size=size, digest=digest)
+            if hmac.compare_digest(hmac.new(key, content, digest).digest(), expected):
+                return
+    raise CryptoError("Wrong password or damaged PKCS#12 file.")
 
 
-def _iteration_count(algorithm: Any) -> int:
-    oid = str(algorithm["algorithm"])
-    parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
-    if oid == str(rfc8018.id_PBES2):
-        kdf = _decode(parameters, rfc8018.PBES2_params())["keyDerivationFunc"]
-        if kdf["algorithm"] == rfc8018.id_PBKDF2:
-            kdf_params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
-            return int(kdf_params["iterationCount"])
-    elif oid.startswith(_PKCS12_PBE):
-        return int(_decode(parameters, rfc7292.Pkcs_12PbeParams())["iterations"])
-    return 0
+def _bmp_secrets(password: str) -> list[bytes]:
+    """The password as the PKCS#12 key derivation takes it: BMPString bytes with a terminating
+    zero. An empty password has two encodings in the wild (two zero bytes, or nothing)."""
+    secrets = [password.encode("utf-16-be") + b"\x00\x00"]
+    if not password:
+        secrets.append(b"")
+    return secrets
 
 
-def _too_many_iterations() -> CryptoError:
-    return CryptoError("The file uses an unreasonably high key-derivation iteration count.")
+# ---- SafeContents and bags
 
 
-def _safe_contents(content_info: Any, password: str) -> list[Any]:
+def _safe_contents(content_info: Any, password: str, budget: _KdfBudget) -> list[Any]:
     content_type = content_info["contentType"]
-    if content_type == rfc5652.id_data:
-        plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
-        return list(_decode(plain, rfc7292.SafeContents()))
     if content_type == rfc5652.id_encryptedData:
         encrypted = _decode(bytes(content_info["content"]), rfc5652.EncryptedData())
         info = encrypted["encryptedContentInfo"]
@@ -578,7 +844,7 @@ def _safe_contents(content_info: Any, password: str) -> list[Any]:
         algorithm = info["contentEncryptionAlgorithm"]
         return list(
             _first_that_decodes(
-                _pbe_decrypt(algorithm, bytes(info["encryptedContent"]), password),
+                _pbe_decrypt(algorithm, bytes(info["encryptedContent"]), password, budget),
                 rfc7292.SafeContents(),
             )
         )
@@ -607,18 +873,20 @@ def _decode_or_none(data: bytes, spec: base.Asn1Type) -> Any:
 
 def _read_bag(
     bag: Any,
+    cost: int,
     password: str,
+    budget: _KdfBudget,
     keys: list[_KeyBag],
     certs: list[_CertBag],
-    depth: int,
 ) -> None:
     bag_id = bag["bagId"]
     value = bytes(bag["bagValue"])
     name, local_key_id, trusted = _bag_attributes(bag)
     if bag_id == rfc7292.id_keyBag:
-        keys.append(_KeyBag(_load_unencrypted_key(value, "A key"), name, local_key_id))
+        keys.append(_KeyBag(_private_key_or_none(value, None), name, local_key_id))
     elif bag_id == rfc7292.id_pkcs8ShroudedKeyBag:
-        keys.append(_KeyBag(_decrypt_shrouded_key(value, password), name, local_key_id))
+        key = _decrypt_shrouded_key(value, cost, password, budget)
+        keys.append(_KeyBag(key, name, local_key_id))
     elif bag_id == rfc7292.id_certBag:
         cert_bag = _decode(value, rfc7292.CertBag())
         if cert_bag["certId"] != _X509_CERTIFICATE_TYPE:
@@ -626,11 +894,6 @@ def _read_bag(
         der = bytes(_decode(bytes(cert_bag["certValue"]), univ.OctetString()))
         cert = _parse_der_certificate(der, "A certificate in the PKCS#12 file")
         certs.append(_CertBag(cert, name, local_key_id, trusted))
-    elif bag_id == rfc7292.id_safeContentsBag:
-        if depth >= _MAX_NESTING:
-            raise _DamagedError("nested too deep")
-        for inner in _decode(value, rfc7292.SafeContents()):
-            _read_bag(inner, password, keys, certs, depth + 1)
     # CRL bags and secret bags (symmetric keys) have no place in this keystore.
 
 
@@ -655,12 +918,11 @@ def _bag_attributes(bag: Any) -> tuple[str | None, bytes | None, bool]:
     return name, local_key_id, trusted
 
 
-def _load_unencrypted_key(der: bytes, what: str) -> PrivateKey:
+def _loaded_key(der: bytes, what: str) -> object:
     try:
-        key = serialization.load_der_private_key(der, password=None)
+        return serialization.load_der_private_key(der, password=None)
     except Exception:
         raise CryptoError(f"{what} could not be read; the file may be damaged.") from None
-    return _supported_key(key, what)
 
 
 def _supported_key(key: object, what: str) -> PrivateKey:
@@ -671,19 +933,28 @@ def _supported_key(key: object, what: str) -> PrivateKey:
     return key
 
 
-def _decrypt_shrouded_key(der: bytes, password: str) -> PrivateKey:
-    """Decrypt a pkcs8ShroudedKeyBag; cryptography knows PBES2 and the common PBES1 schemes."""
+def _decrypt_shrouded_key(
+    der: bytes, cost: int, password: str, budget: _KdfBudget
+) -> object | None:
+    """Decrypt a pkcs8ShroudedKeyBag (None when the password does not open it).
+
+    cryptography knows PBES2 and PBES1; our own decryption adds the PKCS#12 schemes it lacks
+    (two-key 3DES, 128-bit RC2, 40-bit RC4) and the second encoding of an empty password.
+    For anything else a second attempt would only derive the same key again.
+    """
+    budget.spend(cost)
     key = _private_key_or_none(der, password.encode("utf-8"))
-    if key is None:
-        info = _decode(der, rfc5958.EncryptedPrivateKeyInfo())
-        ciphertext = bytes(info["encryptedData"])
-        for plain in _pbe_decrypt(info["encryptionAlgorithm"], ciphertext, password):
-            key = _private_key_or_none(plain, None)
-            if key is not None:
-                break
-        else:
-            raise CryptoError("A private key in the PKCS#12 file could not be decrypted.")
-    return _supported_key(key, "A private key in the PKCS#12 file")
+    if key is not None:
+        return key
+    info = _decode(der, rfc5958.EncryptedPrivateKeyInfo())
+    algorithm = info["encryptionAlgorithm"]
+    if not str(algorithm["algorithm"]).startswith(_PKCS12_PBE):
+        return None
+    for plain in _pbe_decrypt(algorithm, bytes(info["encryptedData"]), password, budget):
+        key = _private_key_or_none(plain, None)
+        if key is not None:
+            return key
+    return None
 
 
 def _private_key_or_none(der: bytes, password: bytes | None) -> object | None:
@@ -702,6 +973,9 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
     in_a_chain: set[int] = set()
     items: list[KeystoreItem] = []
     for key_bag in keys:
+        if key_bag.key is None:
+            items.append(_unreadable_key_item(key_bag, certs, in_a_chain))
+            continue
         leaf_index = _leaf_for_key(key_bag, certs)
         if leaf_index is None:
             what = f"The key '{key_bag.name}'" if key_bag.name else "A key"
@@ -713,7 +987,12 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
         for member in chain:
             in_a_chain.update(positions.get(member, ()))
         alias = key_bag.name or leaf_bag.name or ""
-        items.append(KeystoreItem(alias=alias, private_key=key_bag.key, chain=chain))
+        try:
+            key = _supported_key(key_bag.key, _key_name(alias))
+        except CryptoError as error:
+            items.append(KeystoreItem(alias=alias, private_key=None, chain=[], problem=str(error)))
+            continue
+        items.append(KeystoreItem(alias=alias, private_key=key, chain=chain))
     for index, cert_bag in enumerate(certs):
         # Java marks trusted-certificate entries explicitly; such an entry stays an entry even
         # when the same certificate also serves in a key pair's chain.
@@ -722,6 +1001,32 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
                 KeystoreItem(alias=cert_bag.name or "", private_key=None, chain=[cert_bag.cert])
             )
     return items
+
+
+def _key_name(alias: str) -> str:
+    return f"The key '{alias}'" if alias else "A private key in the PKCS#12 file"
+
+
+def _unreadable_key_item(
+    key_bag: _KeyBag, certs: list[_CertBag], in_a_chain: set[int]
+) -> KeystoreItem:
+    """The item of a key that could not be decrypted or read. Its certificate (same localKeyId,
+    else same name) is taken with it, so that it does not come back as a trusted certificate
+    under the key's alias."""
+    alias = key_bag.name or ""
+    for index, bag in enumerate(certs):
+        if (key_bag.local_key_id is not None and bag.local_key_id == key_bag.local_key_id) or (
+            key_bag.local_key_id is None and alias and bag.name == alias
+        ):
+            in_a_chain.add(index)
+            alias = alias or bag.name or ""
+    return KeystoreItem(
+        alias=alias,
+        private_key=None,
+        chain=[],
+        problem=f"{_key_name(alias)} could not be read: the file's password does not open it, "
+        "or it is damaged or of an unsupported kind.",
+    )
 
 
 def _leaf_for_key(key_bag: _KeyBag, certs: list[_CertBag]) -> int | None:
@@ -797,28 +1102,26 @@ _PBES2_CIPHERS: dict[str, tuple[str, int]] = {
 }
 
 
-def _pbe_decrypt(algorithm: Any, data: bytes, password: str) -> list[bytes]:
+def _pbe_decrypt(algorithm: Any, data: bytes, password: str, budget: _KdfBudget) -> list[bytes]:
     """Candidate plaintexts (one per password encoding) of password-encrypted data.
 
-    PKCS#12 PBE turns the password into BMPString bytes; an empty password has two encodings in
-    the wild (two zero bytes, or nothing), so both are tried. Undecryptable data gives ``[]``.
+    PKCS#12 PBE turns the password into BMPString bytes (see _bmp_secrets), PBES2 into UTF-8.
+    Undecryptable data gives ``[]``. Each derivation is paid for from ``budget`` first.
     """
     oid = str(algorithm["algorithm"])
     parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+    cost = _kdf_cost(algorithm)  # also refuses the schemes we cannot price
     if oid == str(rfc8018.id_PBES2):
+        budget.spend(cost)
         plain = _pbes2_decrypt(parameters, data, password.encode("utf-8"))
         return [plain] if plain is not None else []
     if oid.startswith(_PKCS12_PBE) and oid[len(_PKCS12_PBE) :] in _PKCS12_PBE_SCHEMES:
         scheme = _PKCS12_PBE_SCHEMES[oid[len(_PKCS12_PBE) :]]
         params = _decode(parameters, rfc7292.Pkcs_12PbeParams())
         salt, iterations = bytes(params["salt"]), int(params["iterations"])
-        if iterations > MAX_KDF_ITERATIONS:
-            raise _too_many_iterations()
-        secrets = [password.encode("utf-16-be") + b"\x00\x00"]
-        if not password:
-            secrets.append(b"")
         results = []
-        for secret in secrets:
+        for secret in _bmp_secrets(password):
+            budget.spend(cost)
             plain = _pkcs12_pbe_decrypt(scheme, secret, salt, iterations, data)
             if plain is not None:
                 results.append(plain)
@@ -828,32 +1131,44 @@ def _pbe_decrypt(algorithm: Any, data: bytes, password: str) -> list[bytes]:
 
 def _pbes2_decrypt(parameters: bytes, data: bytes, secret: bytes) -> bytes | None:
     params = _decode(parameters, rfc8018.PBES2_params())
-    kdf = params["keyDerivationFunc"]
-    if kdf["algorithm"] != rfc8018.id_PBKDF2:
-        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
-    kdf_params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
-    salt = kdf_params["salt"]
-    if salt.getName() != "specified":
-        raise _DamagedError("PBKDF2 salt from another source")
-    iterations = int(kdf_params["iterationCount"])
-    if iterations > MAX_KDF_ITERATIONS:
-        raise _too_many_iterations()
-    prf_oid = kdf_params["prf"]["algorithm"]
-    if prf_oid not in _PBKDF2_PRFS:
-        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
     scheme = params["encryptionScheme"]
     cipher_name, key_length = _PBES2_CIPHERS.get(str(scheme["algorithm"]), ("", 0))
     if not cipher_name:
         raise CryptoError("The PKCS#12 file uses an encryption algorithm that is not supported.")
+    kdf = params["keyDerivationFunc"]
+    if kdf["algorithm"] == rfc8018.id_PBKDF2:
+        key = _pbkdf2_key(kdf, secret, key_length)
+    elif kdf["algorithm"] == rfc7914.id_scrypt:
+        scrypt = _decode(bytes(kdf["parameters"]), rfc7914.Scrypt_params())
+        n, r, p = (int(scrypt[name]) for name in _SCRYPT_PARAMETERS)
+        key = Scrypt(salt=bytes(scrypt["salt"]), length=key_length, n=n, r=r, p=p).derive(secret)
+    else:
+        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
     iv = bytes(_decode(bytes(scheme["parameters"]), univ.OctetString()))
-    key = PBKDF2HMAC(
+    block = algorithms.AES(key) if cipher_name == "aes" else TripleDES(key)
+    return _cbc_decrypt(block, iv, data)
+
+
+def _pbkdf2_key(kdf: Any, secret: bytes, key_length: int | None) -> bytes:
+    """PBKDF2 as its parameters say; with `key_length` None the parameters must name the
+    length (PBMAC1 requires it there)."""
+    params = _decode(bytes(kdf["parameters"]), rfc8018.PBKDF2_params())
+    salt = params["salt"]
+    if salt.getName() != "specified":
+        raise _DamagedError("PBKDF2 salt from another source")
+    if key_length is None:
+        if not params["keyLength"].isValue:
+            raise _DamagedError("PBKDF2 key length missing")
+        key_length = int(params["keyLength"])
+    prf_oid = params["prf"]["algorithm"]
+    if prf_oid not in _PBKDF2_PRFS:
+        raise CryptoError("The PKCS#12 file uses a key derivation that is not supported.")
+    return PBKDF2HMAC(
         algorithm=_PBKDF2_PRFS[prf_oid],
         length=key_length,
         salt=bytes(salt["specified"]),
-        iterations=iterations,
+        iterations=int(params["iterationCount"]),
     ).derive(secret)
-    block = algorithms.AES(key) if cipher_name == "aes" else TripleDES(key)
-    return _cbc_decrypt(block, iv, data)
 
 
 def _cbc_decrypt(block: algorithms.AES | TripleDES, iv: bytes, data: bytes) -> bytes | None:
@@ -894,9 +1209,9 @@ def _pkcs12_kdf(
     secret: bytes, salt: bytes, iterations: int, purpose: int, size: int, digest: str = "sha1"
 ) -> bytes:
     """The PKCS#12 key derivation (RFC 7292, appendix B.2): with SHA-1 for the legacy
-    encryption schemes, with the MAC's own hash (SHA-256 here) for the MAC key."""
+    encryption schemes, with the MAC's own hash for the MAC key."""
     hash_function = getattr(hashlib, digest)  # looked up once: the loop below is hot
-    u, v = hash_function().digest_size, 64  # output and input block sizes in bytes
+    u, v = hash_function().digest_size, hash_function().block_size  # output, input bytes
 
     def fill(value: bytes) -> bytes:
         if not value:
@@ -1121,20 +1436,22 @@ def load_p7b(data: bytes) -> list[x509.Certificate]:
 def to_pkcs12(
     alias: str, key: PrivateKey, chain: Sequence[x509.Certificate], password: str
 ) -> bytes:
-    """One key pair as a PKCS#12 file: AES-256-CBC with PBKDF2-SHA256, HMAC-SHA256 MAC."""
+    """One key pair as a PKCS#12 file: AES-256-CBC with PBKDF2-SHA256 and an HMAC-SHA256 MAC,
+    each key derived with PKCS12_KDF_ROUNDS iterations."""
     if not password:
         raise CryptoError("A password is required to export a key pair.")
     if not chain:
         raise CryptoError("The key pair has no certificate.")
     if not private_key_matches(key, chain[0]):
         raise CryptoError("The private key does not match the certificate.")
-    return pkcs12.serialize_key_and_certificates(
+    data = pkcs12.serialize_key_and_certificates(
         name=alias.encode("utf-8") or None,
         key=key,
         cert=chain[0],
         cas=list(chain[1:]) or None,
         encryption_algorithm=_pkcs12_encryption(password),
     )
+    return _sealed_pfx(_pfx_parts(data)[2], password)
 
 
 def _pkcs12_encryption(password: str) -> serialization.KeySerializationEncryption:
@@ -1148,59 +1465,138 @@ def _pkcs12_encryption(password: str) -> serialization.KeySerializationEncryptio
 
 
 def to_pkcs12_keystore(items: Sequence[KeystoreItem], password: str) -> bytes:
-    """A whole keystore as one PKCS#12 file: every key pair (with its chain) and every trusted
-    certificate under its alias (friendlyName), keys and certificates encrypted with
-    AES-256-CBC and PBKDF2-SHA256, an HMAC-SHA256 MAC over the whole. Trusted certificates carry
-    Java's trusted-certificate attribute, so keytool lists them as trusted entries.
+    """A whole keystore as one PKCS#12 file, laid out as keytool lays it out: every key pair
+    (with its chain) and every trusted certificate under its alias (friendlyName), each key
+    encrypted on its own, all certificates in one encrypted safe (AES-256-CBC, PBKDF2-SHA256),
+    an HMAC-SHA256 MAC over the whole. Trusted certificates carry Java's trusted-certificate
+    attribute, so keytool lists them as trusted entries.
 
-    cryptography writes one key per file, so each entry is written by it and the files'
-    contents are joined into one, under a MAC computed again over the joined contents.
+    cryptography writes one key per file, so it writes each key (encrypted) and each entry's
+    certificates (with their attributes, unencrypted) alone, and the pieces are joined here.
+    One safe for all certificates keeps a restore to one key derivation per key pair, within
+    MAX_KDF_WORK for a few hundred key pairs and any number of certificates.
     """
     if not password:
         raise CryptoError("A password is required to write a keystore.")
     if not items:
         raise CryptoError("The keystore is empty: there is nothing to write.")
     encryption = _pkcs12_encryption(password)
-    parts: list[bytes] = []
+    plain = serialization.NoEncryption()
+    cert_bags: list[Any] = []
+    key_bags: list[Any] = []
     for item in items:
-        if item.private_key is not None:
-            if not private_key_matches(item.private_key, item.chain[0]):
-                raise CryptoError(f"{item.alias}: the private key does not match the certificate.")
-            parts.append(
-                pkcs12.serialize_key_and_certificates(
-                    name=item.alias.encode("utf-8"),
-                    key=item.private_key,
-                    cert=item.chain[0],
-                    cas=list(item.chain[1:]) or None,
-                    encryption_algorithm=encryption,
-                )
-            )
-        else:
-            certificate = pkcs12.PKCS12Certificate(item.chain[0], item.alias.encode("utf-8"))
-            parts.append(pkcs12.serialize_java_truststore([certificate], encryption))
-    pfx, _ = ber_decoder.decode(parts[0], asn1Spec=rfc7292.PFX())
-    joined = rfc7292.AuthenticatedSafe()
-    for part in parts:
-        for content_info in _authenticated_safe(part):
-            joined.append(content_info)
-    content = der_encoder.encode(joined)
+        name = item.alias.encode("utf-8")
+        if item.private_key is None:
+            trusted = pkcs12.PKCS12Certificate(item.chain[0], name)
+            cert_bags.extend(_bags_of(pkcs12.serialize_java_truststore([trusted], plain)))
+            continue
+        if not private_key_matches(item.private_key, item.chain[0]):
+            raise CryptoError(f"{item.alias}: the private key does not match the certificate.")
+        [shrouded] = _bags_of(
+            pkcs12.serialize_key_and_certificates(name, item.private_key, None, None, encryption)
+        )
+        cas = list(item.chain[1:]) or None
+        for bag in _bags_of(
+            pkcs12.serialize_key_and_certificates(name, item.private_key, item.chain[0], cas, plain)
+        ):
+            if bag["bagId"] == rfc7292.id_keyBag:
+                # its friendlyName and localKeyId tie the encrypted key to its certificate
+                shrouded["bagAttributes"] = bag["bagAttributes"]
+            else:
+                cert_bags.append(bag)
+        key_bags.append(shrouded)
+    contents = [_encrypted_safe(cert_bags, password)]
+    if key_bags:
+        contents.append(_plain_safe(key_bags))
+    return _sealed_pfx(contents, password)
+
+
+def _bags_of(data: bytes) -> list[Any]:
+    """The bags of the unencrypted safes of a PKCS#12 file that cryptography wrote."""
+    bags: list[Any] = []
+    for content_info in _pfx_parts(data)[2]:
+        if content_info["contentType"] == rfc5652.id_data:
+            plain = bytes(_decode(bytes(content_info["content"]), univ.OctetString()))
+            bags.extend(_decode(plain, rfc7292.SafeContents()))
+    return bags
+
+
+def _plain_safe(bags: list[Any]) -> Any:
+    safe = rfc7292.SafeContents()
+    safe.extend(bags)
+    content_info = rfc5652.ContentInfo()
+    content_info["contentType"] = rfc5652.id_data
+    content_info["content"] = der_encoder.encode(univ.OctetString(der_encoder.encode(safe)))
+    return content_info
+
+
+_AES_256_CBC = univ.ObjectIdentifier("2.16.840.1.101.3.4.1.42")
+
+
+def _encrypted_safe(bags: list[Any], password: str) -> Any:
+    """The bags in one safe encrypted as cryptography encrypts certificates: PBES2 with
+    PBKDF2-HMAC-SHA256 at PKCS12_KDF_ROUNDS, AES-256-CBC."""
+    safe = rfc7292.SafeContents()
+    safe.extend(bags)
+    salt, iv = os.urandom(16), os.urandom(16)
+    kdf = rfc8018.PBKDF2_params()
+    kdf["salt"]["specified"] = salt
+    kdf["iterationCount"] = PKCS12_KDF_ROUNDS
+    kdf["prf"]["algorithm"] = rfc8018.id_hmacWithSHA256
+    kdf["prf"]["parameters"] = der_encoder.encode(univ.Null(""))
+    params = rfc8018.PBES2_params()
+    params["keyDerivationFunc"]["algorithm"] = rfc8018.id_PBKDF2
+    params["keyDerivationFunc"]["parameters"] = der_encoder.encode(kdf)
+    params["encryptionScheme"]["algorithm"] = _AES_256_CBC
+    params["encryptionScheme"]["parameters"] = der_encoder.encode(univ.OctetString(iv))
+    key = PBKDF2HMAC(
+        algorithm=hashes.SHA256(), length=32, salt=salt, iterations=PKCS12_KDF_ROUNDS
+    ).derive(password.encode("utf-8"))
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(der_encoder.encode(safe)) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    encrypted = rfc5652.EncryptedData()
+    encrypted["version"] = 0
+    info = encrypted["encryptedContentInfo"]
+    info["contentType"] = rfc5652.id_data
+    info["contentEncryptionAlgorithm"]["algorithm"] = rfc8018.id_PBES2
+    info["contentEncryptionAlgorithm"]["parameters"] = der_encoder.encode(params)
+    info["encryptedContent"] = encryptor.update(plain) + encryptor.finalize()
+    content_info = rfc5652.ContentInfo()
+    content_info["contentType"] = rfc5652.id_encryptedData
+    content_info["content"] = der_encoder.encode(encrypted)
+    return content_info
+
+
+_SHA256_OID = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
+
+
+def _sealed_pfx(contents: list[Any], password: str) -> bytes:
+    """A PFX of these safes under an HMAC-SHA256 MAC whose key takes PKCS12_KDF_ROUNDS
+    iterations. cryptography's own MAC always takes 2,048 whatever kdf_rounds says, which would
+    make guessing the password through the MAC 50 times cheaper than through the keys."""
+    safe = rfc7292.AuthenticatedSafe()
+    safe.extend(contents)
+    content = der_encoder.encode(safe)
+    pfx = rfc7292.PFX()
+    pfx["version"] = 3
+    pfx["authSafe"]["contentType"] = rfc5652.id_data
     pfx["authSafe"]["content"] = der_encoder.encode(univ.OctetString(content))
     mac_data = pfx["macData"]
-    if mac_data["mac"]["digestAlgorithm"]["algorithm"] != _SHA256_OID:
-        raise CryptoError("Unexpected PKCS#12 MAC algorithm.")  # cryptography changed its output
+    mac_data["mac"]["digestAlgorithm"]["algorithm"] = _SHA256_OID
+    mac_data["mac"]["digestAlgorithm"]["parameters"] = der_encoder.encode(univ.Null(""))
+    mac_data["macSalt"] = os.urandom(16)
+    mac_data["iterations"] = PKCS12_KDF_ROUNDS
     mac_key = _pkcs12_kdf(
-        password.encode("utf-16-be") + b"\x00\x00",
+        _bmp_secrets(password)[0],
         bytes(mac_data["macSalt"]),
-        int(mac_data["iterations"]),
+        PKCS12_KDF_ROUNDS,
         purpose=3,
         size=32,
         digest="sha256",
     )
     mac_data["mac"]["digest"] = hmac.new(mac_key, content, hashlib.sha256).digest()
     return der_encoder.encode(pfx)
-
-
-_SHA256_OID = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 
 
 def private_key_to_der(key: PrivateKey) -> bytes:

@@ -5,7 +5,8 @@ The forms only collect input: every check on the content (parsing, chain, streng
 happens in keystore.services, whose KeystoreError message the view puts back on the form. What the
 forms do check is what must be refused before the service is called: a file over the size cap
 (refused from UploadedFile.size, before the file is read), an empty file, a tenant the user may
-not deploy to, and two export passwords that differ. Passwords are never rendered back.
+not deploy to, two export passwords that differ and an export password the password validators
+refuse (keystore.passwords). Passwords are never rendered back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from keystore import crypto, permissions
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
+from keystore.passwords import export_password_problems
 from keystore.services import KEY_TYPES, MAX_CREATED_VALID_DAYS, MIN_EXPORT_PASSWORD_LENGTH
 
 
@@ -186,20 +188,26 @@ class RenameForm(forms.Form):
 
 
 class ExportForm(forms.Form):
+    """The password that protects an exported private key, twice; it must pass the password
+    validators (keystore.passwords). `user`, when given, is the person exporting."""
+
     password1 = _password_field(
         "Password",
-        f"Protects the exported file; at least {MIN_EXPORT_PASSWORD_LENGTH} characters.",
+        f"Protects the exported file; at least {MIN_EXPORT_PASSWORD_LENGTH} characters, "
+        "not a common password.",
     )
     password2 = _password_field("Password (again)")
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.exporting_user = user
 
     def clean(self):
         cleaned = super().clean()
         first, second = cleaned.get("password1"), cleaned.get("password2")
-        if first is not None and len(first) < MIN_EXPORT_PASSWORD_LENGTH:
-            self.add_error(
-                "password1",
-                f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters.",
-            )
+        problems = export_password_problems(first, self.exporting_user) if first else []
+        if problems:
+            self.add_error("password1", problems)
         elif first is not None and second is not None and first != second:
             self.add_error("password2", "The two passwords differ.")
         return cleaned
@@ -215,4 +223,5 @@ class KeystoreBackupForm(TenantUploadForm, ExportForm):
         self.fields["tenant"].error_messages["invalid_choice"] = (
             "Choose a tenant whose keystore you may back up."
         )
+        self.exporting_user = user
         self.order_fields(["tenant", "password1", "password2"])

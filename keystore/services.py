@@ -489,6 +489,8 @@ def import_keystore(
             alias = item.alias
             kind = EntryType.KEY_PAIR if item.private_key is not None else EntryType.CERTIFICATE
             try:
+                if item.problem:
+                    raise KeystoreError(item.problem)
                 if not alias:
                     raise KeystoreError("The entry has no alias (friendly name) in the file.")
                 validate_alias(alias)

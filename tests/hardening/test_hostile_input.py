@@ -11,10 +11,13 @@ CryptoError / FlowParseError may come out, each with a one-line message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
 import random
+import re
+import struct
 import time
 import warnings
 import zipfile
@@ -24,16 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from pyasn1.codec.der import decoder as der_decoder
-from pyasn1_modules import rfc7292
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc5280, rfc5652, rfc5958, rfc7292, rfc7914, rfc8018
 
 from keystore import admin as keystore_admin
 from keystore import crypto, services
-from keystore.models import KeystoreEntry
+from keystore.models import AuditEvent, KeystoreEntry
 from renewals.activation import RenewalError, import_sap_key
 from renewals.whereused import parser
 from renewals.whereused import services as whereused_services
@@ -41,6 +49,7 @@ from renewals.whereused.models import IntegrationFlow
 from tests import pki as pki_factory
 from tests.conftest import client_for
 from tests.hardening.conftest import fuzz_inputs, fuzz_seed
+from tests.keystore.test_crypto import forbid_key_derivation
 from tests.renewals import flowfactory as flows
 
 PASSWORD = "fuzz-password"
@@ -527,6 +536,296 @@ def test_hostile_form_fields_get_clear_answers(administrator, tenant, seeds):
         )
         assert_clean_answer(response, "password")
     assert KeystoreEntry.objects.count() == before
+
+
+# -- key-derivation work is priced before it is spent ----------------------------------------------
+#
+# Each hostile file is built here with pyasn1 and a valid MAC, so that without the caps the reader
+# would go on to derive its keys; forbid_key_derivation fails the test if any key is derived.
+
+AES_256_CBC = univ.ObjectIdentifier("2.16.840.1.101.3.4.1.42")
+JCEKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.19.1")
+
+
+def _algorithm(oid: univ.ObjectIdentifier, parameters) -> rfc5280.AlgorithmIdentifier:
+    algorithm = rfc5280.AlgorithmIdentifier()
+    algorithm["algorithm"] = oid
+    algorithm["parameters"] = der_encoder.encode(parameters)
+    return algorithm
+
+
+def pbes2(iterations: int = 2048, *, scrypt: tuple[int, int, int] | None = None):
+    """PBES2 with AES-256-CBC and PBKDF2-HMAC-SHA256 (keytool's choice), or scrypt (N, r, p)."""
+    params = rfc8018.PBES2_params()
+    kdf = params["keyDerivationFunc"]
+    if scrypt is None:
+        kdf_params = rfc8018.PBKDF2_params()
+        kdf_params["salt"]["specified"] = b"\x01" * 16
+        kdf_params["iterationCount"] = iterations
+        kdf_params["prf"]["algorithm"] = rfc8018.id_hmacWithSHA256
+        kdf_params["prf"]["parameters"] = der_encoder.encode(univ.Null(""))
+        kdf["algorithm"] = rfc8018.id_PBKDF2
+    else:
+        kdf_params = rfc7914.Scrypt_params()
+        kdf_params["salt"] = b"\x01" * 16
+        for name, value in zip(crypto._SCRYPT_PARAMETERS, scrypt, strict=True):
+            kdf_params[name] = value
+        kdf["algorithm"] = rfc7914.id_scrypt
+    kdf["parameters"] = der_encoder.encode(kdf_params)
+    params["encryptionScheme"]["algorithm"] = AES_256_CBC
+    params["encryptionScheme"]["parameters"] = der_encoder.encode(univ.OctetString(b"\x02" * 16))
+    return _algorithm(rfc8018.id_PBES2, params)
+
+
+def encrypted_key(algorithm) -> bytes:
+    """An EncryptedPrivateKeyInfo whose ciphertext is never reached."""
+    info = rfc5958.EncryptedPrivateKeyInfo()
+    info["encryptionAlgorithm"]["algorithm"] = algorithm["algorithm"]
+    info["encryptionAlgorithm"]["parameters"] = algorithm["parameters"]
+    info["encryptedData"] = bytes(range(48))
+    return der_encoder.encode(info)
+
+
+def bag(bag_id: univ.ObjectIdentifier, value: bytes) -> rfc7292.SafeBag:
+    safe_bag = rfc7292.SafeBag()
+    safe_bag["bagId"] = bag_id
+    safe_bag["bagValue"] = value
+    return safe_bag
+
+
+def shrouded_key(algorithm) -> rfc7292.SafeBag:
+    return bag(rfc7292.id_pkcs8ShroudedKeyBag, encrypted_key(algorithm))
+
+
+def safe_contents(bags: list) -> bytes:
+    safe = rfc7292.SafeContents()
+    safe.extend(bags)
+    return der_encoder.encode(safe)
+
+
+def nested(bags: list) -> rfc7292.SafeBag:
+    return bag(rfc7292.id_safeContentsBag, safe_contents(bags))
+
+
+def plain_safe(bags: list) -> rfc5652.ContentInfo:
+    info = rfc5652.ContentInfo()
+    info["contentType"] = rfc5652.id_data
+    info["content"] = der_encoder.encode(univ.OctetString(safe_contents(bags)))
+    return info
+
+
+def encrypted_safe(bags: list, iterations: int = 2048) -> rfc5652.ContentInfo:
+    """Really encrypted (PBES2, AES-256-CBC) with PASSWORD, as keytool encrypts its certificates."""
+    key = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), b"\x01" * 16, iterations, 32)
+    padder = sym_padding.PKCS7(128).padder()
+    padded = padder.update(safe_contents(bags)) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(b"\x02" * 16)).encryptor()
+    data = rfc5652.EncryptedData()
+    data["version"] = 0
+    content = data["encryptedContentInfo"]
+    content["contentType"] = rfc5652.id_data
+    algorithm = pbes2(iterations)
+    content["contentEncryptionAlgorithm"]["algorithm"] = algorithm["algorithm"]
+    content["contentEncryptionAlgorithm"]["parameters"] = algorithm["parameters"]
+    content["encryptedContent"] = encryptor.update(padded) + encryptor.finalize()
+    info = rfc5652.ContentInfo()
+    info["contentType"] = rfc5652.id_encryptedData
+    info["content"] = der_encoder.encode(data)
+    return info
+
+
+@functools.cache
+def hostile_certificate() -> x509.Certificate:
+    return pki_factory.make_cert("Hostile Root", pki_factory.make_key("ec"))
+
+
+@functools.cache
+def pfx_template() -> bytes:
+    key = pki_factory.make_key("ec")
+    return light_pkcs12("template", key, [pki_factory.make_cert("Template", key)])
+
+
+def pkcs12_file(contents: list, mac_iterations: int = 2048) -> bytes:
+    """A PFX of these ContentInfos under a valid HMAC-SHA256 MAC for PASSWORD (for a MAC too
+    dear to compute here, a MAC the reader must refuse before it checks it)."""
+    pfx, _ = der_decoder.decode(pfx_template(), asn1Spec=rfc7292.PFX())
+    safe = rfc7292.AuthenticatedSafe()
+    safe.extend(contents)
+    content = der_encoder.encode(safe)
+    pfx["authSafe"]["content"] = der_encoder.encode(univ.OctetString(content))
+    mac = pfx["macData"]
+    mac["iterations"] = mac_iterations
+    if mac_iterations <= 100_000:
+        key = _pkcs12_kdf(PASSWORD, bytes(mac["macSalt"]), mac_iterations, "sha256")
+        mac["mac"]["digest"] = hmac.new(key, content, "sha256").digest()
+    return der_encoder.encode(pfx)
+
+
+def jceks_file(keys: list[tuple[str, int]]) -> bytes:
+    """A JCEKS keystore written byte by byte (pyjks cannot write one): each (alias, iteration
+    count) a private key protected as keytool protects JCEKS keys, PBEWithMD5AndTripleDES."""
+    certificate = pki_factory.der(hostile_certificate())
+
+    def utf(text: str) -> bytes:
+        return struct.pack(">H", len(text)) + text.encode()
+
+    body = crypto.JCEKS_MAGIC + struct.pack(">II", 2, len(keys))
+    for alias, iterations in keys:
+        parameters = rfc8018.PBEParameter()
+        parameters["salt"] = b"\x03" * 8
+        parameters["iterationCount"] = iterations
+        protected = encrypted_key(_algorithm(JCEKS_KEY_PROTECTOR, parameters))
+        body += struct.pack(">I", 1) + utf(alias) + struct.pack(">Q", 0)
+        body += struct.pack(">I", len(protected)) + protected + struct.pack(">I", 1)
+        body += utf("X.509") + struct.pack(">I", len(certificate)) + certificate
+    return body + hashlib.sha1(PASSWORD.encode("utf-16-be") + b"Mighty Aphrodite" + body).digest()
+
+
+def too_dear(cost: int) -> str:
+    return (
+        f"A key derivation in the file needs {cost:,} PBKDF2-equivalent iterations; "
+        f"the limit is {crypto.MAX_KDF_ITERATIONS:,}."
+    )
+
+
+def too_much(total: int) -> str:
+    return (
+        f"The file needs more key-derivation work than allowed ({total:,} PBKDF2-equivalent "
+        f"iterations in total; the limit is {crypto.MAX_KDF_WORK:,})."
+    )
+
+
+MAC_COST = 2048 * 3  # pkcs12_file's MAC: 2,048 SHA-256 hashes of the PKCS#12 KDF in Python
+
+#: The files the issue measured, and three more, each with the one line that refuses it.
+HOSTILE_KEYSTORES: dict[str, Callable[[], tuple[bytes, str]]] = {
+    "shrouded key at 10^9, nested two deep": lambda: (
+        pkcs12_file([plain_safe([nested([nested([shrouded_key(pbes2(10**9))])])])]),
+        too_dear(10**9),
+    ),
+    "scrypt N=16384 r=8 p=300": lambda: (
+        pkcs12_file([plain_safe([shrouded_key(pbes2(scrypt=(16384, 8, 300)))])]),
+        too_dear(16384 * 8 * 300 * 4),
+    ),
+    "scrypt N=2^20 r=8 (1 GiB)": lambda: (
+        pkcs12_file([plain_safe([shrouded_key(pbes2(scrypt=(2**20, 8, 1)))])]),
+        "A key derivation in the file needs 1,025 MiB of memory (scrypt); the limit is 32 MiB.",
+    ),
+    "30 shrouded keys at 2,000,000": lambda: (
+        pkcs12_file([plain_safe([shrouded_key(pbes2(2_000_000)) for _ in range(30)])]),
+        too_much(30 * 2_000_000 + MAC_COST),
+    ),
+    "JCEKS key at 10^7": lambda: (jceks_file([("hostile", 10**7)]), too_dear(10**7 * 11)),
+    "JCEKS, 11 keys at keytool's 200,000": lambda: (
+        jceks_file([(f"key{n}", 200_000) for n in range(11)]),
+        too_much(11 * 200_000 * 11),
+    ),
+    "MAC at 10^9": lambda: (
+        pkcs12_file([plain_safe([])], mac_iterations=10**9),
+        too_dear(10**9 * 3),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_KEYSTORES))
+def test_hostile_key_derivation_work_is_refused_before_it_is_spent(name, monkeypatch, figures):
+    data, message = HOSTILE_KEYSTORES[name]()
+    forbid_key_derivation(monkeypatch)
+    readers = [crypto.load_keystore]
+    readers.append(crypto.load_jks if data[:4] == crypto.JCEKS_MAGIC else crypto.load_pkcs12)
+
+    slowest = 0.0
+    for read in readers:
+        started = time.perf_counter()
+        with pytest.raises(crypto.CryptoError) as refused:
+            read(data, PASSWORD)
+        slowest = max(slowest, time.perf_counter() - started)
+        assert str(refused.value) == message
+    figure = f"hostile key derivation: {name} ({len(data):,} bytes), refused after (ms)"
+    figures[figure] = max(figures[figure], round(slowest * 1000))
+
+
+def test_keys_hidden_in_an_encrypted_safe_are_priced_once_it_is_open(monkeypatch):
+    """Their parameters cannot be seen before the safe is decrypted: the safe's derivation is
+    the only one spent, and the keys are refused before any of theirs."""
+    data = pkcs12_file([encrypted_safe([shrouded_key(pbes2(2_000_000)) for _ in range(30)])])
+    real_pbkdf2 = crypto.PBKDF2HMAC
+    safes = []
+
+    def safe_only(*args, iterations, **kwargs):
+        assert iterations == 2048, "a key was derived"
+        safes.append(iterations)
+        return real_pbkdf2(*args, iterations=iterations, **kwargs)
+
+    real_kdf = crypto._pkcs12_kdf
+    forbid_key_derivation(monkeypatch)
+    monkeypatch.setattr(crypto, "_pkcs12_kdf", real_kdf)  # the MAC, 2048 iterations
+    monkeypatch.setattr(crypto, "PBKDF2HMAC", safe_only)
+
+    with pytest.raises(crypto.CryptoError, match=r"\(60,008,192 PBKDF2-equivalent iterations"):
+        crypto.load_keystore(data, PASSWORD)
+    assert safes == [2048]
+
+
+def test_2000_key_pairs_at_keytools_defaults_are_within_the_caps(monkeypatch, figures):
+    """keytool's PKCS12 defaults: each key under PBES2 with PBKDF2-SHA256 at 10,000 iterations,
+    the certificates in one safe encrypted alike, an HMAC-SHA256 MAC at 10,000. The keys here
+    are placeholders (real ones would not fit in 1 MiB with their certificates), so cryptography
+    is told to fail each one; what counts is that every key gets its one attempt."""
+    data = pkcs12_file(
+        [
+            encrypted_safe([], 10_000),
+            plain_safe([shrouded_key(pbes2(10_000)) for _ in range(2000)]),
+        ],
+        mac_iterations=10_000,
+    )
+    attempts = []
+
+    def cannot_open(der, password, **kwargs):
+        attempts.append(password)
+        raise ValueError("pretend the key does not open")
+
+    monkeypatch.setattr(crypto.serialization, "load_der_private_key", cannot_open)
+
+    items = crypto.load_keystore(data, PASSWORD)
+
+    assert len(data) < crypto.MAX_KEYSTORE_BYTES
+    assert len(items) == 2000 == len(attempts)
+    assert all("password does not open it" in item.problem for item in items)
+    figures["2,000 keytool-default key pairs: PBKDF2-equivalent iterations"] = (
+        2000 * 10_000 + 10_000 + 10_000 * 3
+    )
+
+
+def test_every_reader_refuses_a_hostile_keystore_and_changes_nothing(
+    monkeypatch, tenant, sap_entry, administrator
+):
+    data, message = HOSTILE_KEYSTORES["shrouded key at 10^9, nested two deep"]()
+    forbid_key_derivation(monkeypatch)
+    entries, events = KeystoreEntry.objects.count(), AuditEvent.objects.count()
+
+    with pytest.raises(services.KeystoreError, match=re.escape(message)):
+        services.import_keystore(tenant, data, PASSWORD)
+    with pytest.raises(services.KeystoreError, match=re.escape(message)):
+        services.import_key_pair(tenant, "hostile", data, PASSWORD)
+    with pytest.raises(RenewalError, match=re.escape(message)):
+        import_sap_key(tenant, sap_entry.alias, data, PASSWORD)
+    for page, fields in (
+        ("add_keystore", {}),
+        ("add_key_pair", {"alias": "hostile"}),
+    ):
+        response = administrator.post(
+            entry_url(page),
+            {
+                "tenant": tenant.pk,
+                "password": PASSWORD,
+                "file": SimpleUploadedFile("hostile.p12", data),
+                **fields,
+            },
+        )
+        assert response.status_code == 200, page
+        assert message in response.content.decode(), page
+    assert (KeystoreEntry.objects.count(), AuditEvent.objects.count()) == (entries, events)
 
 
 # -- size caps apply before parsing --------------------------------------------------------------

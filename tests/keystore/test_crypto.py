@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc7292, rfc8018
 
 from keystore import crypto
 from keystore.crypto import CryptoError
@@ -496,28 +501,101 @@ def test_pkcs12_export_parses_back_with_our_reader(chain_a):
     assert crypto.private_key_matches(item.private_key, chain_a.leaf)
 
 
+def _exports(chain_a: pki.Pki) -> dict[str, bytes]:
+    """One key pair (export) and a keystore of a key pair and a trusted root (backup)."""
+    return {
+        "export": crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD),
+        "backup": crypto.to_pkcs12_keystore(
+            [
+                crypto.KeystoreItem("client", chain_a.leaf_key, chain_a.chain),
+                crypto.KeystoreItem("partner_root", None, [chain_a.root]),
+            ],
+            PASSWORD,
+        ),
+    }
+
+
 @needs_openssl
-def test_openssl_accepts_the_pkcs12_export(chain_a, tmp_path):
-    path = tmp_path / "export.p12"
-    path.write_bytes(crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD))
+@pytest.mark.parametrize("kind", ["export", "backup"])
+def test_openssl_accepts_the_pkcs12_export(kind, chain_a, tmp_path):
+    path = tmp_path / f"{kind}.p12"
+    path.write_bytes(_exports(chain_a)[kind])
 
     result = openssl("pkcs12", "-info", "-noout", "-in", str(path), "-passin", f"pass:{PASSWORD}")
     wrong = openssl("pkcs12", "-info", "-noout", "-in", str(path), "-passin", "pass:nope")
 
     assert result.returncode == 0, result.stderr
-    report = result.stderr + result.stdout
-    assert b"AES-256-CBC" in report
-    assert b"hmacWithSHA256" in report
-    assert b"MAC: sha256" in report
+    report = (result.stderr + result.stdout).decode()
+    assert "AES-256-CBC" in report
+    assert "hmacWithSHA256" in report
+    # Guessing the password through the MAC costs as much as through the keys.
+    assert f"MAC: sha256, Iteration {crypto.PKCS12_KDF_ROUNDS}" in report
+    assert f"PBKDF2, AES-256-CBC, Iteration {crypto.PKCS12_KDF_ROUNDS}," in report
+    assert "Iteration 2048" not in report
     assert wrong.returncode != 0
 
 
 @needs_keytool
-def test_keytool_accepts_the_pkcs12_export(chain_a, tmp_path):
-    path = tmp_path / "export.p12"
-    path.write_bytes(crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD))
+@pytest.mark.parametrize("kind", ["export", "backup"])
+def test_keytool_accepts_the_pkcs12_export(kind, chain_a, tmp_path):
+    path = tmp_path / f"{kind}.p12"
+    path.write_bytes(_exports(chain_a)[kind])
 
     pki.run_keytool("-list", "-keystore", str(path), "-storetype", "PKCS12", "-storepass", PASSWORD)
+    with pytest.raises(RuntimeError, match="password was incorrect"):
+        pki.run_keytool(
+            "-list", "-keystore", str(path), "-storetype", "PKCS12", "-storepass", "nope-123"
+        )
+
+
+def test_a_backup_costs_one_key_derivation_per_key_pair(chain_a, chain_b, monkeypatch):
+    """All certificates share one encrypted safe, as in keytool's files, so that restoring a
+    backup of many entries stays within MAX_KDF_WORK: a trusted certificate costs nothing."""
+    items = [
+        crypto.KeystoreItem("alpha", chain_a.leaf_key, chain_a.chain),
+        crypto.KeystoreItem("beta", chain_b.leaf_key, chain_b.chain),
+        *(crypto.KeystoreItem(f"partner_{n}", None, [chain_b.root]) for n in range(20)),
+    ]
+    data = crypto.to_pkcs12_keystore(items, PASSWORD)
+    derivations: list[str] = []
+    real_pbkdf2, real_kdf, real_loader = (
+        crypto.PBKDF2HMAC,
+        crypto._pkcs12_kdf,
+        serialization.load_der_private_key,
+    )
+
+    def pbkdf2(*args, **kwargs):
+        derivations.append("safe")
+        return real_pbkdf2(*args, **kwargs)
+
+    def pkcs12_kdf(*args, **kwargs):
+        derivations.append("mac")
+        return real_kdf(*args, **kwargs)
+
+    def loader(der, password, **kwargs):
+        if password is not None:
+            derivations.append("key")
+        return real_loader(der, password, **kwargs)
+
+    monkeypatch.setattr(crypto, "PBKDF2HMAC", pbkdf2)
+    monkeypatch.setattr(crypto, "_pkcs12_kdf", pkcs12_kdf)
+    monkeypatch.setattr(crypto.serialization, "load_der_private_key", loader)
+
+    read = crypto.load_keystore(data, PASSWORD)
+
+    assert sorted(derivations) == ["key", "key", "mac", "safe"]
+    assert [(item.alias, len(item.chain)) for item in read[:2]] == [("alpha", 3), ("beta", 3)]
+    assert sorted(item.alias for item in read[2:]) == sorted(f"partner_{n}" for n in range(20))
+
+
+def test_the_export_mac_takes_the_export_rounds(chain_a):
+    for kind, data in _exports(chain_a).items():
+        pfx, _ = der_decoder.decode(data, asn1Spec=rfc7292.PFX())
+
+        assert int(pfx["macData"]["iterations"]) == crypto.PKCS12_KDF_ROUNDS, kind
+        assert crypto.load_pkcs12(data, PASSWORD), kind
+        with pytest.raises(CryptoError, match="Wrong password"):
+            crypto.load_pkcs12(data, PASSWORD + "x")
 
 
 def test_pkcs12_export_refuses_an_empty_password_and_a_foreign_key(chain_a):
@@ -667,6 +745,8 @@ def test_pkcs12_written_by_openssl(options, chain_a, chain_b, tmp_path):
 @needs_openssl
 @pytest.mark.parametrize("keypbe", ["AES-256-CBC", "PBE-SHA1-3DES"])
 def test_our_own_key_decryption_when_cryptography_declines(keypbe, chain_a, tmp_path, monkeypatch):
+    """For the PKCS#12 schemes our decryption takes over; for PBES2 cryptography's answer is
+    final (a second attempt would derive the same key again), and the key is unreadable."""
     key = write_pem(tmp_path / "key.pem", key_pem(chain_a.leaf_key))
     cert = write_pem(tmp_path / "cert.pem", pki.pem(chain_a.leaf))
     out = tmp_path / "k.p12"
@@ -696,6 +776,12 @@ def test_our_own_key_decryption_when_cryptography_declines(keypbe, chain_a, tmp_
 
     monkeypatch.setattr(crypto.serialization, "load_der_private_key", plaintext_only)
 
+    if keypbe.startswith("AES"):
+        with pytest.raises(CryptoError, match="password does not open it"):
+            crypto.load_pkcs12(out.read_bytes(), PASSWORD)
+        [item] = crypto.load_keystore(out.read_bytes(), PASSWORD)
+        assert (item.alias, item.private_key, item.chain) == ("k", None, [])
+        return
     [item] = crypto.load_pkcs12(out.read_bytes(), PASSWORD)
 
     assert item.private_key is not None
@@ -732,17 +818,138 @@ def test_damaged_pkcs12_files_raise_only_crypto_errors(chain_a):
             crypto.load_keystore(damaged, PASSWORD)
 
 
-def test_absurd_iteration_counts_are_refused_before_any_key_derivation(chain_a, monkeypatch):
+def forbid_key_derivation(monkeypatch) -> None:
+    """Fail the test if any key is derived: PBKDF2, scrypt, the PKCS#12 KDF, cryptography's
+    decryption of an encrypted key or PKCS#12 file, and pyjks's JKS and JCEKS key protection."""
+
+    def derived(*args, **kwargs):
+        raise AssertionError("a key was derived before the file's key-derivation work was priced")
+
+    real_loader = serialization.load_der_private_key
+
+    def unencrypted_only(data, password, **kwargs):
+        if password is not None:
+            derived()
+        return real_loader(data, password, **kwargs)
+
+    monkeypatch.setattr(crypto, "PBKDF2HMAC", derived)
+    monkeypatch.setattr(crypto, "Scrypt", derived)
+    monkeypatch.setattr(crypto, "_pkcs12_kdf", derived)
+    monkeypatch.setattr(crypto.serialization, "load_der_private_key", unencrypted_only)
+    monkeypatch.setattr(crypto.pkcs12, "load_pkcs12", derived)
+    monkeypatch.setattr(jks.sun_crypto, "jce_pbe_decrypt", derived)
+    monkeypatch.setattr(jks.sun_crypto, "jks_pkey_decrypt", derived)
+
+
+def test_a_derivation_over_the_cap_is_refused_before_any_key_is_derived(chain_a, monkeypatch):
     data = crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD)
+    # The MAC's key is the dearest derivation of an export: 100,000 SHA-256 hashes in Python.
+    mac_cost = crypto.PKCS12_KDF_ROUNDS * 3
+    forbid_key_derivation(monkeypatch)
+    monkeypatch.setattr(crypto, "MAX_KDF_ITERATIONS", mac_cost - 1)
 
-    def must_not_derive(*args, **kwargs):
-        raise AssertionError("derived keys despite the iteration cap")
-
-    monkeypatch.setattr(crypto, "MAX_KDF_ITERATIONS", crypto.PKCS12_KDF_ROUNDS - 1)
-    monkeypatch.setattr(crypto.pkcs12, "load_pkcs12", must_not_derive)
-
-    with pytest.raises(CryptoError, match="unreasonably high key-derivation iteration count"):
+    with pytest.raises(CryptoError) as refused:
         crypto.load_pkcs12(data, PASSWORD)
+
+    assert str(refused.value) == (
+        f"A key derivation in the file needs {mac_cost:,} PBKDF2-equivalent iterations; "
+        f"the limit is {mac_cost - 1:,}."
+    )
+
+
+def test_the_total_work_of_a_file_is_capped_before_any_key_is_derived(chain_a, monkeypatch):
+    data = crypto.to_pkcs12("client", chain_a.leaf_key, chain_a.chain, PASSWORD)
+    # MAC (300,000), the certificates' safe and the key (100,000 PBKDF2-SHA256 each)
+    total = 500_000
+    forbid_key_derivation(monkeypatch)
+    monkeypatch.setattr(crypto, "MAX_KDF_WORK", total - 1)
+
+    with pytest.raises(CryptoError) as refused:
+        crypto.load_keystore(data, PASSWORD)
+
+    assert str(refused.value) == (
+        f"The file needs more key-derivation work than allowed ({total:,} PBKDF2-equivalent "
+        f"iterations in total; the limit is {total - 1:,})."
+    )
+
+
+@needs_keytool
+def test_a_keystore_made_by_keytool_with_its_defaults_imports(tmp_path):
+    store = tmp_path / "keytool.p12"
+    for number in range(5):
+        pki.run_keytool(
+            "-genkeypair", "-alias", f"pair{number}", "-keyalg", "EC", "-groupname", "secp256r1",
+            "-dname", f"CN=Pair {number},O=SAP SE", "-validity", "30", "-storetype", "PKCS12",
+            "-keystore", str(store), "-storepass", PASSWORD,
+        )  # fmt: skip
+    data = store.read_bytes()
+
+    items = crypto.load_keystore(data, PASSWORD)
+
+    assert sorted(item.alias for item in items) == [f"pair{number}" for number in range(5)]
+    assert all(item.private_key is not None and not item.problem for item in items)
+    assert all(crypto.private_key_matches(item.private_key, item.chain[0]) for item in items)
+    if pki.OPENSSL is not None:  # the defaults the caps were sized for
+        report = openssl("pkcs12", "-info", "-noout", "-passin", f"pass:{PASSWORD}", stdin=data)
+        text = (report.stdout + report.stderr).decode()
+        assert "MAC: sha256, Iteration 10000" in text
+        assert "Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration 10000" in text
+
+
+@pytest.mark.parametrize("mac_hash", ["SHA1", "SHA256", "SHA384", "SHA512"])
+def test_the_mac_is_checked_with_its_own_hash(mac_hash, chain_a):
+    """SHA-384 and SHA-512 feed the PKCS#12 key derivation in 128-byte blocks, not 64."""
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(2048)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(getattr(hashes, mac_hash)())
+        .build("Pässwort-1".encode())
+    )
+    data = pkcs12.serialize_key_and_certificates(
+        b"k", chain_a.leaf_key, chain_a.leaf, None, encryption
+    )
+
+    [item] = crypto.load_pkcs12(data, "Pässwort-1")
+
+    assert item.alias == "k"
+    with pytest.raises(CryptoError, match="Wrong password"):
+        crypto.load_pkcs12(data, "Passwort-1")
+
+
+def test_a_pbmac1_mac_is_read_like_openssl_reads_it(chain_a):
+    """RFC 9579's MAC (PBKDF2 over the UTF-8 password, then HMAC), which OpenSSL 3.4 and later
+    write on request; cryptography's own reader is the reference."""
+    password = "Pässwort-1"
+    data = pki.make_pkcs12_single("k", chain_a.leaf_key, chain_a.chain, password)
+    pfx, _ = der_decoder.decode(data, asn1Spec=rfc7292.PFX())
+    content = bytes(der_decoder.decode(bytes(pfx["authSafe"]["content"]))[0])
+    salt = os.urandom(16)
+    kdf = rfc8018.PBKDF2_params()
+    kdf["salt"]["specified"] = salt
+    kdf["iterationCount"] = 2048
+    kdf["keyLength"] = 32
+    kdf["prf"]["algorithm"] = rfc8018.id_hmacWithSHA256
+    kdf["prf"]["parameters"] = der_encoder.encode(univ.Null(""))
+    params = rfc8018.PBMAC1_params()
+    params["keyDerivationFunc"]["algorithm"] = rfc8018.id_PBKDF2
+    params["keyDerivationFunc"]["parameters"] = der_encoder.encode(kdf)
+    params["messageAuthScheme"]["algorithm"] = rfc8018.id_hmacWithSHA256
+    params["messageAuthScheme"]["parameters"] = der_encoder.encode(univ.Null(""))
+    mac = pfx["macData"]
+    mac["mac"]["digestAlgorithm"]["algorithm"] = rfc8018.id_PBMAC1
+    mac["mac"]["digestAlgorithm"]["parameters"] = der_encoder.encode(params)
+    mac["iterations"] = 1
+    key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 2048, 32)
+    mac["mac"]["digest"] = hmac.new(key, content, hashlib.sha256).digest()
+    data = der_encoder.encode(pfx)
+    assert pkcs12.load_pkcs12(data, password.encode()).key is not None
+
+    [item] = crypto.load_pkcs12(data, password)
+
+    assert item.alias == "k"
+    with pytest.raises(CryptoError, match="Wrong password"):
+        crypto.load_pkcs12(data, "Passwort-1")
 
 
 def test_keystore_size_cap_is_checked_before_parsing(monkeypatch):
@@ -798,15 +1005,22 @@ def test_wrong_password_for_jks(chain_a):
     assert "guessed-wrong" not in str(caught.value)
 
 
-def test_jks_key_with_its_own_password_is_reported(chain_a):
+def test_jks_key_with_its_own_password_is_reported(chain_a, chain_b):
     entry = jks.PrivateKeyEntry.new(
         "alpha", [pki.der(chain_a.leaf)], pki.pkcs8_der(chain_a.leaf_key)
     )
     entry.encrypt("key-password")
-    data = jks.KeyStore.new("jks", [entry]).saves(PASSWORD)
+    other = jks.PrivateKeyEntry.new(
+        "beta", [pki.der(chain_b.leaf)], pki.pkcs8_der(chain_b.leaf_key)
+    )
+    data = jks.KeyStore.new("jks", [entry, other]).saves(PASSWORD)
 
     with pytest.raises(CryptoError, match="'alpha' is protected by a password other than"):
         crypto.load_jks(data, PASSWORD)
+    alpha, beta = crypto.load_keystore(data, PASSWORD)
+    assert (alpha.alias, alpha.private_key) == ("alpha", None)
+    assert alpha.problem.startswith("The key 'alpha' is protected by a password other than")
+    assert (beta.alias, beta.problem, beta.chain) == ("beta", "", [chain_b.leaf])
 
 
 def test_damaged_jks_files_raise_only_crypto_errors(chain_a):
@@ -817,6 +1031,54 @@ def test_damaged_jks_files_raise_only_crypto_errors(chain_a):
             crypto.load_jks(damaged, PASSWORD)
     with pytest.raises(CryptoError, match="Not a JKS"):
         crypto.load_jks(b"PK\x03\x04 a zip file", PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def store_with_a_dsa_key(tmp_path_factory, chain_a, chain_b) -> tuple[Path, list[str]]:
+    """Two key pairs written by pyjks, and a DSA key pair keytool adds to the same JKS."""
+    if pki.KEYTOOL is None:
+        pytest.skip("keytool is not installed")
+    store = tmp_path_factory.mktemp("dsa") / "store.jks"
+    entries: list[pki.Entry] = [
+        ("alpha", chain_a.leaf_key, chain_a.chain),
+        ("beta_ec", *_ec_pair(chain_b)),
+    ]
+    store.write_bytes(pki.make_jks(entries, PASSWORD))
+    pki.run_keytool(
+        "-genkeypair", "-alias", "legacy_dsa", "-keyalg", "DSA", "-dname", "CN=Legacy DSA",
+        "-validity", "30", "-storetype", "JKS", "-keystore", str(store),
+        "-storepass", PASSWORD, "-keypass", PASSWORD,
+    )  # fmt: skip
+    return store, ["alpha", "beta_ec"]
+
+
+@pytest.mark.parametrize("store_type", ["JKS", "PKCS12"])
+# keytool before JDK 21 writes a NULL parameter into DSA signature algorithms
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+def test_a_dsa_key_is_an_entry_with_a_problem(store_type, store_with_a_dsa_key, tmp_path):
+    store, others = store_with_a_dsa_key
+    if store_type == "PKCS12":
+        converted = tmp_path / "store.p12"
+        pki.run_keytool(
+            "-importkeystore", "-noprompt", "-srckeystore", str(store), "-srcstoretype", "JKS",
+            "-srcstorepass", PASSWORD, "-destkeystore", str(converted),
+            "-deststoretype", "PKCS12", "-deststorepass", PASSWORD,
+        )  # fmt: skip
+        store = converted
+    data = store.read_bytes()
+
+    items = {item.alias: item for item in crypto.load_keystore(data, PASSWORD)}
+
+    assert sorted(items) == sorted([*others, "legacy_dsa"])
+    dsa_item = items["legacy_dsa"]
+    assert (dsa_item.private_key, dsa_item.chain) == (None, [])
+    assert dsa_item.problem == "The key 'legacy_dsa' is a DSA key; DSA keys are not supported."
+    for alias in others:
+        assert items[alias].private_key is not None and not items[alias].problem
+    # Read as one key pair (a key pair upload, an SAP key), the DSA key refuses the file.
+    reader = crypto.load_jks if store_type == "JKS" else crypto.load_pkcs12
+    with pytest.raises(CryptoError, match="'legacy_dsa' is a DSA key"):
+        reader(data, PASSWORD)
 
 
 @needs_keytool

@@ -4,13 +4,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from keystore import services
 from keystore.management.commands import get_tenant, password_from_env, write_output
+from keystore.passwords import export_password_problems
 
 
 class Command(BaseCommand):
     help = (
         "Back up a tenant's keystore: every key pair and trusted certificate in one PKCS#12 "
-        "file (AES-256). The password is read from an environment variable. Restore with "
-        "import_keystore --overwrite."
+        "file (AES-256). The password is read from an environment variable and must pass the "
+        "password validators. Restore with import_keystore --overwrite."
     )
 
     def add_arguments(self, parser) -> None:
@@ -26,6 +27,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         tenant = get_tenant(options["tenant"])
         password = password_from_env(options["password_env"])
+        problems = export_password_problems(password)
+        if problems:
+            raise CommandError(f"The password in {options['password_env']}: {' '.join(problems)}")
         try:
             download = services.backup_keystore(tenant, password)
         except services.KeystoreError as error:
