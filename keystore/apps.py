@@ -23,6 +23,8 @@ class KeystoreConfig(AppConfig):
     verbose_name = "Keystore"
 
     def ready(self) -> None:
+        from keystore import lockouts  # noqa: F401  connects the lockout audit receiver
+
         post_migrate.connect(_ensure_roles_after_migrate, sender=self)
         post_save.connect(
             _ensure_roles_for_new_tenant, sender="keystore.Tenant", dispatch_uid="tenant-roles"

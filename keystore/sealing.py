@@ -31,7 +31,8 @@ class Kek:
     key: bytes
 
 
-def _decode_kek(text: str) -> bytes:
+def decode_kek(text: str) -> bytes:
+    """The 32 raw bytes of one KEYSTORE_KEK key; ImproperlyConfigured naming what is wrong."""
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.urlsafe_b64decode(padded.encode("ascii"))
@@ -55,7 +56,7 @@ def keks() -> list[Kek]:
         raise ImproperlyConfigured("KEYSTORE_KEK is empty.")
     result = []
     for text in configured:
-        raw = _decode_kek(text.strip())
+        raw = decode_kek(text.strip())
         result.append(Kek(kek_id_of(raw), raw))
     return result
 

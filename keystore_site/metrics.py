@@ -11,9 +11,13 @@ Metrics (timestamps are Unix seconds):
   renewals_pending_sap_keys{tenant}         new SAP keys waiting for activation
   renewals_pending_auto_activation_timestamp_seconds{tenant,alias}
                                             when the scheduler activates each waiting key
+  renewals_pending_needing_attention{tenant}
+                                            waiting keys the scheduler never activates
   renewals_last_successful_scan_timestamp_seconds
                                             when the last scan without failures finished
                                             (absent until one has)
+  renewals_scan_runs_interrupted_total      scans that never finished (a later one did the work)
+  keystore_cache_up                         1 when the cache answers, 0 during an outage
   whereused_flows_restart_required{tenant}  integration flows waiting for a restart
 
 The number of queries does not depend on the number of tenants or entries.
@@ -21,12 +25,14 @@ The number of queries does not depend on the number of tenants or entries.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -39,6 +45,8 @@ from keystore.models import KeystoreEntry, Tenant
 from keystore_site.dashboard import EXPIRY_STATES, expiry_state_counts
 from renewals import conf as renewals_conf
 from renewals.models import PendingSapKey, ScanRun
+
+logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TOKEN_SETTING = "METRICS_TOKEN"
@@ -170,12 +178,29 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
     )
     for tenant_id, alias, current_valid_until in (
         PendingSapKey.objects.filter(tenant_id__in=ids)
+        .activatable_automatically(now)
         .order_by("tenant_id", "alias")
         .values_list("tenant_id", "alias", "entry__valid_until")
     ):
         activation.add(
             (current_valid_until - before).timestamp(), tenant=slugs[tenant_id], alias=alias
         )
+
+    attention_counts = dict(
+        PendingSapKey.objects.filter(tenant_id__in=ids)
+        .needing_attention(now)
+        .values("tenant_id")
+        .annotate(n=Count("pk"))
+        .values_list("tenant_id", "n")
+        .order_by()
+    )
+    attention = Family(
+        "renewals_pending_needing_attention",
+        "New SAP keys the scheduler never activates: expired, or expiring no later than the "
+        "key they replace.",
+    )
+    for tenant in tenants:
+        attention.add(attention_counts.get(tenant.pk, 0), tenant=tenant.slug)
 
     last_scan = Family(
         "renewals_last_successful_scan_timestamp_seconds",
@@ -190,8 +215,20 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
     )
     if finished is not None:
         last_scan.add(finished.timestamp())
+    interrupted = Family(
+        "renewals_scan_runs_interrupted_total",
+        "Scans that never finished (worker killed); a later scan did their work.",
+        type="counter",
+    )
+    interrupted.add(ScanRun.objects.filter(interrupted=True).count())
+    cache_up = Family(
+        "keystore_cache_up",
+        "1 when the cache (Redis with REDIS_URL) answers, 0 during an outage; nothing "
+        "depends on it without a fallback.",
+    )
+    cache_up.add(1 if cache_answers() else 0)
 
-    families = [expiry, states, pending, activation, last_scan]
+    families = [expiry, states, pending, activation, attention, last_scan, interrupted, cache_up]
     restart_counts = _restart_counts(ids)
     if restart_counts is not None:
         restart = Family(
@@ -202,6 +239,15 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
             restart.add(restart_counts.get(tenant.pk, 0), tenant=tenant.slug)
         families.append(restart)
     return families
+
+
+def cache_answers() -> bool:
+    try:
+        cache.get("keystore-metrics-probe")
+    except Exception as error:  # any client error means the same thing: the cache is down
+        logger.warning("The cache does not answer: %s", error)
+        return False
+    return True
 
 
 # -- the view ----------------------------------------------------------------------------------

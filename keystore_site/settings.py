@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -16,11 +17,37 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off"}
+
+
 def env_bool(name: str, default: bool) -> bool:
+    """Unset gives the default; anything but a known word refuses to start, because a typo in
+    DJANGO_DEBUG must never turn debug (and its development secrets) on."""
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name} must be one of 1, 0, true, false, yes, no, on, off (it is {value!r})."
+    )
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number >= {minimum} (it is {value!r}).")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -45,6 +72,11 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 _kek_env = os.environ.get("KEYSTORE_KEK", "")
 if _kek_env.strip():
     KEYSTORE_KEK = [item.strip() for item in _kek_env.split(",") if item.strip()]
+    # Checked now, so that a malformed key stops the start instead of the first private key use.
+    from keystore.sealing import decode_kek
+
+    for _kek in KEYSTORE_KEK:
+        decode_kek(_kek)
 elif DEBUG:
     # A local, derived KEK keeps development and tests free of set-up; never used with debug off.
     KEYSTORE_KEK = [
@@ -60,6 +92,7 @@ else:
 
 INSTALLED_APPS = [
     "django.contrib.admin",
+    "axes",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -82,6 +115,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during authentication into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "keystore_site.urls"
@@ -119,6 +155,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out user name and address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -137,26 +175,67 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", "") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG or TESTING
-        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        else "keystore_site.staticfiles.ForgivingManifestStorage"
     },
 }
-# The site serves its own static files (whitenoise): from STATIC_ROOT after collectstatic, and
-# straight from the apps when it has not been run (demo, tests).
+# The site serves its own static files (whitenoise): compressed, hashed names from STATIC_ROOT
+# after collectstatic, and the apps' own files when it has not been run (so a forgotten
+# collectstatic costs compression, never a page).
 WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "admin:login"
+# A refused or missing ?next= lands on the dashboard (Django's default is /accounts/profile/).
+LOGIN_REDIRECT_URL = "admin:index"
+
+# A key-management console: sessions end when the browser closes, and at the latest after
+# DJANGO_SESSION_HOURS (default 8) hours.
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_HOURS", 8, minimum=1) * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Failed logins (django-axes): locked per combination of user name and client address, stored in
+# the database (so they hold across workers and restarts without Redis), reset by a good login.
+TRUSTED_PROXY_COUNT = env_int("DJANGO_TRUSTED_PROXY_COUNT", 0)
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "keystore_site.clientaddress.client_address"
+AXES_LOCKOUT_CALLABLE = "keystore_site.lockout.lockout_response"
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_VERBOSE = False
+
+# Content-Security-Policy (django-csp): scripts and styles from the site's own files only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A hanging Redis must cost a page at most a second, not the worker's whole time.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -200,13 +279,23 @@ if TESTING:
 RENEWALS_SITE_URL = os.environ.get("RENEWALS_SITE_URL", "")
 WHEREUSED_RESTART_CALLABLE = os.environ.get("WHEREUSED_RESTART_CALLABLE") or None
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# Networks the TLS connectivity test may reach besides the public and private ranges
+# (comma-separated CIDRs); loopback, link-local and metadata addresses are refused otherwise.
+CONNECTIVITY_ALLOWED_NETWORKS = env_list("CONNECTIVITY_ALLOWED_NETWORKS")
+try:
+    from renewals.connectivity.addresses import parse_networks
+
+    parse_networks(CONNECTIVITY_ALLOWED_NETWORKS)
+except ValueError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    # axes logs every login at INFO; its warnings (failures, lockouts) are what matters.
+    "loggers": {"django_q": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.

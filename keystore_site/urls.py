@@ -7,10 +7,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from keystore.throttle import ThrottledAdminAuthenticationForm
 from keystore_site import dashboard, metrics
 
-admin.site.login_form = ThrottledAdminAuthenticationForm
 admin.site.site_header = "Keystore Monitor"
 admin.site.site_title = "Keystore Monitor"
 admin.site.index_title = "Tenant keystores"

@@ -19,7 +19,7 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    """Throttle counters live in the cache; one test's logins or probes must not limit another."""
+    """Nothing one test leaves in the cache may reach another."""
     from django.core.cache import cache
 
     cache.clear()

@@ -98,8 +98,16 @@ def browser():
 
 @pytest.fixture
 def new_page(browser, live_server):
-    """new_page() -> a page in a fresh context (its own cookies) on the live server."""
+    """new_page() -> a page in a fresh context (its own cookies) on the live server.
+
+    Every page's console is watched: a Content-Security-Policy violation on any page a test
+    visits fails that test, so the policy is proven on every page the browser tests walk."""
     contexts = []
+    violations: list[str] = []
+
+    def watch(message) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
 
     def open_page():
         context = browser.new_context(
@@ -108,12 +116,14 @@ def new_page(browser, live_server):
             viewport={"width": 1920, "height": 1080},
         )
         context.set_default_timeout(TIMEOUT_MS)
+        context.on("console", watch)
         contexts.append(context)
         return context.new_page()
 
     yield open_page
     for context in contexts:
         context.close()
+    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 def login(page, username: str) -> None:

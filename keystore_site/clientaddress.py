@@ -1,0 +1,36 @@
+"""The client's address for login lockouts (django-axes' AXES_CLIENT_IP_CALLABLE).
+
+X-Forwarded-For is believed only as far as DJANGO_TRUSTED_PROXY_COUNT proxies we run ourselves:
+each appends the address it saw, so with N trusted proxies the client is the N-th address from the
+right, and anything further left was written by the client. With no trusted proxy (the default),
+the header is ignored, so nobody can pick the address their failures are counted against.
+Written here rather than taken from django-ipware, whose proxy count also counts the proxies' own
+addresses and answers None for the single-address header a lone nginx sends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def client_address(request: HttpRequest) -> str:
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    trusted = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0) or 0)
+    if trusted <= 0:
+        return remote
+    hops = [
+        hop.strip()
+        for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if hop.strip()
+    ]
+    if len(hops) < trusted:
+        return remote
+    candidate = hops[-trusted]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        # A proxy that wrote garbage: count it against the proxy, not a made-up client.
+        return remote
