@@ -68,15 +68,14 @@ def expiry_badge(valid_until: datetime, now: datetime) -> str:
     """Valid-until date coloured: red when expired, amber under 30 days, green otherwise."""
     left = valid_until - now
     if left <= timedelta(0):
-        state, colour, title = "expired", "#ba2121", "Expired"
+        state, title = "expired", "Expired"
     elif left < EXPIRY_WARNING:
-        state, colour, title = "soon", "#b26a00", f"Expires in {left.days} days"
+        state, title = "soon", f"Expires in {left.days} days"
     else:
-        state, colour, title = "valid", "#2e7d32", f"Valid for {left.days} more days"
+        state, title = "valid", f"Valid for {left.days} more days"
     return format_html(
-        '<span class="expiry expiry-{}" style="color: {}; font-weight: bold" title="{}">{}</span>',
+        '<span class="expiry expiry-{}" title="{}">{}</span>',
         state,
-        colour,
         title,
         _when(valid_until),
     )
@@ -218,12 +217,10 @@ class TenantAdmin(admin.ModelAdmin):
         return _is_superuser(request.user)
 
     def checked_tenant(self, request, object_id) -> Tenant:
-        """404 for a missing tenant, 403 for one the user may not see (not a redirect)."""
+        """404 for a missing tenant and for one the user may not see (not a redirect)."""
         tenant = Tenant.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
-        if tenant is None:
+        if tenant is None or not self.has_view_permission(request, tenant):
             raise Http404("No such tenant.")
-        if not self.has_view_permission(request, tenant):
-            raise PermissionDenied("You do not have the permission for this tenant.")
         return tenant
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -367,8 +364,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
     def alias_with_owner(self, entry: KeystoreEntry):
         if entry.is_sap_owned:
             return format_html(
-                '{} <span class="sap-badge" title="Owned by SAP" style="background: #0a6ed1; '
-                'color: #fff; border-radius: 3px; padding: 0 4px; font-size: 0.8em">SAP</span>',
+                '{} <span class="sap-badge" title="Owned by SAP">SAP</span>',
                 entry.alias,
             )
         return entry.alias
@@ -421,9 +417,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 _when(facts.not_after),
             )
             html = format_html(
-                '<ul class="chain-tree" style="list-style: none; margin: 0; padding-left: {}">'
-                "<li>{}{}</li></ul>",
-                "1.5em" if position < len(chain) - 1 else "0",
+                '<ul class="chain-tree"><li>{}{}</li></ul>',
                 item,
                 html,
             )
@@ -509,7 +503,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
     def render_buttons(buttons: list[tuple[str, str, str]]):
         return format_html_join(
             " ",
-            '<a class="button entry-{}" href="{}" style="white-space: nowrap">{}</a>',
+            '<a class="button entry-button entry-{}" href="{}">{}</a>',
             ((css, url, label) for label, url, css in buttons),
         )
 
@@ -559,9 +553,12 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         if kind not in services.PUBLIC_FORMATS:
             raise Http404("Unknown download format.")
 
-    @staticmethod
-    def _download(entry: KeystoreEntry, kind: str) -> HttpResponse:
-        return file_response(services.public_download(entry, kind))
+    def _download(self, request, entry: KeystoreEntry, kind: str) -> HttpResponse:
+        try:
+            return file_response(services.public_download(entry, kind))
+        except services.KeystoreError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(self._change_url(entry))
 
     @staticmethod
     def _entry_facts(entry: KeystoreEntry) -> list[tuple[str, str]]:
@@ -577,7 +574,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
     def download_view(self, request, pk: int, kind: str):
         self._check_kind(kind)
         entry = self.get_object_for(request, pk, permissions.READ)
-        return self._download(entry, kind)
+        return self._download(request, entry, kind)
 
     # ---- uploads -------------------------------------------------------------------------
 
@@ -676,7 +673,14 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             self.message_user(
                 request,
                 f"Keystore imported into {tenant.slug}: {len(summary.added)} added, "
-                f"{len(summary.overwritten)} overwritten, {len(summary.rejected)} rejected.",
+                f"{len(summary.overwritten)} overwritten, {len(summary.rejected)} rejected."
+                + (
+                    " Chains completed with the new certificates: "
+                    + ", ".join(summary.chains_completed)
+                    + "."
+                    if summary.chains_completed
+                    else ""
+                ),
                 level,
             )
             return HttpResponseRedirect(reverse(self.url_name("import_summary")))
@@ -903,7 +907,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             self.message_user(request, "Only key pairs can be exported as PKCS#12.", messages.ERROR)
             return HttpResponseRedirect(self._change_url(entry))
         if request.method == "POST":
-            form = ExportForm(request.POST)
+            form = ExportForm(request.POST, user=request.user)
             if form.is_valid():
                 try:
                     content = services.export_pkcs12(
@@ -917,7 +921,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                         services.Download(f"{stem}.p12", "application/x-pkcs12", content)
                     )
         else:
-            form = ExportForm()
+            form = ExportForm(user=request.user)
         return self.render_page(
             request,
             "entry_form.html",

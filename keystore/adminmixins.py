@@ -88,7 +88,8 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return self.admin_site.admin_view(view)
 
     def get_object_for(self, request: HttpRequest, object_id, perm: str):
-        """The object if it exists and the user holds `perm` on its tenant; 403/404 otherwise."""
+        """The object if it exists and the user holds `perm` on its tenant; 404 for a missing
+        object or another tenant's, 403 for a role without `perm` in the object's tenant."""
         from django.http import Http404
 
         obj = (
@@ -98,8 +99,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         )
         if obj is None:
             raise Http404("No such object.")
-        if not permissions.may(request.user, perm, self.tenant_of(obj)):
-            raise PermissionDenied("You do not have the permission for this tenant.")
+        permissions.require(request.user, perm, self.tenant_of(obj))
         return obj
 
     def render_page(self, request: HttpRequest, template: str, title: str, **context):

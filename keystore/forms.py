@@ -16,8 +16,8 @@ from django.core.files.uploadedfile import UploadedFile
 
 from keystore import crypto, permissions
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
-from keystore.passwords import export_password_problems
-from keystore.services import KEY_TYPES, MAX_CREATED_VALID_DAYS, MIN_EXPORT_PASSWORD_LENGTH
+from keystore.passwords import MIN_EXPORT_PASSWORD_LENGTH, export_password_problems
+from keystore.services import KEY_TYPES, MAX_CREATED_VALID_DAYS
 
 
 def _size_text(limit: int) -> str:

@@ -13,10 +13,11 @@ from datetime import datetime
 from cryptography import x509
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
-from keystore import crypto, sealing
+from keystore import aliases, crypto, sealing
 from keystore.querysets import AuditQuerySet, EntryQuerySet, TenantQuerySet
 
 ALIAS_MAX_LENGTH = 250
@@ -25,6 +26,11 @@ SAP_ALIAS_PREFIXES = ("sap_", "hcicertificate")
 
 def is_sap_alias(alias: str) -> bool:
     return alias.lower().startswith(SAP_ALIAS_PREFIXES)
+
+
+def looks_like_sap_alias(alias: str) -> bool:
+    """Reads like a reserved alias, whatever look-alike letters spell it (keystore.aliases)."""
+    return is_sap_alias(alias) or aliases.looks_like(alias, SAP_ALIAS_PREFIXES)
 
 
 class Tenant(models.Model):
@@ -111,6 +117,9 @@ class KeyMaterial(models.Model):
     root_subject = models.CharField(max_length=1024, blank=True)
     root_fingerprint_sha256 = models.CharField(max_length=95, blank=True)
     chain_length = models.PositiveSmallIntegerField(default=1)
+    # False while the chain stops short of a self-signed root (a signed response imported
+    # before its CA was trusted): its "root" download is refused, and adding the CA completes it.
+    root_known = models.BooleanField(default=True)
 
     class Meta:
         abstract = True
@@ -132,6 +141,12 @@ class KeyMaterial(models.Model):
         self, chain: list[x509.Certificate], private_key: crypto.PrivateKey | None
     ) -> None:
         """Store chain and key, sealing the key for this row; refreshes the fact columns."""
+        self.set_chain(chain)
+        self._seal(private_key)
+
+    def set_chain(self, chain: list[x509.Certificate]) -> None:
+        """Store the chain and refresh the fact columns; the sealed key stays as it is (a chain
+        completed towards its root keeps its leaf and key)."""
         leaf = chain[0]
         facts = crypto.certificate_facts(leaf)
         root = crypto.root_certificate(chain)
@@ -151,7 +166,7 @@ class KeyMaterial(models.Model):
         self.fingerprint_sha256 = facts.fingerprint_sha256
         self.root_subject = root_facts.subject[:1024]
         self.root_fingerprint_sha256 = root_facts.fingerprint_sha256
-        self._seal(private_key)
+        self.root_known = root_facts.self_signed
 
     def _seal(self, private_key: crypto.PrivateKey | None) -> None:
         if private_key is None:
@@ -231,7 +246,10 @@ class KeystoreEntry(KeyMaterial):
         verbose_name_plural = "keystore entries"
         ordering = ["tenant__slug", "alias"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "alias"], name="unique_alias_per_tenant"),
+            # Java keystores and Cloud Integration treat aliases case-insensitively.
+            models.UniqueConstraint(
+                Lower("alias"), "tenant", name="unique_alias_per_tenant_ignoring_case"
+            ),
         ]
         indexes = [models.Index(fields=["tenant", "valid_until"])]
 
@@ -253,11 +271,16 @@ class AuditAction(models.TextChoices):
     ACTIVATE = "activate", "Activated"
     REVERT = "revert", "Added back to New SAP Keys"
     ROLE = "role", "Role assigned"
+    LOCKOUT = "lockout", "Login locked"
+    CHAIN = "chain", "Chain completed"
     OTHER = "other", "Other"
 
 
 class AuditEvent(models.Model):
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
+    # No tenant: a site event (a login lockout), seen by superusers only.
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_events"
+    )
     alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True)
     action = models.CharField(max_length=16, choices=AuditAction.choices)
     actor = models.ForeignKey(

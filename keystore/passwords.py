@@ -3,8 +3,9 @@ backup.
 
 The file travels and can be attacked offline for as long as anyone keeps it, so its password
 must pass Django's password validators (AUTH_PASSWORD_VALIDATORS: a common password or
-``12345678`` is refused), on top of the services' own minimum length. The export form, the
-backup form and the backup_keystore command all ask here before the file is written.
+``12345678`` is refused), on top of a minimum length. The services refuse such a password
+(keystore.services.export_pkcs12 and backup_keystore); the forms and the backup_keystore
+command ask here first, to show the reason beside the field or name the variable.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
-from keystore.services import MIN_EXPORT_PASSWORD_LENGTH
+MIN_EXPORT_PASSWORD_LENGTH = 8
 
 
 def export_password_problems(password: str, user=None) -> list[str]:

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.http import Http404
 
 READ = "NodeManager.read"
 DEPLOY = "NodeManager.deploysecuritycontent"
@@ -82,8 +83,13 @@ def may(user, perm: str, tenant) -> bool:
 
 
 def require(user, perm: str, tenant) -> None:
-    if not may(user, perm, tenant):
-        raise PermissionDenied("You do not have the permission for this tenant.")
+    """403 for a role without `perm` on a tenant the user sees; 404 for a tenant the user does
+    not see at all, like a missing object, so that sequential ids reveal nothing."""
+    if may(user, perm, tenant):
+        return
+    if not may(user, READ, tenant):
+        raise Http404("No such object.")
+    raise PermissionDenied("You do not have the permission for this tenant.")
 
 
 def tenant_ids(user, perm: str = READ) -> set[int]:

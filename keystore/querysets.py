@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 
@@ -30,6 +32,11 @@ class TenantScopedQuerySet(models.QuerySet):
 
 
 class EntryQuerySet(TenantScopedQuerySet):
+    def with_alias(self, alias: str) -> EntryQuerySet:
+        """The entry with this alias as Java keystores and Cloud Integration see it: ignoring
+        case, by the same expression as the database's unique constraint."""
+        return self.alias(alias_folded=Lower("alias")).filter(alias_folded=Lower(Value(alias)))
+
     def key_pairs(self) -> EntryQuerySet:
         return self.filter(entry_type="key_pair")
 

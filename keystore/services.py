@@ -30,7 +30,9 @@ from keystore.models import (
     Owner,
     Tenant,
     is_sap_alias,
+    looks_like_sap_alias,
 )
+from keystore.passwords import export_password_problems
 
 
 class KeystoreError(Exception):
@@ -45,7 +47,7 @@ def actor_label(actor) -> str:
 
 
 def record_audit(
-    tenant: Tenant,
+    tenant: Tenant | None,
     alias: str,
     action: str,
     actor=None,
@@ -86,10 +88,11 @@ def validate_alias(alias: str, *, owner: str = Owner.TENANT) -> str:
         raise KeystoreError("The alias contains control characters.")
     if alias != alias.strip():
         raise KeystoreError("The alias starts or ends with white space.")
-    if owner == Owner.TENANT and is_sap_alias(alias):
+    if owner == Owner.TENANT and looks_like_sap_alias(alias):
         raise KeystoreError(
-            f"The alias {alias!r} is reserved for SAP: aliases starting with 'sap_' or "
-            "'hcicertificate' cannot be uploaded or used by the tenant."
+            f"The alias {alias!r} is reserved for SAP, or reads like a reserved one: aliases "
+            "starting with 'sap_' or 'hcicertificate', in any letters that look alike, cannot "
+            "be uploaded or used by the tenant."
         )
     return alias
 
@@ -139,13 +142,19 @@ def _store(
     label: str | None = None,
     detail: str = "",
 ) -> tuple[KeystoreEntry, bool]:
-    """Insert or overwrite one entry with its audit record; returns (entry, overwritten)."""
-    existing = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
+    """Insert or overwrite one entry with its audit record; returns (entry, overwritten). An
+    alias that differs from an existing one only in case is the same alias: the entry keeps
+    its stored spelling."""
+    existing = (
+        KeystoreEntry.objects.select_for_update().filter(tenant=tenant).with_alias(alias).first()
+    )
     if existing is not None:
+        same = repr(alias) if existing.alias == alias else f"{existing.alias!r} (case ignored)"
         if not overwrite:
-            raise KeystoreError(f"An entry with alias {alias!r} exists already.")
+            raise KeystoreError(f"An entry with alias {same} exists already.")
         if existing.owner == Owner.SAP and owner != Owner.SAP:
-            raise KeystoreError(f"{alias!r} is owned by SAP and cannot be overwritten.")
+            raise KeystoreError(f"{same} is owned by SAP and cannot be overwritten.")
+        alias = existing.alias
         entry, old_fingerprint = existing, existing.fingerprint_sha256
         entry.version += 1
     else:
@@ -195,6 +204,7 @@ def import_certificate(
         entry, _ = _store(
             tenant, alias, chain, None, owner=Owner.TENANT, actor=actor, overwrite=overwrite
         )
+        complete_chains(tenant, actor=actor)
     return entry
 
 
@@ -268,7 +278,7 @@ def create_key_pair(
         name = crypto.parse_subject(subject)
     except crypto.CryptoError as error:
         raise KeystoreError(str(error))
-    if KeystoreEntry.objects.filter(tenant=tenant, alias=alias).exists():
+    if KeystoreEntry.objects.filter(tenant=tenant).with_alias(alias).exists():
         # Checked before the key is generated (an RSA-4096 key takes a while); _store checks
         # again under the lock.
         raise KeystoreError(f"An entry with alias {alias!r} exists already.")
@@ -321,18 +331,25 @@ def signing_request(entry: KeystoreEntry, *, actor=None) -> Download:
     return Download(f"{_file_stem(entry.alias)}.csr", "application/pkcs10", request)
 
 
-def _completed_from_keystore(
-    tenant: Tenant, chain: list[x509.Certificate]
-) -> list[x509.Certificate]:
-    """The chain, extended towards its root with the tenant's trusted certificates (a CA often
-    answers with the signed certificate alone)."""
-    trusted = [
+def _trusted_certificates(tenant: Tenant) -> list[x509.Certificate]:
+    return [
         cert
         for entry in KeystoreEntry.objects.for_tenant(tenant).filter(
             entry_type=EntryType.CERTIFICATE
         )
         for cert in entry.certificate_chain()
     ]
+
+
+def _completed_from_keystore(
+    tenant: Tenant,
+    chain: list[x509.Certificate],
+    trusted: list[x509.Certificate] | None = None,
+) -> list[x509.Certificate]:
+    """The chain, extended towards its root with the tenant's trusted certificates (a CA often
+    answers with the signed certificate alone)."""
+    if trusted is None:
+        trusted = _trusted_certificates(tenant)
     chain = list(chain)
     while not crypto.certificate_facts(chain[-1]).self_signed:
         top = chain[-1]
@@ -350,6 +367,38 @@ def _completed_from_keystore(
             break
         chain.append(issuer)
     return chain
+
+
+def complete_chains(tenant: Tenant, *, actor=None) -> list[KeystoreEntry]:
+    """Extend every chain of the tenant that stops short of its root with the tenant's trusted
+    certificates: called whenever a certificate is added, so a signed response imported before
+    its CA was trusted gets its root. The leaf and the private key stay as they are."""
+    candidates = list(
+        KeystoreEntry.objects.select_for_update().for_tenant(tenant).filter(root_known=False)
+    )
+    if not candidates:
+        return []
+    trusted = _trusted_certificates(tenant)
+    completed = []
+    for entry in candidates:
+        chain = entry.certificate_chain()
+        longer = _completed_from_keystore(tenant, chain, trusted)
+        if len(longer) == len(chain):
+            continue
+        entry.set_chain(longer)
+        entry.save()
+        record_audit(
+            tenant,
+            entry.alias,
+            AuditAction.CHAIN,
+            actor,
+            old_fingerprint=entry.fingerprint_sha256,
+            new_fingerprint=entry.fingerprint_sha256,
+            detail=f"chain completed up to {entry.root_subject}"
+            + ("" if entry.root_known else " (its root is still not known)"),
+        )
+        completed.append(entry)
+    return completed
 
 
 def apply_signing_response(
@@ -447,6 +496,8 @@ class ImportOutcome:
 @dataclass
 class ImportSummary:
     outcomes: list[ImportOutcome] = field(default_factory=list)
+    # Entries (already stored or just merged) whose chain the merge's certificates extended.
+    chains_completed: list[str] = field(default_factory=list)
 
     def _of(self, result: str) -> list[ImportOutcome]:
         return [outcome for outcome in self.outcomes if outcome.result == result]
@@ -468,6 +519,7 @@ class ImportSummary:
             "added": [o.alias for o in self.added],
             "overwritten": [o.alias for o in self.overwritten],
             "rejected": [{"alias": o.alias, "reason": o.reason} for o in self.rejected],
+            "chains_completed": list(self.chains_completed),
         }
 
 
@@ -487,16 +539,20 @@ def import_keystore(
     with transaction.atomic():
         for item in items:
             alias = item.alias
-            kind = EntryType.KEY_PAIR if item.private_key is not None else EntryType.CERTIFICATE
+            # An entry the reader could not take (item.problem) is always a key.
+            is_key = item.private_key is not None or bool(item.problem)
+            kind = EntryType.KEY_PAIR if is_key else EntryType.CERTIFICATE
             try:
                 if item.problem:
                     raise KeystoreError(item.problem)
                 if not alias:
                     raise KeystoreError("The entry has no alias (friendly name) in the file.")
                 validate_alias(alias)
-                if alias in seen:
-                    raise KeystoreError("The alias appears twice in the file.")
-                seen.add(alias)
+                if alias.casefold() in seen:
+                    raise KeystoreError(
+                        "The alias appears twice in the file (aliases ignore case)."
+                    )
+                seen.add(alias.casefold())
                 chain, _warnings = validated_chain(item.chain, item.private_key)
                 with transaction.atomic():
                     entry, overwritten = _store(
@@ -522,6 +578,10 @@ def import_keystore(
                     fingerprint=entry.fingerprint_sha256,
                 )
             )
+        if summary.added or summary.overwritten:
+            summary.chains_completed = [
+                entry.alias for entry in complete_chains(tenant, actor=actor)
+            ]
     return summary
 
 
@@ -571,8 +631,14 @@ def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> Keystor
         old_alias = locked.alias
         if new_alias == old_alias:
             raise KeystoreError("The new alias is the same as the old one.")
-        if KeystoreEntry.objects.filter(tenant=locked.tenant, alias=new_alias).exists():
-            raise KeystoreError(f"An entry with alias {new_alias!r} exists already.")
+        twin = (
+            KeystoreEntry.objects.filter(tenant=locked.tenant)
+            .with_alias(new_alias)
+            .exclude(pk=locked.pk)
+            .first()
+        )
+        if twin is not None:
+            raise KeystoreError(f"An entry with alias {twin.alias!r} exists already.")
         locked.reseal(new_alias=new_alias, new_version=locked.version + 1)
         locked.modified_by = actor
         locked.modified_by_label = actor_label(actor)
@@ -608,7 +674,10 @@ def delete_entry(entry: KeystoreEntry, *, actor=None) -> None:
         locked.delete()
 
 
-MIN_EXPORT_PASSWORD_LENGTH = 8
+def _check_export_password(password: str, actor) -> None:
+    problems = export_password_problems(password or "", actor)
+    if problems:
+        raise KeystoreError(" ".join(problems))
 
 
 def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
@@ -616,10 +685,7 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
     _require(actor, permissions.READ_SECURITY, entry.tenant)
     if not entry.has_private_key:
         raise KeystoreError("Only key pairs can be exported as PKCS#12.")
-    if len(password or "") < MIN_EXPORT_PASSWORD_LENGTH:
-        raise KeystoreError(
-            f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters."
-        )
+    _check_export_password(password, actor)
     try:
         private_key = entry.open_private_key()
     except sealing.SealingError as error:  # moved between rows, or its KEK is gone
@@ -642,10 +708,7 @@ def backup_keystore(tenant: Tenant, password: str, *, actor=None) -> Download:
     NodeManager.readsecuritycontent only. keytool and openssl read it; "Add keystore" (with
     overwrite) restores its tenant-owned entries, SAP-owned ones come back only from SAP."""
     _require(actor, permissions.READ_SECURITY, tenant)
-    if len(password or "") < MIN_EXPORT_PASSWORD_LENGTH:
-        raise KeystoreError(
-            f"Choose a password of at least {MIN_EXPORT_PASSWORD_LENGTH} characters."
-        )
+    _check_export_password(password, actor)
     entries = list(KeystoreEntry.objects.for_tenant(tenant).order_by("alias"))
     if not entries:
         raise KeystoreError(f"The keystore of tenant {tenant.slug} is empty: nothing to back up.")
@@ -699,6 +762,14 @@ def public_download(material: KeyMaterial, kind: str) -> Download:
     if kind == "cer":
         return Download(f"{stem}.cer", "application/pkix-cert", crypto.to_der(chain[0]))
     if kind == "root":
+        if not material.root_known:
+            top = chain[-1]
+            raise KeystoreError(
+                f"The root certificate of {material.alias!r} is not known: its chain ends at "
+                f"{top.subject.rfc4514_string()}, issued by {top.issuer.rfc4514_string()}, "
+                "which is not in the keystore. Add that CA certificate to the keystore (the "
+                "chain is then completed), or download the certificate chain for what is known."
+            )
         root = crypto.root_certificate(chain)
         return Download(f"{stem}_rootCA.cer", "application/pkix-cert", crypto.to_der(root))
     if kind == "p7b":

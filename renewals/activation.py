@@ -483,6 +483,8 @@ class ScanResult:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     reminded: list = field(default_factory=list)
     alerted: list = field(default_factory=list)
+    attention: list = field(default_factory=list)
+    recovered: int = 0  # earlier runs found abandoned and marked interrupted
 
     def as_dict(self) -> dict:
         return {
@@ -501,6 +503,10 @@ class ScanResult:
                 {"tenant": n.tenant.slug, "alias": n.alias, "days": n.threshold_days}
                 for n in self.alerted
             ],
+            "needing_attention": [
+                {"tenant": n.tenant.slug, "alias": n.alias} for n in self.attention
+            ],
+            "interrupted_runs_recovered": self.recovered,
         }
 
 
@@ -511,11 +517,19 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
     (renewals.alerts), after the activations so a replaced key is not alerted.
 
     Safe to run several times at once and to replay: each key is activated by whichever run
-    locks it first, the others skip it; each mail is recorded once.
+    locks it first, the others skip it; each mail is recorded once. A run killed half-way is
+    marked interrupted by the next one, which does its remaining work: the work is derived from
+    the database, not handed over.
     """
     now = now or timezone.now()
-    run = ScanRun.objects.create(started_at=timezone.now(), as_of=now)
-    result = ScanResult(now=now)
+    started = timezone.now()
+    recovered = ScanRun.objects.abandoned(started).update(
+        interrupted=True, detail="Interrupted: the run never finished (its worker was stopped)."
+    )
+    if recovered:
+        logger.warning("Marked %s abandoned scan run(s) interrupted; doing their work.", recovered)
+    run = ScanRun.objects.create(started_at=started, as_of=now)
+    result = ScanResult(now=now, recovered=recovered)
     # Mails that failed in earlier runs first; a mail failing in this run waits for the next.
     notifications.deliver_unsent()
     due = (
@@ -537,10 +551,13 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
             logger.info("Activated %s in %s automatically.", alias, tenant.slug)
             result.activated.append(activation)
     result.reminded = notifications.send_due_reminders(now)
+    result.attention = notifications.send_attention_mails(now)
     if expiry_alerts:
         result.alerted = alerts.send_expiry_alerts(now)
     ScanRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now(),
+        interrupted=False,  # a slow run marked by another one did finish after all
+        needing_attention=PendingSapKey.objects.needing_attention(now).count(),
         activated=len(result.activated),
         skipped=len(result.skipped),
         failed=len(result.failed),

@@ -100,8 +100,7 @@ class RenewalAdmin(NoAdminForms, TenantScopedAdmin):
     def render_buttons(buttons: list[tuple[str, str, str]]):
         return format_html_join(
             " ",
-            '<a class="button renewal-{}" href="{}" '
-            'style="white-space: nowrap; display: inline-block; margin: 1px 0">{}</a>',
+            '<a class="button renewal-button renewal-{}" href="{}">{}</a>',
             ((css, url, label) for label, url, css in buttons),
         )
 
@@ -137,7 +136,11 @@ class RenewalAdmin(NoAdminForms, TenantScopedAdmin):
         if kind not in services.PUBLIC_FORMATS:
             raise Http404("Unknown download format.")
         obj = self.get_object_for(request, pk, permissions.READ)
-        return file_response(services.public_download(obj, kind))
+        try:
+            return file_response(services.public_download(obj, kind))
+        except services.KeystoreError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(reverse(self.url_name("change"), args=[obj.pk]))
 
     @staticmethod
     def require_deploy_somewhere(request: HttpRequest) -> None:
@@ -180,6 +183,18 @@ class PendingSapKeyAdmin(RenewalAdmin):
         def current_key_valid_until(pending: PendingSapKey):
             return expiry_badge(pending.entry.valid_until, now)
 
+        @admin.display(description="Automatic activation (UTC)", ordering="entry__valid_until")
+        def auto_activation(pending: PendingSapKey):
+            attention = pending.attention(now)
+            if attention:
+                return format_html(
+                    '<span class="needs-attention" title="{}">Never: needs attention</span>'
+                    "<br><small>{}</small>",
+                    attention,
+                    attention,
+                )
+            return utc(pending.auto_activation_at)
+
         @admin.display(description="Where-used")
         def where_used(pending: PendingSapKey):
             return whereused_admin.where_used_cell(
@@ -211,7 +226,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
             "tenant",
             "new_validity",
             current_key_valid_until,
-            "auto_activation",
+            auto_activation,
             where_used,
             buttons,
         )
@@ -268,6 +283,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
             root_changed=entry.root_fingerprint_sha256 != pending.root_fingerprint_sha256,
             not_yet_valid=pending.valid_from > request_now(request),
             auto_activation_at=utc(pending.auto_activation_at),
+            attention=pending.attention(request_now(request)),
             **whereused_admin.where_used_context(pending.tenant, pending.alias, pending=True),
         )
 
@@ -467,6 +483,8 @@ class ScanRunAdmin(NoAdminForms, admin.ModelAdmin):
         "skipped",
         "reminded",
         "failed",
+        "needing_attention",
+        "interrupted",
     )
     fields = (*list_display, "detail")
     readonly_fields = fields

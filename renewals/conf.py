@@ -82,3 +82,10 @@ def provision_valid_days() -> int:
 
 def mail_max_attempts() -> int:
     return int(getattr(settings, "RENEWALS_MAIL_MAX_ATTEMPTS", DEFAULT_MAIL_MAX_ATTEMPTS))
+
+
+def scan_lifetime() -> timedelta:
+    """How long a scan may run before a later one takes it for dead: django-q2's task timeout
+    (Q_CLUSTER["timeout"]) and a minute of slack."""
+    cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    return timedelta(seconds=int(cluster.get("timeout") or 300) + 60)

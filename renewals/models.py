@@ -7,7 +7,7 @@ tables only through `copy_material_from`, which opens and reseals.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import models
@@ -15,7 +15,16 @@ from django.utils import timezone
 
 from keystore.models import KeyMaterial, KeystoreEntry, Tenant
 from renewals import conf
-from renewals.querysets import HistoryQuerySet, NotificationQuerySet, PendingQuerySet
+from renewals.querysets import (
+    HistoryQuerySet,
+    NotificationQuerySet,
+    PendingQuerySet,
+    ScanRunQuerySet,
+)
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 class PendingSource(models.TextChoices):
@@ -62,6 +71,24 @@ class PendingSapKey(KeyMaterial):
         """When the scheduler activates this key: the current key's expiry minus one day."""
         return self.entry.valid_until - conf.auto_activate_before()
 
+    def attention(self, now: datetime) -> str:
+        """Why the scheduler never activates this key ("" when it will): the same rule as
+        PendingQuerySet.needing_attention, in words for the list, the activation page and the
+        mail."""
+        current = self.entry.valid_until
+        if self.valid_until <= now:
+            return (
+                f"This new key expired on {_utc(self.valid_until)}: it is never activated "
+                "automatically, and cannot be activated."
+            )
+        if self.valid_until <= current:
+            return (
+                f"This new key expires on {_utc(self.valid_until)}, not after the current key "
+                f"({_utc(current)}): it is never activated automatically. Ask SAP for a "
+                "correct key."
+            )
+        return ""
+
 
 class SapKeyBackup(KeyMaterial):
     """A replaced key kept for revert ("SAP Key History"); rows are never changed."""
@@ -104,6 +131,7 @@ class NotificationKind(models.TextChoices):
     ACTIVATED = "activated", "Activation done"
     REVERTED = "reverted", "Revert done"
     EXPIRY = "expiry", "Expiry alert"
+    ATTENTION = "attention", "New SAP key needs attention"
 
 
 class SentNotification(models.Model):
@@ -164,7 +192,16 @@ class ScanRun(models.Model):
         default=0, help_text="Expiry alerts recorded (scheduled scans only)."
     )
     failed = models.PositiveIntegerField(default=0)
+    needing_attention = models.PositiveIntegerField(
+        default=0, help_text="New SAP keys that will never be activated automatically."
+    )
+    interrupted = models.BooleanField(
+        default=False,
+        help_text="The run never finished (its worker was killed); a later scan did its work.",
+    )
     detail = models.TextField(blank=True)
+
+    objects = ScanRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -110,6 +110,10 @@ def _key_lines(material, heading: str) -> str:
     )
 
 
+def _auto(pending: PendingSapKey) -> str:
+    return when(pending.auto_activation_at)
+
+
 def _tenant_words(tenant: Tenant) -> str:
     return f"{tenant.name} ({tenant.slug})" if tenant.name != tenant.slug else tenant.slug
 
@@ -120,17 +124,21 @@ def _tenant_words(tenant: Tenant) -> str:
 def notify_new_key(pending: PendingSapKey) -> SentNotification | None:
     """A new SAP key is available; call inside the transaction that stored it."""
     tenant, entry = pending.tenant, pending.entry
-    subject = (
-        f"New SAP key for {pending.alias} in {tenant.slug}: "
-        f"automatic activation on {when(pending.auto_activation_at)}"
+    attention = pending.attention(timezone.now())
+    subject = f"New SAP key for {pending.alias} in {tenant.slug}: " + (
+        "needs attention" if attention else f"automatic activation on {_auto(pending)}"
     )
     body = (
         f"A new SAP key is available for alias {pending.alias} in tenant "
         f"{_tenant_words(tenant)}.\n\n"
         + _key_lines(pending, "New key:")
         + f"\nCurrent key: valid until {when(entry.valid_until)}.\n\n"
-        f"The new key will be activated automatically on {when(pending.auto_activation_at)}, "
-        "one day before the current key expires, unless you activate it earlier.\n\n"
+        + (
+            attention
+            or f"The new key will be activated automatically on {_auto(pending)}, one day "
+            "before the current key expires, unless you activate it earlier."
+        )
+        + "\n\n"
         "Before activating: download the new certificate, its root certificate and the chain "
         "from New SAP Keys, send them to the administrators of the backend systems that use "
         "this key, and agree a time for the switch with them.\n"
@@ -234,8 +242,13 @@ def notify_reverted(pending: PendingSapKey, backup: SapKeyBackup) -> SentNotific
         f"active until {when(backup.active_until)} back to New SAP Keys in tenant "
         f"{_tenant_words(tenant)}.\n\n"
         + _key_lines(pending, "Key waiting for activation:")
-        + f"\nIt is not active yet. Activate it from New SAP Keys; otherwise it is activated "
-        f"automatically on {when(pending.auto_activation_at)}.\n"
+        + "\nIt is not active yet. "
+        + (
+            pending.attention(timezone.now())
+            or "Activate it from New SAP Keys; otherwise it is activated automatically on "
+            f"{_auto(pending)}."
+        )
+        + "\n"
         "Warning: backend systems that already use the newer certificate will fail after "
         "the previous key is active again.\n" + _link("admin:renewals_pendingsapkey_changelist")
     )
@@ -294,6 +307,51 @@ def send_due_reminders(now: datetime | None = None) -> list[SentNotification]:
         if pending.tenant_id not in recipients:
             recipients[pending.tenant_id] = recipients_for(pending.tenant)
         notification = _reminder(pending, threshold, now, recipients[pending.tenant_id])
+        if notification is not None:
+            recorded.append(notification)
+    deliver([notification.pk for notification in recorded])
+    return recorded
+
+
+# -- needs attention -------------------------------------------------------------------------
+
+
+def send_attention_mails(now: datetime | None = None) -> list[SentNotification]:
+    """Once per waiting key that the scheduler will never activate (expired, or expiring no
+    later than the key it replaces): tell the tenant's administrators, with both dates."""
+    now = now or timezone.now()
+    pending_keys = list(
+        PendingSapKey.objects.needing_attention(now)
+        .select_related("tenant", "entry")
+        .exclude(
+            material_id__in=SentNotification.objects.filter(kind=NotificationKind.ATTENTION).values(
+                "occasion"
+            )
+        )
+    )
+    recorded: list[SentNotification] = []
+    for pending in pending_keys:
+        tenant = pending.tenant
+        subject = f"New SAP key {pending.alias} in {tenant.slug} needs attention"
+        body = (
+            f"The new SAP key for alias {pending.alias} in tenant {_tenant_words(tenant)} "
+            "will not be activated automatically.\n\n"
+            f"{pending.attention(now)}\n\n"
+            + _key_lines(pending, "New key:")
+            + f"\nCurrent key: valid until {when(pending.entry.valid_until)}.\n\n"
+            "Until a correct key arrives, the current key stays active and expires on its "
+            "date. Ask SAP to provide a renewed key for this alias.\n"
+            + _link("admin:renewals_pendingsapkey_changelist")
+        )
+        notification = record_mail(
+            NotificationKind.ATTENTION,
+            tenant,
+            pending.alias,
+            pending.fingerprint_sha256,
+            pending.material_id,
+            subject,
+            body,
+        )
         if notification is not None:
             recorded.append(notification)
     deliver([notification.pk for notification in recorded])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.db import models
+from django.db.models import F, Q
 from django.utils import timezone
 
 from keystore.querysets import TenantScopedQuerySet
@@ -11,11 +13,23 @@ from renewals import conf
 
 
 class PendingQuerySet(TenantScopedQuerySet):
+    def needing_attention(self, now: datetime | None = None) -> PendingQuerySet:
+        """Pending keys the scheduler never activates: expired already, or expiring no later
+        than the key they would replace (activating them would shorten the alias's life)."""
+        now = now or timezone.now()
+        return self.filter(Q(valid_until__lte=now) | Q(valid_until__lte=F("entry__valid_until")))
+
+    def activatable_automatically(self, now: datetime | None = None) -> PendingQuerySet:
+        now = now or timezone.now()
+        return self.filter(valid_until__gt=now).filter(valid_until__gt=F("entry__valid_until"))
+
     def due_for_auto_activation(self, now: datetime | None = None) -> PendingQuerySet:
         """Pending keys whose current key expires within RENEWALS_AUTO_ACTIVATE_BEFORE (or has
-        expired already)."""
+        expired already), except those needing attention."""
         now = now or timezone.now()
-        return self.filter(entry__valid_until__lte=now + conf.auto_activate_before())
+        return self.activatable_automatically(now).filter(
+            entry__valid_until__lte=now + conf.auto_activate_before()
+        )
 
     def in_reminder_window(self, now: datetime | None = None) -> PendingQuerySet:
         """Pending keys whose automatic activation is at most the largest reminder away."""
@@ -24,7 +38,7 @@ class PendingQuerySet(TenantScopedQuerySet):
         if not days:
             return self.none()
         horizon = now + conf.auto_activate_before() + timedelta(days=days[0])
-        return self.filter(entry__valid_until__lte=horizon)
+        return self.activatable_automatically(now).filter(entry__valid_until__lte=horizon)
 
     def for_alias(self, tenant, alias: str) -> PendingQuerySet:
         return self.filter(tenant=tenant, entry__alias=alias)
@@ -48,3 +62,13 @@ class HistoryQuerySet(TenantScopedQuerySet):
 class NotificationQuerySet(TenantScopedQuerySet):
     def unsent(self) -> NotificationQuerySet:
         return self.filter(sent_at__isnull=True, gave_up=False)
+
+
+class ScanRunQuerySet(models.QuerySet):
+    def abandoned(self, now: datetime | None = None) -> ScanRunQuerySet:
+        """Unfinished runs older than any scan may live: django-q2 stops a task after its
+        timeout, so such a run's worker was killed (or the task was lost) and nobody finishes it."""
+        now = now or timezone.now()
+        return self.filter(
+            finished_at__isnull=True, interrupted=False, started_at__lt=now - conf.scan_lifetime()
+        )

@@ -103,11 +103,9 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_coloured(self, run: ConnectivityTestRun):
-        colour = "#2e7d32" if run.succeeded else "#ba2121"
         return format_html(
-            '<span class="outcome outcome-{}" style="color: {}; font-weight: bold">{}</span>',
+            '<span class="outcome outcome-{}">{}</span>',
             "success" if run.succeeded else "failure",
-            colour,
             run.get_outcome_display(),
         )
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -174,12 +174,11 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     def restart_state(self, flow: IntegrationFlow):
         if flow.restart_required:
             return format_html(
-                '<span class="restart-required" style="color: #ba2121; font-weight: bold" '
-                'title="{}">Restart required since {}</span>',
+                '<span class="restart-required" title="{}">Restart required since {}</span>',
                 flow.restart_reason,
                 utc(flow.restart_required_since),
             )
-        return format_html('<span class="restart-ok" style="color: #2e7d32">{}</span>', "No")
+        return format_html('<span class="restart-ok">{}</span>', "No")
 
     @admin.display(description="imported at", ordering="imported_at")
     def imported_at_utc(self, flow: IntegrationFlow) -> str:
@@ -373,10 +372,9 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
 
     @staticmethod
     def _material(request: HttpRequest, tenant_id: int, alias: str):
-        """(entry or pending key, pending?) for a where-used URL; 403 before anything is read
+        """(entry or pending key, pending?) for a where-used URL; 404 before anything is read
         about a tenant the user may not see."""
-        if not permissions.may(request.user, permissions.READ, tenant_id):
-            raise PermissionDenied("You do not have the permission for this tenant.")
+        permissions.require(request.user, permissions.READ, tenant_id)
         pending = request.GET.get("pending", "").lower() in TRUE_VALUES
         if pending:
             material = (
@@ -442,4 +440,11 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     def renewal_pack_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
         material, _pending = self._material(request, tenant_id, alias)
         report = services.where_used(material.tenant, alias, key_pair=self._key_pair(material))
-        return file_response(services.renewal_pack(material, report))
+        try:
+            return file_response(services.renewal_pack(material, report))
+        except services.WhereUsedError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(
+                reverse(self.url_name("where_used"), args=[tenant_id, alias])
+                + ("?pending=1" if _pending else "")
+            )

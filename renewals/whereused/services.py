@@ -1164,7 +1164,12 @@ def renewal_pack(material: KeyMaterial, report: WhereUsedReport) -> Download:
     the PEM chain and INSTRUCTIONS.txt. Public content only."""
     if material.alias != report.alias or material.tenant_id != report.tenant.pk:
         raise WhereUsedError("The where-used report is about another alias or tenant.")
-    downloads = {kind: public_download(material, kind) for kind in ("cer", "root", "p7b", "pem")}
+    try:
+        downloads = {
+            kind: public_download(material, kind) for kind in ("cer", "root", "p7b", "pem")
+        }
+    except KeystoreError as error:
+        raise WhereUsedError(f"No renewal pack: {error}")
     files = {kind: download.filename for kind, download in downloads.items()}
     sheet = instruction_sheet(material, report, files)
     buffer = io.BytesIO()

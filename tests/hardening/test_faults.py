@@ -21,6 +21,7 @@ import pytest
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection, transaction
+from django.utils import timezone
 from django_q.exceptions import TimeoutException
 from django_q.tasks import async_task
 
@@ -285,12 +286,17 @@ def test_a_django_q_timeout_in_the_middle_of_a_scan(
     assert ScanRun.objects.get().finished_at is None  # the record shows the scan did not end
 
     monkeypatch.setattr(activation, "record_audit", original)
+    # The next run comes later than any scan may live (the broker's retry, or the schedule).
+    ScanRun.objects.update(started_at=timezone.now() - timedelta(minutes=10))
     with django_capture_on_commit_callbacks(execute=True):
         async_task("renewals.tasks.run_auto_activation_scan", now, timeout=60)
     assert set(alias_states(tenant, aliases).values()) == {"activated"}
     activated_mails = [m.subject for m in mail.outbox if "was activated" in m.subject]
     assert len(activated_mails) == 3 == len(set(activated_mails))
     assert ScanRun.objects.filter(finished_at__isnull=False).count() == 1
+    # The killed run is marked interrupted instead of looking unfinished for good.
+    dead = ScanRun.objects.get(finished_at__isnull=True)
+    assert dead.interrupted and "Interrupted" in dead.detail
 
 
 # -- a mail server that fails -----------------------------------------------------------------

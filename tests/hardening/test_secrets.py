@@ -326,8 +326,8 @@ def test_error_pages_with_debug_off_reveal_nothing(
             reverse("admin:keystore_keystoreentry_download", args=[key_pair_entry.pk, "cer"])
         ),
         404: client.get(f"/admin/keystore/keystoreentry/{key_pair_entry.pk + 999}/change/"),
-        403: client_for(users["other_admin"]).get(
-            reverse("admin:keystore_keystoreentry_change", args=[key_pair_entry.pk])
+        403: client_for(users["ReadOnly"]).get(
+            reverse("admin:keystore_keystoreentry_export", args=[key_pair_entry.pk])
         ),
         400: client.post(
             reverse("admin:keystore_keystoreentry_add_certificate"),

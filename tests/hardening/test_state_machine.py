@@ -275,17 +275,27 @@ class RenewalMachine(RuleBasedStateMachine):
         if self.now < target < self.world.start + CLOCK_LIMIT:
             self.now = target
         now = self.step()
+        # Never activated automatically: a waiting key that has expired, or that expires no
+        # later than the key it would replace (a revert of an older backup, say).
+        attention = {
+            alias
+            for alias, model in self.model.items()
+            if model.pending
+            and (
+                model.pending.valid_until <= now
+                or model.pending.valid_until <= model.entry.valid_until
+            )
+        }
         due = {
             alias
             for alias, model in self.model.items()
             if model.pending and model.entry.valid_until <= now + conf.auto_activate_before()
-        }
-        expired = {alias for alias in due if self.model[alias].pending.valid_until <= now}
+        } - attention
         result = auto_activate_due(now)
-        assert {a.alias for a in result.activated} == due - expired
-        assert {alias for _tenant, alias, _why in result.failed} == expired
-        assert result.skipped == []
-        for alias in due - expired:
+        assert {a.alias for a in result.activated} == due
+        assert result.failed == [] and result.skipped == []
+        assert {n.alias for n in result.attention} <= attention
+        for alias in due:
             self.activated(self.model[alias], now)
             self.world.tally["of which automatic"] += 1
 

@@ -82,6 +82,25 @@ def matrix(allowed, yes: int = 200, no: int = 403) -> dict[str, int]:
     return {role: yes if role in allowed else no for role in ROLE_ORDER}
 
 
+SEES = {"a": set(READERS), "b": {"other_admin"}}
+
+
+def object_matrix(
+    allowed, tenant: str = "a", yes: int = 200, gated: bool = False
+) -> dict[str, int]:
+    """The answers for an object of tenant A (or B): 403 for a role of that tenant without the
+    permission, 404 (exactly like a missing object) for users who do not see the tenant at all.
+    `gated`: the view first asks "may this user deploy anywhere", so a user without any role
+    gets 403 whatever the id."""
+    result = {
+        role: yes if role in allowed else 403 if role in SEES[tenant] else 404
+        for role in ROLE_ORDER
+    }
+    if gated and "none" not in allowed:
+        result["none"] = 403
+    return result
+
+
 def statuses(world, path: str, data: dict | None = None) -> dict[str, int]:
     """role -> status of a GET (or, with data, a POST) of `path`, for each role in ROLE_ORDER."""
     result = {}
@@ -116,11 +135,11 @@ def test_entry_changelist_rows(world):
 def test_entry_change_and_history_pages(world):
     for entry in (world.key_pair, world.certificate, world.sap):
         change = url("keystoreentry_change", entry.pk)
-        assert statuses(world, change) == matrix(READERS), entry.alias
+        assert statuses(world, change) == object_matrix(READERS), entry.alias
     history = url("keystoreentry_history", world.key_pair.pk)
-    assert statuses(world, history) == matrix(READERS)
+    assert statuses(world, history) == object_matrix(READERS)
     other = url("keystoreentry_change", world.b_entry.pk)
-    assert statuses(world, other) == matrix({"other_admin"})
+    assert statuses(world, other) == object_matrix({"other_admin"}, "b")
     missing = url("keystoreentry_change", world.b_entry.pk + 1000)
     assert statuses(world, missing) == matrix((), no=404) | {"none": 404}
 
@@ -128,11 +147,11 @@ def test_entry_change_and_history_pages(world):
 def test_downloads(world):
     for kind in services.PUBLIC_FORMATS:
         own = url("keystoreentry_download", world.key_pair.pk, kind)
-        assert statuses(world, own) == matrix(READERS), kind
+        assert statuses(world, own) == object_matrix(READERS), kind
         sap = url("keystoreentry_download", world.sap.pk, kind)
-        assert statuses(world, sap) == matrix(READERS), kind
+        assert statuses(world, sap) == object_matrix(READERS), kind
         other = url("keystoreentry_download", world.b_entry.pk, kind)
-        assert statuses(world, other) == matrix({"other_admin"})
+        assert statuses(world, other) == object_matrix({"other_admin"}, "b")
 
 
 def test_upload_pages(world):
@@ -167,13 +186,13 @@ def test_import_summary_page(world):
 
 def test_change_form_pages(world):
     before = snapshot()
-    for name, allowed in (
-        ("keystoreentry_rename", {"Administrator"}),
-        ("keystoreentry_delete_entry", {"Administrator"}),
-        ("keystoreentry_export", {"Administrator"}),
+    for name, allowed, gated in (
+        ("keystoreentry_rename", {"Administrator"}, True),
+        ("keystoreentry_delete_entry", {"Administrator"}, True),
+        ("keystoreentry_export", {"Administrator"}, False),
     ):
         page = url(name, world.key_pair.pk)
-        assert statuses(world, page) == matrix(allowed), name
+        assert statuses(world, page) == object_matrix(allowed, gated=gated), name
     assert snapshot() == before
 
 
@@ -186,7 +205,7 @@ def test_builtin_add_change_delete_are_off_for_everyone(world):
     assert statuses(world, add) == everyone_403
     assert statuses(world, delete) == everyone_403
     assert statuses(world, delete, {"post": "yes"}) == everyone_403
-    assert statuses(world, change, {"alias": "changed"}) == everyone_403
+    assert statuses(world, change, {"alias": "changed"}) == object_matrix(())
     assert snapshot() == before
 
 
@@ -210,15 +229,15 @@ def test_audit_pages(world):
     b_event = AuditEvent.objects.filter(tenant=world.other_tenant).first()
     a_change = url("auditevent_change", a_event.pk)
     b_change = url("auditevent_change", b_event.pk)
-    assert statuses(world, a_change) == matrix(READERS)
-    assert statuses(world, b_change) == matrix({"other_admin"})
+    assert statuses(world, a_change) == object_matrix(READERS)
+    assert statuses(world, b_change) == object_matrix({"other_admin"}, "b")
     count = AuditEvent.objects.count()
     everyone_403 = matrix(())
     add = url("auditevent_add")
     delete = url("auditevent_delete", a_event.pk)
     assert statuses(world, add) == everyone_403
     assert statuses(world, add, {"alias": "x"}) == everyone_403
-    assert statuses(world, a_change, {"alias": "x"}) == everyone_403
+    assert statuses(world, a_change, {"alias": "x"}) == object_matrix(())
     assert statuses(world, delete, {"post": "yes"}) == everyone_403
     assert AuditEvent.objects.count() == count
     assert AuditEvent.objects.get(pk=a_event.pk).alias == a_event.alias
@@ -241,11 +260,11 @@ def test_tenant_pages(world):
         "Administrator": {"tenant-a"},
     }
     change = url("tenant_change", world.tenant.pk)
-    assert statuses(world, change) == matrix(READERS)
+    assert statuses(world, change) == object_matrix(READERS)
     everyone_403 = matrix(())
     add = url("tenant_add")
     assert statuses(world, add) == everyone_403
-    assert statuses(world, change, {"name": "x", "slug": "x"}) == everyone_403
+    assert statuses(world, change, {"name": "x", "slug": "x"}) == object_matrix(())
     assert Tenant.objects.get(pk=world.tenant.pk).slug == "tenant-a"
 
 
@@ -319,7 +338,7 @@ def test_rename_post(world):
         "none": (403, True),
         "ReadOnly": (403, True),
         "IntegrationDeveloper": (403, True),
-        "other_admin": (403, True),
+        "other_admin": (404, True),  # another tenant's entry: like a missing one
         "Administrator": (302, False),
     }
     assert KeystoreEntry.objects.get(pk=world.key_pair.pk).alias == "renamed"
@@ -336,7 +355,8 @@ def test_delete_post(world):
         "none": (403, True),
         "ReadOnly": (403, True),
         "IntegrationDeveloper": (403, True),
-        "other_admin": (403, True),
+        # Another tenant's entry is answered like a missing one: "deleted already".
+        "other_admin": (302, True),
         "Administrator": (302, False),
     }
     assert not KeystoreEntry.objects.filter(pk=world.key_pair.pk).exists()
@@ -357,10 +377,10 @@ def test_export_post(world):
         else:
             assert b"export-pw-1" not in response.content
     assert results == {
-        "none": (403, 0),
+        "none": (404, 0),
         "ReadOnly": (403, 0),
         "IntegrationDeveloper": (403, 0),
-        "other_admin": (403, 0),
+        "other_admin": (404, 0),
         "Administrator": (200, 1),
     }
 

@@ -180,12 +180,12 @@ def test_secret_markers_would_find_a_leaked_key(pki):
     assert markers[1] in pki_factory.pkcs8_der(pki.leaf_key)
 
 
-def test_other_tenant_gets_403_and_no_certificate(users, key_pair_entry):
+def test_other_tenant_gets_404_and_no_certificate(users, key_pair_entry):
     # The whole role matrix is in test_admin_matrix.py; here the body of a refusal is checked.
     client = client_for(users["other_admin"])
     for kind in services.PUBLIC_FORMATS:
         response = client.get(download_url(key_pair_entry, kind))
-        assert response.status_code == 403
+        assert response.status_code == 404
         assert b"CERTIFICATE" not in response.content
         assert "Content-Disposition" not in response
 

@@ -26,6 +26,14 @@ def matrix(allowed, yes: int = 200, no: int = 403) -> dict[str, int]:
     return {role: yes if role in allowed else no for role in ROLE_ORDER}
 
 
+def object_matrix(allowed, yes: int = 200, none: int = 404) -> dict[str, int]:
+    """The answers for an object of tenant A: 403 for a role of tenant A without the
+    permission, 404 (like a missing object) for a user who does not see tenant A at all; a user
+    with no role anywhere gets `none` (403 where the view first asks "may deploy anywhere")."""
+    blind = {"none": none, "other_admin": 404}
+    return {role: yes if role in allowed else blind.get(role, 403) for role in ROLE_ORDER}
+
+
 def statuses(users, path: str, data: dict | None = None) -> dict[str, int]:
     result = {}
     for role in ROLE_ORDER:
@@ -86,6 +94,21 @@ def test_pending_columns(users, pending, sap_entry):
         assert value in body
 
 
+def test_a_key_needing_attention_says_so_in_the_row_and_on_the_activation_page(
+    users, sap_entry, provide
+):
+    pending = provide(sap_entry.tenant, valid_days=10)
+    body = client_for(users["ReadOnly"]).get(admin_url("pendingsapkey_changelist")).content
+    body = body.decode()
+    assert "Never: needs attention" in body
+    assert f"{pending.auto_activation_at:%Y-%m-%d %H:%M}" not in body
+    assert "not after the current key" in body
+    page = client_for(users["Administrator"]).get(admin_url("pendingsapkey_activate", pending.pk))
+    page = page.content.decode()
+    assert 'id="needs-attention"' in page and "never activated automatically" in page
+    assert "Without activation it happens automatically" not in page
+
+
 def test_history_columns(users, backup):
     body = client_for(users["ReadOnly"]).get(admin_url("sapkeybackup_changelist")).content
     body = body.decode()
@@ -102,7 +125,7 @@ def test_detail_pages_follow_the_tenant(users, backup, provide, sap_entry):
     pending = provide(sap_entry.tenant)
     for name, obj in (("pendingsapkey", pending), ("sapkeybackup", backup)):
         path = admin_url(f"{name}_change", obj.pk)
-        assert statuses(users, path) == matrix(READERS), name
+        assert statuses(users, path) == object_matrix(READERS), name
         body = client_for(users["Administrator"]).get(path).content.decode()
         assert "PRIVATE KEY" not in body and "sealed" not in body.lower()
 
@@ -151,7 +174,7 @@ def test_downloads_for_readers_with_the_entry_file_names(
     pending = provide(sap_entry.tenant)
     for name, material in (("pendingsapkey", pending), ("sapkeybackup", backup)):
         path = admin_url(f"{name}_download", material.pk, kind)
-        assert statuses(users, path) == matrix(READERS), (name, kind)
+        assert statuses(users, path) == object_matrix(READERS), (name, kind)
         response = client_for(users["ReadOnly"]).get(path)
         assert f'filename="{SAP_ALIAS}{suffix}"' in response["Content-Disposition"]
         chain = material.certificate_chain()
@@ -176,7 +199,7 @@ def test_unknown_download_kind_is_404(users, pending):
 
 def test_activate_confirmation_page_compares_old_and_new(users, pending, sap_entry):
     path = admin_url("pendingsapkey_activate", pending.pk)
-    assert statuses(users, path) == matrix(("Administrator",))
+    assert statuses(users, path) == object_matrix(("Administrator",), none=403)
     body = client_for(users["Administrator"]).get(path).content.decode()
     for value in (
         sap_entry.fingerprint_sha256,
@@ -208,8 +231,9 @@ def test_activate_post_matrix(users, pending, sap_entry):
     path = admin_url("pendingsapkey_activate", pending.pk)
     data = {"fingerprint": pending.fingerprint_sha256}
     before = state()
+    refusals = object_matrix((), none=403)
     for role in ROLE_ORDER[:-1]:
-        assert client_for(users[role]).post(path, data).status_code == 403, role
+        assert client_for(users[role]).post(path, data).status_code == refusals[role], role
         assert state() == before, role
     response = client_for(users["Administrator"]).post(path, data, follow=True)
     assert response.redirect_chain[-1][0] == admin_url("sapkeybackup_changelist")
@@ -248,13 +272,14 @@ def test_activate_needs_the_reviewed_fingerprint(users, pending):
 
 def test_revert_page_and_post_matrix(users, backup):
     path = admin_url("sapkeybackup_revert", backup.pk)
-    assert statuses(users, path) == matrix(("Administrator",))
+    assert statuses(users, path) == object_matrix(("Administrator",))
     body = client_for(users["Administrator"]).get(path).content.decode()
     assert "revert-warning" in body and "waiting-key-warning" not in body
     assert f"{backup.active_until:%Y-%m-%d %H:%M:%S}" in body
     before = state()
+    refusals = object_matrix(())
     for role in ROLE_ORDER[:-1]:
-        assert client_for(users[role]).post(path, {}).status_code == 403, role
+        assert client_for(users[role]).post(path, {}).status_code == refusals[role], role
         assert state() == before, role
     response = client_for(users["Administrator"]).post(path, {}, follow=True)
     assert response.redirect_chain[-1][0] == admin_url("pendingsapkey_changelist")
@@ -327,7 +352,7 @@ def test_mails_are_shown_to_administrators_of_the_tenant(users, pending):
     assert SAP_ALIAS not in client_for(users["other_admin"]).get(path).content.decode()
     notification = SentNotification.objects.get()
     detail = admin_url("sentnotification_change", notification.pk)
-    assert statuses(users, detail) == matrix(("Administrator",))
+    assert statuses(users, detail) == object_matrix(("Administrator",))
 
 
 def test_scan_runs_are_for_superusers_only(users, pending, django_user_model):

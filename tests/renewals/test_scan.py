@@ -9,6 +9,7 @@ import pytest
 from django.core import mail
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from keystore.models import AuditAction, AuditEvent, EntryType, KeystoreEntry, Owner
 from renewals import notifications
@@ -63,13 +64,75 @@ def test_a_key_whose_predecessor_expired_during_downtime_is_activated(pending, e
     assert len(result.activated) == 1
 
 
-def test_the_scan_does_not_activate_an_expired_new_key(sap_entry, provide, expiry, day):
+def test_the_scan_does_not_activate_an_expired_new_key(sap_entry, provide, expiry, day, users):
     provide(sap_entry.tenant, valid_days=2)
+    notifications.deliver_unsent()  # the new-key mail
+    mail.outbox.clear()
     result = auto_activate_due(expiry)
-    assert result.activated == []
-    assert [alias for _tenant, alias, _error in result.failed] == [SAP_ALIAS]
+    assert result.activated == [] and result.failed == []
     assert PendingSapKey.objects.exists()
-    assert ScanRun.objects.get().failed == 1
+    run = ScanRun.objects.get()
+    assert (run.failed, run.needing_attention) == (0, 1)
+    [message] = mail.outbox
+    assert message.subject == f"New SAP key {SAP_ALIAS} in tenant-a needs attention"
+    assert "expired on" in message.body
+
+
+def test_a_new_key_expiring_before_the_current_one_is_never_activated_automatically(
+    sap_entry, provide, expiry, day, users
+):
+    """Found in a renewal: a pending key valid for 10 more days replacing one valid for 20 was
+    scheduled for automatic activation when it would already have expired."""
+    pending = provide(sap_entry.tenant, valid_days=10)
+    assert pending.valid_until < expiry
+    notifications.deliver_unsent()  # the new-key mail
+    mail.outbox.clear()
+    for now in (expiry - 14 * day, expiry - 7 * day, expiry - day, expiry - timedelta(hours=2)):
+        result = auto_activate_due(now)
+        assert result.activated == [] and result.failed == [] and result.reminded == []
+    assert PendingSapKey.objects.filter(pk=pending.pk).exists()
+    assert not SapKeyBackup.objects.exists()
+    # One mail, at the first scan, with both dates; no reminders of an activation that never comes.
+    [message] = mail.outbox
+    assert message.subject == f"New SAP key {SAP_ALIAS} in tenant-a needs attention"
+    assert message.to == ["admin_a@example.test"]
+    assert f"{pending.valid_until:%Y-%m-%d %H:%M} UTC" in message.body
+    assert f"{expiry:%Y-%m-%d %H:%M} UTC" in message.body
+    assert "never activated automatically" in message.body
+    assert SentNotification.objects.filter(kind=NotificationKind.ATTENTION).count() == 1
+    assert set(ScanRun.objects.values_list("needing_attention", flat=True)) == {1}
+    # An administrator may still activate it by hand, knowingly.
+    activate_pending_key(sap_entry.tenant, SAP_ALIAS)
+    assert SapKeyBackup.objects.count() == 1
+
+
+def test_the_new_key_mail_says_when_a_key_needs_attention(
+    sap_entry, provide, users, django_capture_on_commit_callbacks
+):
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        provide(sap_entry.tenant, valid_days=10)
+    [message] = mail.outbox
+    assert message.subject.endswith("needs attention")
+    assert "never activated automatically" in message.body
+    assert "will be activated automatically" not in message.body
+
+
+def test_an_abandoned_scan_is_marked_interrupted_and_its_work_done(
+    sap_entry, pending, expiry, settings
+):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 300}
+    now = expiry - timedelta(hours=6)
+    # A scan whose worker was killed 10 minutes ago, and one that may still be running.
+    dead = ScanRun.objects.create(started_at=timezone.now() - timedelta(minutes=10), as_of=now)
+    alive = ScanRun.objects.create(started_at=timezone.now() - timedelta(minutes=2), as_of=now)
+    result = auto_activate_due(now)
+    assert result.recovered == 1 and len(result.activated) == 1
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.interrupted and dead.finished_at is None and "Interrupted" in dead.detail
+    assert not alive.interrupted
+    assert auto_activate_due(now).recovered == 0  # marked once
 
 
 def test_a_scan_is_recorded(pending, expiry):
@@ -160,7 +223,9 @@ def test_a_manually_activated_key_gets_no_more_reminders(sap_entry, pending, exp
 def add_filler_entries(tenant, count: int, start: int) -> None:
     """Entries that are not due: certificates and SAP key pairs with new keys far from due."""
     pki = pki_factory.make_pki(prefix="Filler", leaf_days=365)
-    new_leaf = pki_factory.make_cert("Filler new", pki.inter_key, pki.inter, pki.inter_key)
+    new_leaf = pki_factory.make_cert(
+        "Filler new", pki.inter_key, pki.inter, pki.inter_key, days=400
+    )
     entries = []
     for number in range(start, start + count):
         entry = KeystoreEntry(

@@ -39,6 +39,8 @@ from tests.renewals.test_whereused_service import (
 
 READERS = {"none": 403, "ReadOnly": 200, "IntegrationDeveloper": 200}
 READ_MATRIX = {**READERS, "Administrator": 200, "other_admin": 403}
+# An object of tenant A: users who do not see tenant A get 404, like a missing object.
+OBJECT_MATRIX = {**READ_MATRIX, "none": 404, "other_admin": 404}
 CHANGELIST = reverse("admin:whereused_integrationflow_changelist")
 IMPORT_URL = reverse("admin:whereused_integrationflow_import")
 
@@ -59,7 +61,7 @@ def flows(tenant, sap_entry):
 def test_where_used_page_csv_and_pack_permission_matrix(users, tenant, flows):
     for role in ROLE_NAMES:
         client = client_for(users[role])
-        expected = READ_MATRIX[role]
+        expected = OBJECT_MATRIX[role]
         page = client.get(services.whereused_url(tenant.pk, SAP_ALIAS))
         csv_response = client.get(services.whereused_url(tenant.pk, SAP_ALIAS) + "?format=csv")
         pack = client.get(services.renewal_pack_url(tenant.pk, SAP_ALIAS))
@@ -187,12 +189,12 @@ def test_flow_list_and_detail_permission_matrix(users, tenant, flows):
         listing = client.get(CHANGELIST)
         detail = client.get(detail_url)
         if role == "none":
-            assert (listing.status_code, detail.status_code) == (403, 403)
+            assert (listing.status_code, detail.status_code) == (403, 404)
             continue
         assert listing.status_code == 200
         if role == "other_admin":
             assert b"Orders to ERP" not in listing.content
-            assert detail.status_code == 403
+            assert detail.status_code == 404
             continue
         assert b"Orders to ERP" in listing.content and b"Partner exchange" in listing.content
         assert detail.status_code == 200
