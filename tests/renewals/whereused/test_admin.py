@@ -26,7 +26,7 @@ from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
 from tests.conftest import ROLE_NAMES, client_for
 from tests.renewals.conftest import SAP_ALIAS
 from tests.renewals.flowfactory import flow_zip, iflw
-from tests.renewals.test_whereused_service import (
+from tests.renewals.whereused.test_importing import (
     ORDERS,
     PARTNER,
     client_cert_flow,
@@ -355,7 +355,7 @@ def test_restart_action_permission_matrix(users, tenant, flows):
 
 
 def test_restart_action_reports_a_failing_runtime(users, tenant, flows, settings):
-    settings.WHEREUSED_RESTART_CALLABLE = "tests.renewals.test_whereused_service.failing_restart"
+    settings.WHEREUSED_RESTART_CALLABLE = "tests.renewals.whereused.test_importing.failing_restart"
     services.mark_restart_required(tenant, SAP_ALIAS, reason="activated")
     client = client_for(users["Administrator"])
     marked = list(IntegrationFlow.objects.restart_required().values_list("pk", flat=True))
