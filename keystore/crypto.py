@@ -17,6 +17,11 @@ read every SafeBag with its friendlyName (the alias) and localKeyId (which certi
 to which key). Walking it first also prices every key derivation the file asks for (MAC,
 encrypted safes, shrouded keys at any depth; JKS and JCEKS keys likewise) and refuses a file
 that asks too much before any of that work is done.
+
+Private keys from files are loaded without cryptography's RSA validation, whose primality tests
+cost more than any other step (84 s for a 1 MiB file of RSA-4096 key pairs): an RSA key above
+MAX_RSA_KEY_BITS is refused before it is used, and every other one proves its consistency with
+a few multiplications and one signature (see _prove_key).
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ MAX_CERTIFICATE_BYTES = 64 * 1024
 MAX_KEYSTORE_BYTES = 1024 * 1024
 
 #: Key-derivation rounds for exported PKCS#12 files: PBKDF2-HMAC-SHA256 for the keys and
-#: certificates (AES-256-CBC), and as many for the MAC's key.
+#: certificates (AES-256-CBC), and as many for the MAC's key. A backup of many key pairs takes
+#: fewer (see to_pkcs12_keystore), never fewer than MIN_BACKUP_KDF_ROUNDS, keytool's default.
 PKCS12_KDF_ROUNDS = 100_000
+MIN_BACKUP_KDF_ROUNDS = 10_000
 
 # Key-derivation work that an uploaded file may ask for, in PBKDF2-equivalent iterations (one
 # PBKDF2-HMAC-SHA256 iteration in OpenSSL; see "key-derivation cost" below), so that a hostile
@@ -74,6 +81,14 @@ MAX_KDF_WORK = 24_000_000
 #: scrypt's memory (128 * r * (N + p + 2) bytes): OpenSSL's own default ceiling, twice what
 #: ``openssl pkcs8 -scrypt`` uses.
 MAX_SCRYPT_MEMORY = 32 * 1024 * 1024
+
+#: The largest RSA key an uploaded file may hold. A private-key operation costs about the cube
+#: of the size (2 to 5 ms at 4096 bits, eight times as much for each doubling), and
+#: cryptography's validation of a key, skipped for uploads (see _prove_key), 0.3 s at 4096 bits
+#: and seconds beyond.
+MAX_RSA_KEY_BITS = 4096
+#: The smallest: the proof of consistency signs a SHA-256 digest, which needs 496 bits.
+MIN_RSA_KEY_BITS = 512
 
 JKS_MAGIC = b"\xfe\xed\xfe\xed"
 JCEKS_MAGIC = b"\xce\xce\xce\xce"
@@ -451,6 +466,13 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
                 raise CryptoError(f"The key '{alias}' has no certificate in the keystore.")
             if not private_key_matches(key, chain[0]):
                 raise CryptoError(f"The key '{alias}' does not match its certificate.")
+            try:
+                _prove_key(key, chain[0], f"The key '{alias}'")
+            except CryptoError as error:
+                items.append(
+                    KeystoreItem(alias=alias, private_key=None, chain=[], problem=str(error))
+                )
+                continue
             items.append(KeystoreItem(alias=alias, private_key=key, chain=chain))
         elif isinstance(entry, jks.TrustedCertEntry):
             if entry.type != "X.509":
@@ -475,7 +497,7 @@ def _jks_private_key(alias: str, entry: Any, password: str) -> tuple[PrivateKey 
     except Exception:
         return None, f"{what} could not be decrypted; it may be damaged."
     try:
-        return _supported_key(_loaded_key(entry.pkey_pkcs8, what), what), ""
+        return _uploaded_key(_loaded_key(entry.pkey_pkcs8, what), what), ""
     except CryptoError as error:
         return None, str(error)
 
@@ -920,9 +942,19 @@ def _bag_attributes(bag: Any) -> tuple[str | None, bytes | None, bool]:
 
 def _loaded_key(der: bytes, what: str) -> object:
     try:
-        return serialization.load_der_private_key(der, password=None)
+        return _untrusted_key(der, None)
     except Exception:
         raise CryptoError(f"{what} could not be read; the file may be damaged.") from None
+
+
+def _untrusted_key(der: bytes, password: bytes | None) -> object:
+    """A private key from an uploaded file, loaded without cryptography's validation of RSA
+    keys: its primality tests cost 0.3 s per 4096-bit key (84 s for a 1 MiB keystore) and
+    seconds for one larger key, whatever the file's other limits. _uploaded_key and _prove_key
+    do the work of that validation at the cost of one signature."""
+    return serialization.load_der_private_key(
+        der, password=password, unsafe_skip_rsa_key_validation=True
+    )
 
 
 def _supported_key(key: object, what: str) -> PrivateKey:
@@ -931,6 +963,79 @@ def _supported_key(key: object, what: str) -> PrivateKey:
     if not isinstance(key, _PRIVATE_KEY_TYPES):
         raise CryptoError(f"{what} is of a type that is not supported (RSA, EC, Ed25519, Ed448).")
     return key
+
+
+def _uploaded_key(key: object, what: str) -> PrivateKey:
+    """A supported key of a size whose use is cheap, refused before it is ever used.
+
+    Only for keys from uploads: keys sealed before the size limit existed must still open.
+    """
+    key = _supported_key(key, what)
+    if isinstance(key, rsa.RSAPrivateKey):
+        bits = key.key_size
+        if bits > MAX_RSA_KEY_BITS:
+            raise CryptoError(
+                f"{what} is an RSA key of {bits} bits; "
+                f"keys above {MAX_RSA_KEY_BITS} bits are not supported."
+            )
+        if bits < MIN_RSA_KEY_BITS:
+            raise CryptoError(
+                f"{what} is an RSA key of {bits} bits; "
+                f"keys below {MIN_RSA_KEY_BITS} bits are not supported."
+            )
+    return key
+
+
+_PROOF_MESSAGE = b"keystore: this RSA key signs what its certificate verifies"
+
+
+def _prove_key(key: PrivateKey, cert: x509.Certificate, what: str) -> None:
+    """Stand in for the RSA validation that _untrusted_key skips, once ``key`` is known to match
+    ``cert`` (same modulus and exponent).
+
+    Two checks, because neither is enough alone. The arithmetic proves that the private
+    parameters belong together: OpenSSL checks every CRT result against the public exponent and
+    silently recomputes a wrong one with d, so a signature does not reveal a damaged dP, dQ or
+    qInv, which other software (Java) would use as they are. The signature proves what the
+    arithmetic cannot: that p and q behave as primes, because with a composite factor both
+    ways of signing give a wrong result.
+    """
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return  # cryptography validated it on loading, cheaply
+    if not _rsa_parameters_fit(key.private_numbers()):
+        raise CryptoError(f"{what} is damaged: its RSA private parameters do not fit together.")
+    try:
+        signature = key.sign(_PROOF_MESSAGE, PKCS1v15(), hashes.SHA256())
+        cert.public_key().verify(signature, _PROOF_MESSAGE, PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError, TypeError):
+        # ValueError: OpenSSL will not use the key at all (a public exponent over 64 bits)
+        raise CryptoError(
+            f"{what} is damaged: a signature made with it does not verify with its certificate."
+        ) from None
+
+
+def _rsa_parameters_fit(numbers: rsa.RSAPrivateNumbers) -> bool:
+    """OpenSSL's RSA_check_key without its primality tests: a few multiplications and
+    remainders, microseconds at any size that _uploaded_key lets through."""
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    return (
+        p > 2
+        and q > 2
+        and p % 2 == 1
+        and q % 2 == 1
+        and p * q == n
+        and 1 < e < n
+        # OpenSSL falls back on d when a CRT result is wrong: a d beyond n would cost its length
+        and 0 < d < n
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        # d inverts e modulo p - 1 and q - 1, so modulo their lcm, as RSA needs
+        and e * numbers.dmp1 % (p - 1) == 1
+        and e * numbers.dmq1 % (q - 1) == 1
+        and 0 < numbers.iqmp < p
+        and numbers.iqmp * q % p == 1
+    )
 
 
 def _decrypt_shrouded_key(
@@ -959,7 +1064,7 @@ def _decrypt_shrouded_key(
 
 def _private_key_or_none(der: bytes, password: bytes | None) -> object | None:
     try:
-        return serialization.load_der_private_key(der, password=password)
+        return _untrusted_key(der, password)
     except Exception:
         return None
 
@@ -967,6 +1072,7 @@ def _private_key_or_none(der: bytes, password: bytes | None) -> object | None:
 def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreItem]:
     # Indexes built once keep a keystore of many key pairs linear, not quadratic.
     issuers = _by_subject([bag.cert for bag in certs])
+    cert_index = _CertIndex(certs)
     positions: dict[x509.Certificate, list[int]] = {}
     for index, bag in enumerate(certs):
         positions.setdefault(bag.cert, []).append(index)
@@ -974,9 +1080,9 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
     items: list[KeystoreItem] = []
     for key_bag in keys:
         if key_bag.key is None:
-            items.append(_unreadable_key_item(key_bag, certs, in_a_chain))
+            items.append(_unreadable_key_item(key_bag, certs, cert_index, in_a_chain))
             continue
-        leaf_index = _leaf_for_key(key_bag, certs)
+        leaf_index = _leaf_for_key(key_bag, cert_index)
         if leaf_index is None:
             what = f"The key '{key_bag.name}'" if key_bag.name else "A key"
             raise CryptoError(f"{what} in the PKCS#12 file has no matching certificate.")
@@ -988,7 +1094,8 @@ def _pkcs12_items(keys: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreIt
             in_a_chain.update(positions.get(member, ()))
         alias = key_bag.name or leaf_bag.name or ""
         try:
-            key = _supported_key(key_bag.key, _key_name(alias))
+            key = _uploaded_key(key_bag.key, _key_name(alias))
+            _prove_key(key, leaf_bag.cert, _key_name(alias))
         except CryptoError as error:
             items.append(KeystoreItem(alias=alias, private_key=None, chain=[], problem=str(error)))
             continue
@@ -1008,18 +1115,19 @@ def _key_name(alias: str) -> str:
 
 
 def _unreadable_key_item(
-    key_bag: _KeyBag, certs: list[_CertBag], in_a_chain: set[int]
+    key_bag: _KeyBag, certs: list[_CertBag], index: _CertIndex, in_a_chain: set[int]
 ) -> KeystoreItem:
     """The item of a key that could not be decrypted or read. Its certificate (same localKeyId,
     else same name) is taken with it, so that it does not come back as a trusted certificate
     under the key's alias."""
     alias = key_bag.name or ""
-    for index, bag in enumerate(certs):
-        if (key_bag.local_key_id is not None and bag.local_key_id == key_bag.local_key_id) or (
-            key_bag.local_key_id is None and alias and bag.name == alias
-        ):
-            in_a_chain.add(index)
-            alias = alias or bag.name or ""
+    if key_bag.local_key_id is not None:
+        found = index.by_local_key_id.get(key_bag.local_key_id, [])
+    else:
+        found = index.by_name.get(alias, []) if alias else []
+    for position in found:
+        in_a_chain.add(position)
+        alias = alias or certs[position].name or ""
     return KeystoreItem(
         alias=alias,
         private_key=None,
@@ -1029,17 +1137,53 @@ def _unreadable_key_item(
     )
 
 
-def _leaf_for_key(key_bag: _KeyBag, certs: list[_CertBag]) -> int | None:
+class _CertIndex:
+    """A file's certificates (positions in file order) by what its keys are matched with.
+
+    Comparing each key with every certificate took 32 s for a 1 MiB file of EC key pairs
+    without localKeyIds: a public key is encoded once here, not once per pair.
+    """
+
+    def __init__(self, certs: list[_CertBag]) -> None:
+        self.public_keys: list[bytes | None] = []
+        self.by_local_key_id: dict[bytes, list[int]] = {}
+        self.by_name: dict[str, list[int]] = {}
+        self.untrusted_by_public_key: dict[bytes, list[int]] = {}
+        for position, bag in enumerate(certs):
+            public_key = _public_key_der(bag.cert)
+            self.public_keys.append(public_key)
+            if bag.local_key_id is not None:
+                self.by_local_key_id.setdefault(bag.local_key_id, []).append(position)
+            if bag.name:
+                self.by_name.setdefault(bag.name, []).append(position)
+            if public_key is not None and not bag.trusted:
+                self.untrusted_by_public_key.setdefault(public_key, []).append(position)
+
+
+def _public_key_der(holder: Any) -> bytes | None:
+    """The SubjectPublicKeyInfo of a certificate or a private key, as private_key_matches
+    compares them; None when there is none to compare."""
+    try:
+        public_key = holder.public_key()
+        return public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except Exception:
+        return None
+
+
+def _leaf_for_key(key_bag: _KeyBag, index: _CertIndex) -> int | None:
+    """The key's certificate: the one with its localKeyId and public key, else the first
+    untrusted certificate with its public key."""
+    public_key = _public_key_der(key_bag.key)
+    if public_key is None:
+        return None
     if key_bag.local_key_id is not None:
-        for index, bag in enumerate(certs):
-            if bag.local_key_id == key_bag.local_key_id and private_key_matches(
-                key_bag.key, bag.cert
-            ):
-                return index
-    for index, bag in enumerate(certs):
-        if not bag.trusted and private_key_matches(key_bag.key, bag.cert):
-            return index
-    return None
+        for position in index.by_local_key_id.get(key_bag.local_key_id, ()):
+            if index.public_keys[position] == public_key:
+                return position
+    found = index.untrusted_by_public_key.get(public_key)
+    return found[0] if found else None
 
 
 def _by_subject(pool: Sequence[x509.Certificate]) -> dict[x509.Name, list[x509.Certificate]]:
@@ -1449,15 +1593,15 @@ def to_pkcs12(
         key=key,
         cert=chain[0],
         cas=list(chain[1:]) or None,
-        encryption_algorithm=_pkcs12_encryption(password),
+        encryption_algorithm=_pkcs12_encryption(password, PKCS12_KDF_ROUNDS),
     )
-    return _sealed_pfx(_pfx_parts(data)[2], password)
+    return _sealed_pfx(_pfx_parts(data)[2], password, PKCS12_KDF_ROUNDS)
 
 
-def _pkcs12_encryption(password: str) -> serialization.KeySerializationEncryption:
+def _pkcs12_encryption(password: str, rounds: int) -> serialization.KeySerializationEncryption:
     return (
         serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(PKCS12_KDF_ROUNDS)
+        .kdf_rounds(rounds)
         .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
         .hmac_hash(hashes.SHA256())
         .build(password.encode("utf-8"))
@@ -1473,14 +1617,16 @@ def to_pkcs12_keystore(items: Sequence[KeystoreItem], password: str) -> bytes:
 
     cryptography writes one key per file, so it writes each key (encrypted) and each entry's
     certificates (with their attributes, unencrypted) alone, and the pieces are joined here.
-    One safe for all certificates keeps a restore to one key derivation per key pair, within
-    MAX_KDF_WORK for a few hundred key pairs and any number of certificates.
+    One safe for all certificates keeps a restore to one key derivation per key pair. The keys,
+    the safe and the MAC all take the rounds of _backup_rounds, so that our own reader can
+    restore the file within MAX_KDF_WORK.
     """
     if not password:
         raise CryptoError("A password is required to write a keystore.")
     if not items:
         raise CryptoError("The keystore is empty: there is nothing to write.")
-    encryption = _pkcs12_encryption(password)
+    rounds = _backup_rounds(sum(1 for item in items if item.private_key is not None))
+    encryption = _pkcs12_encryption(password, rounds)
     plain = serialization.NoEncryption()
     cert_bags: list[Any] = []
     key_bags: list[Any] = []
@@ -1505,10 +1651,45 @@ def to_pkcs12_keystore(items: Sequence[KeystoreItem], password: str) -> bytes:
             else:
                 cert_bags.append(bag)
         key_bags.append(shrouded)
-    contents = [_encrypted_safe(cert_bags, password)]
+    contents = [_encrypted_safe(cert_bags, password, rounds)]
     if key_bags:
         contents.append(_plain_safe(key_bags))
-    return _sealed_pfx(contents, password)
+    return _sealed_pfx(contents, password, rounds)
+
+
+#: The share of MAX_KDF_WORK a backup may take: the rest is room for the reader's pricing to
+#: grow more careful without making existing backups unreadable.
+_BACKUP_KDF_SHARE = 0.95
+
+
+def _backup_rounds(key_pairs: int) -> int:
+    """The rounds of a backup of ``key_pairs`` key pairs: PKCS12_KDF_ROUNDS while the reader's
+    price of the whole file stays within its share of MAX_KDF_WORK, else as many as fit, in
+    thousands (about 75,000 for 300 key pairs, 11,000 for 2,000), never below keytool's
+    MIN_BACKUP_KDF_ROUNDS.
+
+    The MAC takes the rounds of the keys: a password is guessed through the cheapest
+    derivation in the file, so more rounds for some parts than for others would buy nothing.
+    """
+    budget = int(MAX_KDF_WORK * _BACKUP_KDF_SHARE)
+    fitting = budget // _backup_kdf_cost(1, key_pairs) // 1000 * 1000
+    if fitting < MIN_BACKUP_KDF_ROUNDS:
+        base = _backup_kdf_cost(MIN_BACKUP_KDF_ROUNDS, 0)
+        most = (budget - base) // (_backup_kdf_cost(MIN_BACKUP_KDF_ROUNDS, 1) - base)
+        raise CryptoError(
+            f"The keystore has {key_pairs:,} key pairs; a backup can hold at most {most:,}, "
+            f"so that restoring it stays within the key-derivation limit for one file "
+            f"({MAX_KDF_WORK:,} PBKDF2-equivalent iterations)."
+        )
+    return min(PKCS12_KDF_ROUNDS, fitting)
+
+
+def _backup_kdf_cost(rounds: int, key_pairs: int) -> int:
+    """What the reader prices a backup at (see "key-derivation cost"): each key and the
+    certificates' safe one PBKDF2-HMAC-SHA256 block of 32 bytes (AES-256) per round, the MAC
+    the PKCS#12 key derivation with SHA-256, computed in Python."""
+    _, pbkdf2_weight = _PBKDF2_WEIGHTS[rfc8018.id_hmacWithSHA256]
+    return rounds * ((key_pairs + 1) * pbkdf2_weight + _PYTHON_HASH_WEIGHTS["sha256"])
 
 
 def _bags_of(data: bytes) -> list[Any]:
@@ -1533,15 +1714,15 @@ def _plain_safe(bags: list[Any]) -> Any:
 _AES_256_CBC = univ.ObjectIdentifier("2.16.840.1.101.3.4.1.42")
 
 
-def _encrypted_safe(bags: list[Any], password: str) -> Any:
+def _encrypted_safe(bags: list[Any], password: str, rounds: int) -> Any:
     """The bags in one safe encrypted as cryptography encrypts certificates: PBES2 with
-    PBKDF2-HMAC-SHA256 at PKCS12_KDF_ROUNDS, AES-256-CBC."""
+    PBKDF2-HMAC-SHA256 at ``rounds``, AES-256-CBC."""
     safe = rfc7292.SafeContents()
     safe.extend(bags)
     salt, iv = os.urandom(16), os.urandom(16)
     kdf = rfc8018.PBKDF2_params()
     kdf["salt"]["specified"] = salt
-    kdf["iterationCount"] = PKCS12_KDF_ROUNDS
+    kdf["iterationCount"] = rounds
     kdf["prf"]["algorithm"] = rfc8018.id_hmacWithSHA256
     kdf["prf"]["parameters"] = der_encoder.encode(univ.Null(""))
     params = rfc8018.PBES2_params()
@@ -1549,9 +1730,9 @@ def _encrypted_safe(bags: list[Any], password: str) -> Any:
     params["keyDerivationFunc"]["parameters"] = der_encoder.encode(kdf)
     params["encryptionScheme"]["algorithm"] = _AES_256_CBC
     params["encryptionScheme"]["parameters"] = der_encoder.encode(univ.OctetString(iv))
-    key = PBKDF2HMAC(
-        algorithm=hashes.SHA256(), length=32, salt=salt, iterations=PKCS12_KDF_ROUNDS
-    ).derive(password.encode("utf-8"))
+    key = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=rounds).derive(
+        password.encode("utf-8")
+    )
     padder = padding.PKCS7(128).padder()
     plain = padder.update(der_encoder.encode(safe)) + padder.finalize()
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
@@ -1571,10 +1752,10 @@ def _encrypted_safe(bags: list[Any], password: str) -> Any:
 _SHA256_OID = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 
 
-def _sealed_pfx(contents: list[Any], password: str) -> bytes:
-    """A PFX of these safes under an HMAC-SHA256 MAC whose key takes PKCS12_KDF_ROUNDS
-    iterations. cryptography's own MAC always takes 2,048 whatever kdf_rounds says, which would
-    make guessing the password through the MAC 50 times cheaper than through the keys."""
+def _sealed_pfx(contents: list[Any], password: str, rounds: int) -> bytes:
+    """A PFX of these safes under an HMAC-SHA256 MAC whose key takes ``rounds`` iterations, as
+    many as the keys'. cryptography's own MAC always takes 2,048 whatever kdf_rounds says, which
+    would make guessing the password through the MAC 50 times cheaper than through the keys."""
     safe = rfc7292.AuthenticatedSafe()
     safe.extend(contents)
     content = der_encoder.encode(safe)
@@ -1586,11 +1767,11 @@ def _sealed_pfx(contents: list[Any], password: str) -> bytes:
     mac_data["mac"]["digestAlgorithm"]["algorithm"] = _SHA256_OID
     mac_data["mac"]["digestAlgorithm"]["parameters"] = der_encoder.encode(univ.Null(""))
     mac_data["macSalt"] = os.urandom(16)
-    mac_data["iterations"] = PKCS12_KDF_ROUNDS
+    mac_data["iterations"] = rounds
     mac_key = _pkcs12_kdf(
         _bmp_secrets(password)[0],
         bytes(mac_data["macSalt"]),
-        PKCS12_KDF_ROUNDS,
+        rounds,
         purpose=3,
         size=32,
         digest="sha256",

@@ -49,7 +49,11 @@ from renewals.whereused.models import IntegrationFlow
 from tests import pki as pki_factory
 from tests.conftest import client_for
 from tests.hardening.conftest import fuzz_inputs, fuzz_seed
-from tests.keystore.test_crypto import forbid_key_derivation
+from tests.keystore.test_crypto import (
+    crafted_rsa_key,
+    forbid_key_derivation,
+    only_unvalidated_loads,
+)
 from tests.renewals import flowfactory as flows
 
 PASSWORD = "fuzz-password"
@@ -826,6 +830,83 @@ def test_every_reader_refuses_a_hostile_keystore_and_changes_nothing(
         assert response.status_code == 200, page
         assert message in response.content.decode(), page
     assert (KeystoreEntry.objects.count(), AuditEvent.objects.count()) == (entries, events)
+
+
+# -- private keys cost little to check ------------------------------------------------------------
+
+
+def test_an_rsa_key_of_16384_bits_is_refused_by_every_reader_before_it_is_used(
+    monkeypatch, tenant, sap_entry, figures
+):
+    """Its validation on loading would take minutes for real primes, a signature with it about
+    a second: it is refused by its size, without either. Its numbers are random (generating a
+    real one takes minutes); nothing but the size check reads them."""
+    key = crafted_rsa_key(16384)
+    issuer_key = pki_factory.make_key("ec")
+    issuer = pki_factory.make_cert("Hostile CA", issuer_key, ca=True)
+    chain = [pki_factory.make_cert("Hostile", key, issuer, issuer_key), issuer]
+    files = {
+        "PKCS#12": pki_factory.make_pkcs12_single(sap_entry.alias, key, chain, PASSWORD),
+        "JKS": pki_factory.make_jks([(sap_entry.alias, key, chain)], PASSWORD),
+    }
+    only_unvalidated_loads(monkeypatch)
+    monkeypatch.setattr(crypto, "_prove_key", must_not_be_called)
+    message = (
+        f"The key '{sap_entry.alias}' is an RSA key of 16384 bits; "
+        "keys above 4096 bits are not supported."
+    )
+    entries, events = KeystoreEntry.objects.count(), AuditEvent.objects.count()
+
+    slowest = 0.0
+    for kind, data in files.items():
+        started = time.perf_counter()
+        summary = services.import_keystore(tenant, data, PASSWORD, overwrite=True)
+        slowest = max(slowest, time.perf_counter() - started)
+        [outcome] = [outcome for outcome in summary.outcomes if outcome.alias == sap_entry.alias]
+        assert (outcome.result, outcome.reason) == ("rejected", message), kind
+    with pytest.raises(services.KeystoreError, match=re.escape(message)):
+        services.import_key_pair(tenant, "hostile", files["PKCS#12"], PASSWORD)
+    with pytest.raises(RenewalError, match=re.escape(message)):
+        import_sap_key(tenant, sap_entry.alias, files["PKCS#12"], PASSWORD)
+    assert (KeystoreEntry.objects.count(), AuditEvent.objects.count()) == (entries, events)
+    figures["hostile RSA-16384 key, refused after (ms)"] = round(slowest * 1000)
+
+
+def test_keys_are_matched_to_their_certificates_in_linear_time(figures):
+    """Key pairs without localKeyIds or names, their certificates in reverse order: each key's
+    certificate is found by its public key, encoded once per key and once per certificate
+    (comparing every key with every certificate took 32 s for 2,224 such pairs in 1 MiB)."""
+    count = 300
+    keys = [pki_factory.make_key("ec", fresh=True) for _ in range(count)]
+    certs = [pki_factory.make_cert(f"Pair {n}", key) for n, key in enumerate(keys)]
+    key_bags = [bag(rfc7292.id_keyBag, pki_factory.pkcs8_der(key)) for key in keys]
+    # cryptography writes "additional" certificates without localKeyIds or names
+    cert_bags = crypto._bags_of(
+        pkcs12.serialize_key_and_certificates(
+            None, None, None, certs[::-1], serialization.NoEncryption()
+        )
+    )
+    data = pkcs12_file([plain_safe(key_bags + cert_bags)])
+    encoded = Counter()
+    real = crypto._public_key_der
+
+    def counted(holder):
+        encoded["public keys"] += 1
+        return real(holder)
+
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(crypto, "_public_key_der", counted)
+        items = crypto.load_keystore(data, PASSWORD)
+    elapsed = time.perf_counter() - started
+
+    assert encoded["public keys"] == 2 * count
+    assert [item.chain for item in items] == [[cert] for cert in certs]
+    assert all(
+        crypto.private_key_to_der(item.private_key) == pki_factory.pkcs8_der(key)
+        for item, key in zip(items, keys, strict=True)
+    )
+    figures[f"{count} key pairs without localKeyIds, matched in (ms)"] = round(elapsed * 1000)
 
 
 # -- size caps apply before parsing --------------------------------------------------------------

@@ -4,12 +4,15 @@ upload: read back by our reader, by cryptography, openssl and keytool; the role 
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1_modules import rfc5652, rfc5958, rfc8018
 
 from keystore import crypto, services
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
@@ -172,3 +175,180 @@ def test_backup_command(keystore, tmp_path, monkeypatch):
             "-o", str(tmp_path / "x.p12"),
         )  # fmt: skip
     assert not (tmp_path / "x.p12").exists()
+
+
+# -- a backup of many key pairs stays restorable under the key-derivation caps ----------------
+
+MANY = 300  # at PKCS12_KDF_ROUNDS for everything, more than 236 would exceed MAX_KDF_WORK
+MANY_ROUNDS = 75_000  # 95% of MAX_KDF_WORK over 300 keys, the certificates' safe and the MAC
+
+
+@pytest.fixture(scope="module")
+def many_key_pairs() -> list[crypto.KeystoreItem]:
+    """300 EC P-256 key pairs issued by one CA, and the CA as a trusted certificate."""
+    ca_key = pki_factory.make_key("ec")
+    ca = pki_factory.make_cert("Backup CA", ca_key, ca=True)
+    items = []
+    for number in range(MANY):
+        key = pki_factory.make_key("ec", fresh=True)
+        leaf = pki_factory.make_cert(f"Pair {number}", key, ca, ca_key)
+        items.append(crypto.KeystoreItem(f"pair_{number:03}", key, [leaf, ca]))
+    items.append(crypto.KeystoreItem("backup_ca", None, [ca]))
+    return items
+
+
+@pytest.fixture(scope="module")
+def big_backup(many_key_pairs) -> bytes:
+    return crypto.to_pkcs12_keystore(many_key_pairs, PASSWORD)
+
+
+def iteration_counts(data: bytes) -> dict[str, list[int]]:
+    """The iteration counts a PKCS#12 file asks for, read from its structure."""
+    mac_data, _, contents = crypto._pfx_parts(data)
+    counts: dict[str, list[int]] = {"mac": [int(mac_data["iterations"])], "safe": [], "key": []}
+
+    def pbkdf2_iterations(algorithm) -> int:
+        params, _ = der_decoder.decode(
+            bytes(algorithm["parameters"]), asn1Spec=rfc8018.PBES2_params()
+        )
+        kdf, _ = der_decoder.decode(
+            bytes(params["keyDerivationFunc"]["parameters"]), asn1Spec=rfc8018.PBKDF2_params()
+        )
+        return int(kdf["iterationCount"])
+
+    for content_info in contents:
+        bags = crypto._plain_bags(content_info)
+        if bags is None:
+            encrypted, _ = der_decoder.decode(
+                bytes(content_info["content"]), asn1Spec=rfc5652.EncryptedData()
+            )
+            algorithm = encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"]
+            counts["safe"].append(pbkdf2_iterations(algorithm))
+            continue
+        for bag, _ in bags:
+            info, _ = der_decoder.decode(
+                bytes(bag["bagValue"]), asn1Spec=rfc5958.EncryptedPrivateKeyInfo()
+            )
+            counts["key"].append(pbkdf2_iterations(info["encryptionAlgorithm"]))
+    return counts
+
+
+def test_a_backup_of_300_key_pairs_is_restored_within_the_caps(
+    many_key_pairs, big_backup, monkeypatch
+):
+    spent: list[int] = []
+    real_spend = crypto._KdfBudget.spend
+
+    def spend(budget, cost):
+        spent.append(cost)
+        real_spend(budget, cost)
+
+    monkeypatch.setattr(crypto._KdfBudget, "spend", spend)
+
+    read = {item.alias: item for item in crypto.load_keystore(big_backup, PASSWORD)}
+
+    # the rounds that fit, as the reader prices them: what it spent, within 95% of the cap
+    assert iteration_counts(big_backup) == {
+        "mac": [MANY_ROUNDS],
+        "safe": [MANY_ROUNDS],
+        "key": [MANY_ROUNDS] * MANY,
+    }
+    assert len(spent) == MANY + 2
+    assert sum(spent) == crypto._backup_kdf_cost(MANY_ROUNDS, MANY) == 22_800_000
+    assert sum(spent) <= 0.95 * crypto.MAX_KDF_WORK
+    assert crypto._backup_kdf_cost(crypto.PKCS12_KDF_ROUNDS, MANY) > crypto.MAX_KDF_WORK
+    assert len(big_backup) < crypto.MAX_KEYSTORE_BYTES
+    assert set(read) == {item.alias for item in many_key_pairs}
+    for item in many_key_pairs:
+        restored = read[item.alias]
+        assert (restored.chain, restored.problem) == (item.chain, ""), item.alias
+        if item.private_key is None:
+            assert restored.private_key is None, item.alias
+        else:
+            assert crypto.private_key_to_der(restored.private_key) == crypto.private_key_to_der(
+                item.private_key
+            ), item.alias
+
+
+@pytest.mark.skipif(pki_factory.OPENSSL is None, reason="openssl is not installed")
+def test_openssl_sees_the_mac_take_the_rounds_of_the_keys(big_backup, tmp_path):
+    path = tmp_path / "big.p12"
+    path.write_bytes(big_backup)
+
+    info = subprocess.run(
+        [pki_factory.OPENSSL, "pkcs12", "-in", str(path), "-passin", f"pass:{PASSWORD}"]
+        + ["-info", "-noout"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert info.returncode == 0, info.stderr
+    report = info.stdout + info.stderr
+    assert f"MAC: sha256, Iteration {MANY_ROUNDS}\n" in report
+    assert (
+        report.count(f"Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration {MANY_ROUNDS},")
+        == MANY
+    )
+    assert set(re.findall(r"Iteration (\d+)", report)) == {str(MANY_ROUNDS)}
+
+
+@pytest.mark.skipif(pki_factory.KEYTOOL is None, reason="keytool is not installed")
+def test_keytool_reads_a_backup_of_300_key_pairs(big_backup, tmp_path):
+    path = tmp_path / "big.p12"
+    path.write_bytes(big_backup)
+
+    listing = subprocess.run(
+        [pki_factory.KEYTOOL, "-list", "-keystore", str(path), "-storetype", "PKCS12"]
+        + ["-storepass", PASSWORD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert f"Your keystore contains {MANY + 1} entries" in listing.stdout
+    assert listing.stdout.count("PrivateKeyEntry") == MANY
+    assert listing.stdout.count("trustedCertEntry") == 1
+
+
+def test_a_small_backup_keeps_the_full_rounds(many_key_pairs):
+    counts = iteration_counts(crypto.to_pkcs12_keystore(many_key_pairs[-3:], PASSWORD))
+
+    rounds = crypto.PKCS12_KDF_ROUNDS
+    assert counts == {"mac": [rounds], "safe": [rounds], "key": [rounds, rounds]}
+
+
+def test_backup_rounds_shrink_with_the_key_pairs_down_to_keytools_default():
+    rounds = {pairs: crypto._backup_rounds(pairs) for pairs in (0, 224, 225, 300, 2000, 2276)}
+
+    assert rounds == {
+        0: 100_000,
+        224: 100_000,
+        225: 99_000,
+        300: 75_000,
+        2000: 11_000,
+        2276: 10_000,
+    }
+    for pairs, each in rounds.items():
+        assert crypto._backup_kdf_cost(each, pairs) <= 0.95 * crypto.MAX_KDF_WORK, pairs
+    # keytool's own defaults for 2,000 key pairs, the size the caps were chosen for
+    assert crypto._backup_kdf_cost(crypto.MIN_BACKUP_KDF_ROUNDS, 2000) == 20_040_000
+
+
+def test_a_keystore_too_large_to_restore_is_refused_before_anything_is_written(
+    many_key_pairs, monkeypatch
+):
+    pair = many_key_pairs[0]
+    items = [crypto.KeystoreItem(f"pair_{n}", pair.private_key, pair.chain) for n in range(2277)]
+    monkeypatch.setattr(crypto.pkcs12, "serialize_key_and_certificates", None)
+
+    with pytest.raises(crypto.CryptoError) as refused:
+        crypto.to_pkcs12_keystore(items, PASSWORD)
+
+    assert str(refused.value) == (
+        "The keystore has 2,277 key pairs; a backup can hold at most 2,276, so that restoring "
+        "it stays within the key-derivation limit for one file (24,000,000 PBKDF2-equivalent "
+        "iterations)."
+    )
