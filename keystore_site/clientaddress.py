@@ -16,8 +16,17 @@ from django.conf import settings
 from django.http import HttpRequest
 
 
-def client_address(request: HttpRequest) -> str:
-    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+def _address(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """None when the request has no address at all (a test client's force_login, a command):
+    axes stores addresses in an IP address column."""
+    remote = _address(request.META.get("REMOTE_ADDR", "") or "")
     trusted = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0) or 0)
     if trusted <= 0:
         return remote
@@ -28,9 +37,5 @@ def client_address(request: HttpRequest) -> str:
     ]
     if len(hops) < trusted:
         return remote
-    candidate = hops[-trusted]
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        # A proxy that wrote garbage: count it against the proxy, not a made-up client.
-        return remote
+    # A proxy that wrote garbage: count it against the proxy, not a made-up client.
+    return _address(hops[-trusted]) or remote

@@ -123,3 +123,10 @@ def test_client_address_trusts_only_the_configured_proxies(settings, trusted, he
     settings.TRUSTED_PROXY_COUNT = trusted
     request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=header, REMOTE_ADDR="127.0.0.1")
     assert client_address(request) == expected
+
+
+def test_a_request_without_an_address_has_none(settings):
+    # force_login and commands send no REMOTE_ADDR; PostgreSQL's inet column refuses text.
+    request = RequestFactory().get("/")
+    del request.META["REMOTE_ADDR"]
+    assert client_address(request) is None
