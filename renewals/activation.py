@@ -39,7 +39,7 @@ from keystore.services import (
 )
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
-from renewals.whereused import services as whereused_services
+from renewals.whereused.restart import mark_restart_required
 
 logger = logging.getLogger(__name__)
 
@@ -398,9 +398,7 @@ def activate_pending_key(
         occasion = pending.material_id
         pending.delete()
         # Outbound connections cache the old key for up to a day: their flows need a restart.
-        restart_marked = whereused_services.mark_restart_required(
-            tenant, alias, reason=f"{alias} activated", at=now
-        )
+        restart_marked = mark_restart_required(tenant, alias, reason=f"{alias} activated", at=now)
         record_audit(
             tenant,
             alias,

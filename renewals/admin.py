@@ -32,7 +32,7 @@ from renewals.activation import (
 )
 from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
 from renewals.whereused import admin as whereused_admin
-from renewals.whereused import services as whereused_services
+from renewals.whereused.report import annotate_usage_counts
 
 DOWNLOADS = (
     ("Download Certificate", "cer"),
@@ -167,7 +167,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
 
     def get_queryset(self, request):
         # Lists need the facts only, not chains or sealed keys; usage counts come in the same query.
-        return whereused_services.annotate_usage_counts(
+        return annotate_usage_counts(
             super()
             .get_queryset(request)
             .select_related("tenant", "entry")

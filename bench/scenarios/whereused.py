@@ -10,7 +10,7 @@ hold a client-certificate channel without an alias ("may use"); every other flow
 aliases. So the answer is the same at both sizes and only the size of the index differs.
 
 Each size runs in a process of its own (peak memory is per process) on its own database:
-* the import through `renewals.whereused.services.import_flow_exports`, files opened lazily,
+* the import through `renewals.whereused.importing.import_flow_exports`, files opened lazily,
   alternating chunk by chunk with a bare parse of the same files (open the ZIP, parse each .iflw
   with ElementTree), the floor. Both are warmed up first on a few files. Each timed section
   starts from a collected heap (gc.collect, untimed), so it pays for the garbage collections its
@@ -284,7 +284,7 @@ def _collected_and_timed(call) -> tuple[float, object]:
 def _import_against_parse(tenant, paths: list[Path]) -> tuple[float, float, int]:
     """Import the files, alternating chunk by chunk with a bare parse of the same chunk, so both
     see the same machine (other processes, caches). Returns (import s, parse s, usages)."""
-    from renewals.whereused.services import import_flow_exports
+    from renewals.whereused.importing import import_flow_exports
 
     imported = parsed = 0.0
     usages = 0
@@ -315,7 +315,8 @@ def _answer(report) -> dict:
 def run_part(part: str, sizes: dict, workdir: Path) -> ScenarioResult:
     """Import `sizes[part]` flows (peak memory is read right after); in the large part, also the
     lookup in this tenant against a tenant with the small set, alternating."""
-    from renewals.whereused.services import import_flow_exports, where_used
+    from renewals.whereused.importing import import_flow_exports
+    from renewals.whereused.report import where_used
 
     count = sizes[part]
     result = ScenarioResult(NAME, dict(sizes))

@@ -5,10 +5,12 @@ Reading roles (NodeManager.read on the tenant) see flows, where-used pages and d
 importing, restarting and removing need NodeManager.deploysecuritycontent on the flow's tenant.
 Every view asks keystore.permissions for the tenant it touches. Flows are never added, changed or
 deleted through the admin's own forms (removal is the "Remove from the where-used index" action,
-with its confirmation page); the views are thin callers of renewals.whereused.services.
+with its confirmation page); the views are thin callers of the where-used modules (importing,
+report, pack, restart).
 
 Other admin pages link here with `where_used_buttons`, `where_used_cell` and
-`where_used_context` (plus the template "admin/whereused/summary.html").
+`where_used_context` (plus the template "admin/whereused/summary.html"); `whereused_url` and
+`renewal_pack_url` are the addresses of an alias's pages.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from keystore.adminmixins import FORM_METHODS, NoAdminForms
 from keystore.downloads import file_response
 from keystore.models import EntryType, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
-from renewals.whereused import restart, services
+from renewals.whereused import importing, pack, restart
+from renewals.whereused.errors import WhereUsedError
 from renewals.whereused.forms import CappedTemporaryFileUploadHandler, FlowImportForm
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
+from renewals.whereused.report import where_used
 
 TRUE_VALUES = ("1", "true", "yes", "on")
 
@@ -44,11 +48,21 @@ def utc(value: datetime | None) -> str:
 # -- hooks for other admin pages -------------------------------------------------------------
 
 
+def whereused_url(tenant_id: int, alias: str, pending: bool = False) -> str:
+    url = reverse("admin:whereused_integrationflow_where_used", args=[tenant_id, alias])
+    return url + "?pending=1" if pending else url
+
+
+def renewal_pack_url(tenant_id: int, alias: str, pending: bool = False) -> str:
+    url = reverse("admin:whereused_integrationflow_renewal_pack", args=[tenant_id, alias])
+    return url + "?pending=1" if pending else url
+
+
 def where_used_buttons(tenant_id: int, alias: str, *, pending: bool = False) -> list:
     """(label, url, css class) buttons in the style of the keystore and renewal pages."""
     return [
-        ("Where-used", services.whereused_url(tenant_id, alias, pending), "where-used"),
-        ("Renewal pack", services.renewal_pack_url(tenant_id, alias, pending), "download"),
+        ("Where-used", whereused_url(tenant_id, alias, pending), "where-used"),
+        ("Renewal pack", renewal_pack_url(tenant_id, alias, pending), "download"),
     ]
 
 
@@ -56,11 +70,11 @@ def where_used_cell(
     tenant_id: int, alias: str, uses: int, may_use: int, *, pending: bool = False
 ) -> SafeString:
     """A list cell "2 use, 1 may use" linking to the where-used page (counts come from
-    services.annotate_usage_counts or services.usage_counts: no query here)."""
+    renewals.whereused.report's annotate_usage_counts or usage_counts: no query here)."""
     return format_html(
         '<a class="where-used-counts" href="{}" title="Components that use / may use this '
         'alias in the imported integration flows">{} use, {} may use</a>',
-        services.whereused_url(tenant_id, alias, pending),
+        whereused_url(tenant_id, alias, pending),
         uses,
         may_use,
     )
@@ -71,16 +85,16 @@ def where_used_context(
 ) -> dict:
     """Context for {% include "admin/whereused/summary.html" %}: counts, the flows to restart
     after activation and the links (one query)."""
-    report = services.where_used(tenant, alias, key_pair=key_pair)
+    report = where_used(tenant, alias, key_pair=key_pair)
     return {
         "where_used": {
             "alias": alias,
             "pending": pending,
             "counts": report.counts,
             "flows_to_restart": report.flows_to_restart_after_activation,
-            "url": services.whereused_url(tenant.pk, alias, pending),
-            "csv_url": _with_query(services.whereused_url(tenant.pk, alias, pending), "format=csv"),
-            "pack_url": services.renewal_pack_url(tenant.pk, alias, pending),
+            "url": whereused_url(tenant.pk, alias, pending),
+            "csv_url": _with_query(whereused_url(tenant.pk, alias, pending), "format=csv"),
+            "pack_url": renewal_pack_url(tenant.pk, alias, pending),
         }
     }
 
@@ -220,7 +234,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
                 messages.ERROR,
             )
         flows = IntegrationFlow.objects.filter(pk__in=allowed).order_by("bundle_name")
-        results = services.restart_flows(flows, actor=request.user)
+        results = restart.restart_flows(flows, actor=request.user)
         done = [result for result in results if result.ok]
         for result in results:
             if not result.ok:
@@ -267,8 +281,8 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             by_tenant.setdefault(flow.tenant, []).append(flow.bundle_id)
         for tenant, bundle_ids in by_tenant.items():
             try:
-                results = services.remove_flows(tenant, bundle_ids, actor=request.user)
-            except services.WhereUsedError as error:
+                results = importing.remove_flows(tenant, bundle_ids, actor=request.user)
+            except WhereUsedError as error:
                 self.message_user(request, str(error), messages.ERROR)
                 continue
             removed = [result.message for result in results if result.ok]
@@ -333,12 +347,12 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
                 tenant = form.cleaned_data["tenant"]
                 uploads = form.cleaned_data["files"]
                 try:
-                    results = services.import_flow_exports(
+                    results = importing.import_flow_exports(
                         tenant,
                         ((upload.name, upload) for upload in uploads),
                         actor=request.user,
                     )
-                except services.WhereUsedError as error:
+                except WhereUsedError as error:
                     form.add_error(None, str(error))
                 else:
                     failed = sum(1 for result in results if not result.ok)
@@ -406,10 +420,10 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         output = request.GET.get("format", "")
         if output not in ("", "html", "csv"):
             raise Http404("Unknown format; choose csv.")
-        report = services.where_used(material.tenant, alias, key_pair=self._key_pair(material))
+        report = where_used(material.tenant, alias, key_pair=self._key_pair(material))
         if output == "csv":
-            return file_response(services.csv_download(report, pending=pending))
-        url = services.whereused_url(tenant_id, alias, pending)
+            return file_response(pack.csv_download(report, pending=pending))
+        url = whereused_url(tenant_id, alias, pending)
         entry = material.entry if pending else material
         for _key, _title, backends in report.sections:
             for backend in backends:
@@ -426,8 +440,8 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             pending=pending,
             tenant=material.tenant,
             csv_url=_with_query(url, "format=csv"),
-            pack_url=services.renewal_pack_url(tenant_id, alias, pending),
-            other_url=services.whereused_url(tenant_id, alias, True) if not pending else url,
+            pack_url=renewal_pack_url(tenant_id, alias, pending),
+            other_url=whereused_url(tenant_id, alias, True) if not pending else url,
             has_pending=pending or PendingSapKey.objects.filter(entry=material).exists(),
             entry_url=reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
             flows_url=reverse(self.url_name("changelist")) + f"?tenant={tenant_id}",
@@ -439,10 +453,10 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
 
     def renewal_pack_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
         material, _pending = self._material(request, tenant_id, alias)
-        report = services.where_used(material.tenant, alias, key_pair=self._key_pair(material))
+        report = where_used(material.tenant, alias, key_pair=self._key_pair(material))
         try:
-            return file_response(services.renewal_pack(material, report))
-        except services.WhereUsedError as error:
+            return file_response(pack.renewal_pack(material, report))
+        except WhereUsedError as error:
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(
                 reverse(self.url_name("where_used"), args=[tenant_id, alias])

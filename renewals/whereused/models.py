@@ -102,3 +102,19 @@ class KeyUsageRecord(models.Model):
     @property
     def alias_label(self) -> str:
         return self.alias if self.alias != ANY_KEY else "any key"
+
+
+# What a usage row says about its component: written by the import, read back by the report.
+USAGE_FIELDS = (
+    "component_id",
+    "component_name",
+    "component_type",
+    "direction",
+    "usage",
+    "certainty",
+    "alias",
+    "property_key",
+    "system",
+    "address",
+    "outbound",
+)

@@ -173,7 +173,7 @@ def scene(transactional_db, sap_pki, pki) -> Scene:
     from keystore import services
     from keystore.models import Tenant
     from renewals.activation import provision_sap_key
-    from renewals.whereused.services import import_flow_exports
+    from renewals.whereused.importing import import_flow_exports
 
     tenant = Tenant.objects.create(name="Tenant A", slug="tenant-a")
     admin = make_user("admin_a", tenant=tenant, role="Administrator")

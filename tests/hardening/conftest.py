@@ -223,7 +223,7 @@ def admin_world(
     from renewals.connectivity.models import ConnectivityTestRun
     from renewals.models import ScanRun, SentNotification
     from renewals.tasks import ensure_schedules
-    from renewals.whereused.services import import_flow_exports
+    from renewals.whereused.importing import import_flow_exports
     from tests.conftest import make_user
     from tests.renewals import flowfactory as flows
 

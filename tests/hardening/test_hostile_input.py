@@ -43,8 +43,8 @@ from keystore import admin as keystore_admin
 from keystore import crypto, services
 from keystore.models import AuditEvent, KeystoreEntry
 from renewals.activation import RenewalError, import_sap_key
+from renewals.whereused import importing as whereused_importing
 from renewals.whereused import parser
-from renewals.whereused import services as whereused_services
 from renewals.whereused.models import IntegrationFlow
 from tests import pki as pki_factory
 from tests.conftest import client_for
@@ -982,7 +982,7 @@ def test_an_oversized_flow_export_is_refused_unparsed(parsers_forbidden, adminis
     assert response.status_code == 200
     assert b"too large" in response.content
     assert not IntegrationFlow.objects.exists()
-    results = whereused_services.import_flow_exports(tenant, [("big.zip", io.BytesIO(data))])
+    results = whereused_importing.import_flow_exports(tenant, [("big.zip", io.BytesIO(data))])
     assert [(r.ok, "too large" in r.message) for r in results] == [(False, True)]
 
 

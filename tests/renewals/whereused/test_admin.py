@@ -21,12 +21,15 @@ from django.urls import reverse
 
 from keystore.models import KeystoreEntry
 from renewals.whereused import admin as whereused_admin
-from renewals.whereused import parser, services
+from renewals.whereused import importing, parser
+from renewals.whereused.admin import renewal_pack_url, whereused_url
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
+from renewals.whereused.report import WhereUsedCounts, annotate_usage_counts
+from renewals.whereused.restart import mark_restart_required
 from tests.conftest import ROLE_NAMES, client_for
 from tests.renewals.conftest import SAP_ALIAS
 from tests.renewals.flowfactory import flow_zip, iflw
-from tests.renewals.whereused.test_importing import (
+from tests.renewals.whereused.flows import (
     ORDERS,
     PARTNER,
     client_cert_flow,
@@ -62,9 +65,9 @@ def test_where_used_page_csv_and_pack_permission_matrix(users, tenant, flows):
     for role in ROLE_NAMES:
         client = client_for(users[role])
         expected = OBJECT_MATRIX[role]
-        page = client.get(services.whereused_url(tenant.pk, SAP_ALIAS))
-        csv_response = client.get(services.whereused_url(tenant.pk, SAP_ALIAS) + "?format=csv")
-        pack = client.get(services.renewal_pack_url(tenant.pk, SAP_ALIAS))
+        page = client.get(whereused_url(tenant.pk, SAP_ALIAS))
+        csv_response = client.get(whereused_url(tenant.pk, SAP_ALIAS) + "?format=csv")
+        pack = client.get(renewal_pack_url(tenant.pk, SAP_ALIAS))
         statuses = (page.status_code, csv_response.status_code, pack.status_code)
         assert statuses == (expected,) * 3, role
         if expected == 200:
@@ -76,8 +79,8 @@ def test_where_used_page_csv_and_pack_permission_matrix(users, tenant, flows):
 
 
 def test_where_used_page_shows_sections_counts_restart_and_links(users, tenant, flows):
-    services.mark_restart_required(tenant, SAP_ALIAS, reason="activated")
-    response = client_for(users["ReadOnly"]).get(services.whereused_url(tenant.pk, SAP_ALIAS))
+    mark_restart_required(tenant, SAP_ALIAS, reason="activated")
+    response = client_for(users["ReadOnly"]).get(whereused_url(tenant.pk, SAP_ALIAS))
     html = response.content.decode()
     uses, may_use = html.split('id="where-used-uses"', 1)[1].split('id="where-used-may-use"', 1)
     for text in ("ERP_PROD", "PARTNER", "S4_ODATA", "Sign order", "Sign.groovy", "Custom thing"):
@@ -90,12 +93,10 @@ def test_where_used_page_shows_sections_counts_restart_and_links(users, tenant, 
     assert html.count("restart required since") == 7
     assert 'id="restart-after-activation"' in html
     assert 'id="restart-flows-link"' not in html  # reading roles cannot restart
-    admin_page = client_for(users["Administrator"]).get(
-        services.whereused_url(tenant.pk, SAP_ALIAS)
-    )
+    admin_page = client_for(users["Administrator"]).get(whereused_url(tenant.pk, SAP_ALIAS))
     assert b"restart_required__exact=1" in admin_page.content
     assert reverse("admin:whereused_integrationflow_change", args=[flows[ORDERS].pk]) in html
-    assert 'href="' + services.renewal_pack_url(tenant.pk, SAP_ALIAS) + '"' in html
+    assert 'href="' + renewal_pack_url(tenant.pk, SAP_ALIAS) + '"' in html
     assert "?format=csv" in html
     for absent in ("AS2_PARTNER", "LEGACY"):
         assert absent not in html
@@ -103,7 +104,7 @@ def test_where_used_page_shows_sections_counts_restart_and_links(users, tenant, 
 
 def test_csv_download_parses(users, tenant, flows):
     response = client_for(users["IntegrationDeveloper"]).get(
-        services.whereused_url(tenant.pk, SAP_ALIAS) + "?format=csv"
+        whereused_url(tenant.pk, SAP_ALIAS) + "?format=csv"
     )
     assert f'filename="{SAP_ALIAS}_where-used.csv"' in response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
@@ -113,8 +114,8 @@ def test_csv_download_parses(users, tenant, flows):
 
 def test_pack_download_of_current_and_pending_key(users, tenant, flows, pending, sap_entry):
     client = client_for(users["ReadOnly"])
-    current = client.get(services.renewal_pack_url(tenant.pk, SAP_ALIAS))
-    new = client.get(services.renewal_pack_url(tenant.pk, SAP_ALIAS, pending=True))
+    current = client.get(renewal_pack_url(tenant.pk, SAP_ALIAS))
+    new = client.get(renewal_pack_url(tenant.pk, SAP_ALIAS, pending=True))
     assert f'filename="{SAP_ALIAS}_renewal_pack.zip"' in current["Content-Disposition"]
     assert f'filename="{SAP_ALIAS}_new_key_renewal_pack.zip"' in new["Content-Disposition"]
 
@@ -125,24 +126,24 @@ def test_pack_download_of_current_and_pending_key(users, tenant, flows, pending,
 
     assert leaf(current) == sap_entry.certificate()
     assert leaf(new) == pending.certificate()
-    page = client.get(services.whereused_url(tenant.pk, SAP_ALIAS, pending=True))
+    page = client.get(whereused_url(tenant.pk, SAP_ALIAS, pending=True))
     assert b"new SAP key waiting for activation" in page.content
     assert pending.fingerprint_sha256.encode() in page.content
     # The current key's page points to the waiting key.
-    assert b"?pending=1" in client.get(services.whereused_url(tenant.pk, SAP_ALIAS)).content
+    assert b"?pending=1" in client.get(whereused_url(tenant.pk, SAP_ALIAS)).content
 
 
 def test_missing_key_or_pending_key_is_404(users, tenant, flows):
     client = client_for(users["ReadOnly"])
-    assert client.get(services.whereused_url(tenant.pk, "no_such_alias")).status_code == 404
-    assert client.get(services.renewal_pack_url(tenant.pk, "no_such_alias")).status_code == 404
+    assert client.get(whereused_url(tenant.pk, "no_such_alias")).status_code == 404
+    assert client.get(renewal_pack_url(tenant.pk, "no_such_alias")).status_code == 404
     # No new SAP key is waiting for the alias.
-    assert client.get(services.whereused_url(tenant.pk, SAP_ALIAS, True)).status_code == 404
-    assert client.get(services.renewal_pack_url(tenant.pk, SAP_ALIAS, True)).status_code == 404
-    bad_format = services.whereused_url(tenant.pk, SAP_ALIAS) + "?format=xml"
+    assert client.get(whereused_url(tenant.pk, SAP_ALIAS, True)).status_code == 404
+    assert client.get(renewal_pack_url(tenant.pk, SAP_ALIAS, True)).status_code == 404
+    bad_format = whereused_url(tenant.pk, SAP_ALIAS) + "?format=xml"
     assert client.get(bad_format).status_code == 404
     # POST is not a way in.
-    assert client.post(services.whereused_url(tenant.pk, SAP_ALIAS)).status_code == 405
+    assert client.post(whereused_url(tenant.pk, SAP_ALIAS)).status_code == 405
 
 
 def test_alias_with_slash_and_special_characters(users, tenant, pki):
@@ -154,9 +155,9 @@ def test_alias_with_slash_and_special_characters(users, tenant, pki):
     keystore_services.import_key_pair(tenant, alias, data, "pw-secret")
     import_all(tenant, client_cert_flow("com.example.slash", alias=alias))
     client = client_for(users["ReadOnly"])
-    page = client.get(services.whereused_url(tenant.pk, alias))
+    page = client.get(whereused_url(tenant.pk, alias))
     assert page.status_code == 200 and b"ERP_PROD" in page.content
-    pack = client.get(services.renewal_pack_url(tenant.pk, alias))
+    pack = client.get(renewal_pack_url(tenant.pk, alias))
     with zipfile.ZipFile(io.BytesIO(pack.content)) as archive:
         assert "partner_a b?c.cer" in archive.namelist()
 
@@ -165,7 +166,7 @@ def test_alias_with_slash_and_special_characters(users, tenant, pki):
 def test_where_used_page_query_count_does_not_grow(users, tenant, sap_entry, count):
     import_all(tenant, *[client_cert_flow(f"com.example.f{n}") for n in range(count)])
     client = client_for(users["ReadOnly"])
-    url = services.whereused_url(tenant.pk, SAP_ALIAS)
+    url = whereused_url(tenant.pk, SAP_ALIAS)
     client.get(url)  # session and permission map warmed the same way for both sizes
     with CaptureQueriesContext(connection) as queries:
         response = client.get(url)
@@ -247,7 +248,7 @@ def test_import_permission_matrix(users, tenant, other_tenant):
 
 def test_import_several_files_reports_each(users, tenant, sap_entry, monkeypatch):
     seen_types = []
-    real_import = services.import_flow_exports
+    real_import = importing.import_flow_exports
 
     def spy(tenant, sources, *, actor=None):
         def remember():
@@ -257,7 +258,7 @@ def test_import_several_files_reports_each(users, tenant, sap_entry, monkeypatch
 
         return real_import(tenant, remember(), actor=actor)
 
-    monkeypatch.setattr(services, "import_flow_exports", spy)
+    monkeypatch.setattr(importing, "import_flow_exports", spy)
     monkeypatch.setattr(parser, "MAX_ZIP_BYTES", 20_000)
     big = flow_zip("com.example.big", iflw(), extra_members={"x.bin": os.urandom(30_000)})
     assert len(big) > 30_000
@@ -332,7 +333,7 @@ def test_import_checks_csrf(users, tenant):
 
 
 def test_restart_action_permission_matrix(users, tenant, flows):
-    services.mark_restart_required(tenant, SAP_ALIAS, reason=f"{SAP_ALIAS} activated")
+    mark_restart_required(tenant, SAP_ALIAS, reason=f"{SAP_ALIAS} activated")
     marked = list(IntegrationFlow.objects.restart_required().values_list("pk", flat=True))
     assert len(marked) == 2
     # Direct POSTs by read roles and another tenant's administrator change nothing.
@@ -355,8 +356,8 @@ def test_restart_action_permission_matrix(users, tenant, flows):
 
 
 def test_restart_action_reports_a_failing_runtime(users, tenant, flows, settings):
-    settings.WHEREUSED_RESTART_CALLABLE = "tests.renewals.whereused.test_importing.failing_restart"
-    services.mark_restart_required(tenant, SAP_ALIAS, reason="activated")
+    settings.WHEREUSED_RESTART_CALLABLE = "tests.renewals.whereused.test_restart.failing_restart"
+    mark_restart_required(tenant, SAP_ALIAS, reason="activated")
     client = client_for(users["Administrator"])
     marked = list(IntegrationFlow.objects.restart_required().values_list("pk", flat=True))
     response = client.post(
@@ -373,18 +374,18 @@ def test_restart_action_reports_a_failing_runtime(users, tenant, flows, settings
 def test_hooks_for_other_pages(tenant, flows, pending, rf):
     context = whereused_admin.where_used_context(tenant, SAP_ALIAS, pending=True)
     summary = context["where_used"]
-    assert summary["counts"] == services.WhereUsedCounts(6, 2, 4, 2)
+    assert summary["counts"] == WhereUsedCounts(6, 2, 4, 2)
     assert [flow.bundle_id for flow in summary["flows_to_restart"]] == [ORDERS, PARTNER]
     html = render_to_string("admin/whereused/summary.html", context)
     assert "6 components use sap_cloudintegrationcertificate" in html
-    assert services.whereused_url(tenant.pk, SAP_ALIAS, True) in html
+    assert whereused_url(tenant.pk, SAP_ALIAS, True) in html
     assert "Orders to ERP, Partner exchange" in html
 
     buttons = whereused_admin.where_used_buttons(tenant.pk, SAP_ALIAS, pending=True)
     assert [label for label, _url, _css in buttons] == ["Where-used", "Renewal pack"]
     assert all(url.endswith("?pending=1") for _label, url, _css in buttons)
 
-    entry = services.annotate_usage_counts(KeystoreEntry.objects.filter(alias=SAP_ALIAS)).get()
+    entry = annotate_usage_counts(KeystoreEntry.objects.filter(alias=SAP_ALIAS)).get()
     cell = whereused_admin.where_used_cell(
         tenant.pk, entry.alias, entry.where_used_uses, entry.where_used_may_use
     )
@@ -393,7 +394,7 @@ def test_hooks_for_other_pages(tenant, flows, pending, rf):
     from renewals.models import PendingSapKey
 
     with CaptureQueriesContext(connection) as queries:
-        (waiting,) = services.annotate_usage_counts(PendingSapKey.objects.all())
+        (waiting,) = annotate_usage_counts(PendingSapKey.objects.all())
     assert len(queries) == 1
     assert (waiting.pk, waiting.where_used_uses, waiting.where_used_may_use) == (pending.pk, 6, 2)
 
@@ -405,9 +406,9 @@ def test_restart_action_refilters_the_selection_per_tenant(users, tenant, other_
 
     mixed = users["ReadOnly"]
     permissions.assign_role(mixed, other_tenant, "Administrator")
-    services.mark_restart_required(tenant, SAP_ALIAS, reason="activated")
+    mark_restart_required(tenant, SAP_ALIAS, reason="activated")
     import_all(other_tenant, client_cert_flow("com.example.b"))
-    services.mark_restart_required(other_tenant, SAP_ALIAS, reason="activated")
+    mark_restart_required(other_tenant, SAP_ALIAS, reason="activated")
     selected = list(IntegrationFlow.objects.restart_required().values_list("pk", flat=True))
     assert len(selected) == 3
     response = client_for(mixed).post(

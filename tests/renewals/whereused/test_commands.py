@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
 from tests.renewals.conftest import SAP_ALIAS
 from tests.renewals.flowfactory import flow_zip, iflw, step
-from tests.renewals.whereused.test_importing import (
+from tests.renewals.whereused.flows import (
     ORDERS,
     PARTNER,
     client_cert_flow,

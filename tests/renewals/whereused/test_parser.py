@@ -852,8 +852,8 @@ def test_large_documents_keep_every_refusal(xml, message, monkeypatch):
 def test_the_import_refuses_a_deep_flow_with_the_reason(tenant, caplog):
     """Through the where-used import (the one test here that uses the database): the file is
     refused with the limit as its reason, not as an unexpected error with a traceback."""
+    from renewals.whereused.importing import import_flow_exports
     from renewals.whereused.models import IntegrationFlow
-    from renewals.whereused.services import import_flow_exports
 
     deep = flow_zip("com.example.deep", _nested_flow(50_000), flow_name="f")
     good = flow_zip("com.example.good", _nested_flow(20), flow_name="f")

@@ -8,7 +8,7 @@ from renewals.activation import activate_pending_key
 from renewals.whereused.models import IntegrationFlow
 from tests.conftest import client_for
 from tests.renewals.conftest import SAP_ALIAS
-from tests.renewals.whereused.test_importing import client_cert_flow, import_all, signer_only_flow
+from tests.renewals.whereused.flows import client_cert_flow, import_all, signer_only_flow
 
 
 def _flows(tenant):

@@ -12,7 +12,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from keystore.management.commands import get_tenant
-from renewals.whereused.services import FlowImportResult, WhereUsedError, import_flow_exports
+from renewals.whereused.errors import WhereUsedError
+from renewals.whereused.importing import FlowImportResult, import_flow_exports
 
 
 def expand(paths: list[str]) -> list[tuple[str, Path] | FlowImportResult]:

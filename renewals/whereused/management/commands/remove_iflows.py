@@ -11,7 +11,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from keystore.management.commands import get_tenant
-from renewals.whereused.services import WhereUsedError, remove_flows
+from renewals.whereused.errors import WhereUsedError
+from renewals.whereused.importing import remove_flows
 
 
 class Command(BaseCommand):

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from keystore.management.commands import get_tenant
 from keystore.models import EntryType, KeystoreEntry
 from renewals.models import PendingSapKey
-from renewals.whereused.services import BackendUse, WhereUsedReport, where_used
+from renewals.whereused.report import BackendUse, WhereUsedReport, where_used
 
 
 def backend_json(backends: list[BackendUse]) -> list[dict]:
