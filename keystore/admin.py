@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_safe
 
-from keystore import crypto, permissions, services
+from keystore import crypto, permissions, roles, services
 from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
 from keystore.downloads import file_response
 from keystore.forms import (
@@ -234,7 +234,7 @@ class TenantAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         # A new tenant gets its role groups at once, so roles can be assigned to it.
-        permissions.ensure_roles([obj])
+        roles.ensure_roles([obj])
 
 
 # -- keystore entries ------------------------------------------------------------------------

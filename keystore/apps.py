@@ -5,16 +5,16 @@ from django.db.models.signals import post_migrate, post_save
 
 
 def _ensure_roles_after_migrate(sender, **kwargs) -> None:
-    from keystore import permissions
+    from keystore import roles
 
-    permissions.ensure_roles()
+    roles.ensure_roles()
 
 
 def _ensure_roles_for_new_tenant(sender, instance, created, raw=False, **kwargs) -> None:
     if created and not raw:
-        from keystore import permissions
+        from keystore import roles
 
-        permissions.ensure_roles([instance])
+        roles.ensure_roles([instance])
 
 
 class KeystoreConfig(AppConfig):

@@ -15,10 +15,14 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
-from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from keystore import aliases, crypto, sealing
 from keystore.querysets import AuditQuerySet, EntryQuerySet, TenantQuerySet
+from keystore.rolemodels import (  # noqa: F401  Django finds an app's models in its models module
+    TenantGroupObjectPermission,
+    TenantRole,
+    TenantUserObjectPermission,
+)
 
 ALIAS_MAX_LENGTH = 250
 SAP_ALIAS_PREFIXES = ("sap_", "hcicertificate")
@@ -54,30 +58,6 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.slug
-
-
-class TenantUserObjectPermission(UserObjectPermissionBase):
-    content_object = models.ForeignKey(Tenant, on_delete=models.CASCADE)
-
-
-class TenantGroupObjectPermission(GroupObjectPermissionBase):
-    content_object = models.ForeignKey(Tenant, on_delete=models.CASCADE)
-
-
-class TenantRole(models.Model):
-    """The group that carries one role on one tenant (its object permissions live on the group)."""
-
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="roles")
-    role = models.CharField(max_length=32)
-    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="tenant_role")
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "role"], name="one_group_per_tenant_role")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.role} [{self.tenant.slug}]"
 
 
 class EntryType(models.TextChoices):

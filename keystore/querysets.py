@@ -9,11 +9,11 @@ from django.db.models import Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from keystore import permissions
+
 
 class TenantQuerySet(models.QuerySet):
     def visible_to(self, user, perm: str | None = None) -> TenantQuerySet:
-        from keystore import permissions
-
         return self.filter(pk__in=permissions.tenant_ids(user, perm or permissions.READ))
 
 
@@ -21,8 +21,6 @@ class TenantScopedQuerySet(models.QuerySet):
     """Rows that belong to a tenant; visibility follows the tenant's permissions."""
 
     def visible_to(self, user, perm: str | None = None):
-        from keystore import permissions
-
         if getattr(user, "is_superuser", False) and user.is_active:
             return self
         return self.filter(tenant_id__in=permissions.tenant_ids(user, perm or permissions.READ))

@@ -20,10 +20,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from keystore import crypto, permissions, sealing
+from keystore.audit import actor_label, record_audit
 from keystore.models import (
     ALIAS_MAX_LENGTH,
     AuditAction,
-    AuditEvent,
     EntryType,
     KeyMaterial,
     KeystoreEntry,
@@ -37,43 +37,6 @@ from keystore.passwords import export_password_problems
 
 class KeystoreError(Exception):
     """An operation was refused; the message is meant for the operator and names no secret."""
-
-
-# -- audit -----------------------------------------------------------------------------------
-
-
-def actor_label(actor) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
-def record_audit(
-    tenant: Tenant | None,
-    alias: str,
-    action: str,
-    actor=None,
-    *,
-    label: str | None = None,
-    old_fingerprint: str = "",
-    new_fingerprint: str = "",
-    detail: str = "",
-    at: datetime | None = None,
-) -> AuditEvent:
-    return AuditEvent.objects.create(
-        tenant=tenant,
-        alias=alias,
-        action=action,
-        actor=actor,
-        actor_label=label or actor_label(actor),
-        at=at or timezone.now(),
-        old_fingerprint=old_fingerprint,
-        new_fingerprint=new_fingerprint,
-        detail=detail[:4000],
-    )
-
-
-def _require(actor, perm: str, tenant: Tenant) -> None:
-    if actor is not None and not permissions.may(actor, perm, tenant):
-        raise KeystoreError(f"You are not allowed to do this in tenant {tenant.slug}.")
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -193,7 +156,7 @@ def import_certificate(
     allow_expired: bool = False,
 ) -> KeystoreEntry:
     """Add a trusted certificate (PEM or DER; a PEM bundle is stored as one ordered chain)."""
-    _require(actor, permissions.DEPLOY, tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     alias = validate_alias(alias)
     try:
         certificates = crypto.load_certificates(data)
@@ -218,7 +181,7 @@ def import_key_pair(
     overwrite: bool = False,
 ) -> KeystoreEntry:
     """Add a key pair from a PKCS#12 file holding exactly one private key."""
-    _require(actor, permissions.DEPLOY, tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     alias = validate_alias(alias)
     items = load_keystore_file(data, password, pkcs12_only=True)
     key_items = [item for item in items if item.private_key is not None]
@@ -268,7 +231,7 @@ def create_key_pair(
     """Create a key pair in the tenant's keystore: a new private key with a self-signed
     certificate for `subject` (an RFC 4514 distinguished name). Get it signed by a certificate
     authority with `signing_request` and `apply_signing_response`."""
-    _require(actor, permissions.DEPLOY, tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     alias = validate_alias(alias)
     if key_type not in KEY_TYPES:
         raise KeystoreError("Choose a key type: " + ", ".join(KEY_TYPES) + ".")
@@ -316,7 +279,7 @@ def signing_request(entry: KeystoreEntry, *, actor=None) -> Download:
     """A PKCS#10 certificate signing request (PEM) for a tenant key pair: its subject and
     alternative names, signed with its private key. Nothing is stored; the key pair keeps its
     certificate until the signed response is applied."""
-    _require(actor, permissions.DEPLOY, entry.tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     _own_key_pair(entry)
     try:
         key = entry.open_private_key()
@@ -409,7 +372,7 @@ def apply_signing_response(
     chain is completed from the tenant's trusted certificates where the file stops short. The
     private key stays; the certificate must carry its public half and be valid. Returns the
     entry and warnings (weak algorithms, a chain that does not reach a root)."""
-    _require(actor, permissions.DEPLOY, entry.tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     _own_key_pair(entry)
     try:
         certificates = crypto.load_certificate_response(data)
@@ -532,7 +495,7 @@ def import_keystore(
     overwrite: bool = False,
 ) -> ImportSummary:
     """Merge a whole PKCS#12 or JKS keystore; each entry is added, overwritten or rejected."""
-    _require(actor, permissions.DEPLOY, tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     items = load_keystore_file(data, password)
     summary = ImportSummary()
     seen: set[str] = set()
@@ -624,7 +587,7 @@ def _locked_tenant_entry(entry: KeystoreEntry) -> KeystoreEntry:
 
 
 def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> KeystoreEntry:
-    _require(actor, permissions.DEPLOY, entry.tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     new_alias = validate_alias(new_alias)
     with transaction.atomic():
         locked = _locked_tenant_entry(entry)
@@ -660,7 +623,7 @@ def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> Keystor
 
 
 def delete_entry(entry: KeystoreEntry, *, actor=None) -> None:
-    _require(actor, permissions.DEPLOY, entry.tenant)
+    permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     with transaction.atomic():
         locked = _locked_tenant_entry(entry)
         record_audit(
@@ -682,7 +645,7 @@ def _check_export_password(password: str, actor) -> None:
 
 def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
     """A key pair as PKCS#12 (AES-256), for holders of NodeManager.readsecuritycontent only."""
-    _require(actor, permissions.READ_SECURITY, entry.tenant)
+    permissions.require_of_actor(actor, permissions.READ_SECURITY, entry.tenant, KeystoreError)
     if not entry.has_private_key:
         raise KeystoreError("Only key pairs can be exported as PKCS#12.")
     _check_export_password(password, actor)
@@ -707,7 +670,7 @@ def backup_keystore(tenant: Tenant, password: str, *, actor=None) -> Download:
     pair with its chain and every trusted certificate, under their aliases; for holders of
     NodeManager.readsecuritycontent only. keytool and openssl read it; "Add keystore" (with
     overwrite) restores its tenant-owned entries, SAP-owned ones come back only from SAP."""
-    _require(actor, permissions.READ_SECURITY, tenant)
+    permissions.require_of_actor(actor, permissions.READ_SECURITY, tenant, KeystoreError)
     _check_export_password(password, actor)
     entries = list(KeystoreEntry.objects.for_tenant(tenant).order_by("alias"))
     if not entries:

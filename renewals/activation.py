@@ -67,11 +67,6 @@ class AlreadyWaiting(RenewalError):
     """The very same key is waiting in New SAP Keys already (a repeated revert or import)."""
 
 
-def _require(actor, tenant: Tenant) -> None:
-    if actor is not None and not permissions.may(actor, permissions.DEPLOY, tenant):
-        raise RenewalError(f"You are not allowed to activate or revert keys in {tenant.slug}.")
-
-
 def _when(moment: datetime) -> str:
     return notifications.when(moment)
 
@@ -217,14 +212,6 @@ def _checked_chain(
     return checked
 
 
-def _sap_ca() -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
-    try:
-        from keystore.demo import sap_ca
-    except ImportError:
-        raise RenewalError("The demo SAP issuing CA (keystore.demo.sap_ca) is not available.")
-    return sap_ca()
-
-
 def provision_sap_key(
     tenant: Tenant,
     alias: str,
@@ -233,17 +220,18 @@ def provision_sap_key(
     now: datetime | None = None,
     replace: bool = False,
     private_key: crypto.PrivateKey | None = None,
-    ca: tuple[crypto.PrivateKey, list[x509.Certificate]] | None = None,
+    ca: tuple[crypto.PrivateKey, list[x509.Certificate]],
 ) -> PendingSapKey:
     """Stand in for SAP delivering a renewed key: a new RSA-2048 key with the current
-    certificate's subject, issued by the SAP CA (`ca`, default the demo's), into New SAP Keys."""
+    certificate's subject, issued by the SAP CA `ca` (key, chain; keystore.sapca.sap_ca() is the
+    site's stand-in), into New SAP Keys."""
     now = now or timezone.now()
     valid_days = conf.provision_valid_days() if valid_days is None else valid_days
     if not 2 <= valid_days <= 3650:
         raise RenewalError("The validity must be between 2 and 3650 days.")
     entry = KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first()
     _check_sap_entry(entry, tenant, alias)
-    ca_key, ca_chain = ca or _sap_ca()
+    ca_key, ca_chain = ca
     key = private_key or crypto.generate_key_pair("rsa", 2048)
     not_before = (now - timedelta(minutes=5)).replace(microsecond=0)
     chain = issuing.issue_renewed_certificate(
@@ -278,7 +266,9 @@ def import_sap_key(
     now: datetime | None = None,
 ) -> PendingSapKey:
     """Take a renewed key that SAP delivered as PKCS#12 into New SAP Keys."""
-    _require(actor, tenant)
+    permissions.require_of_actor(
+        actor, permissions.DEPLOY, tenant, RenewalError, "activate or revert keys"
+    )
     now = now or timezone.now()
     try:
         items = load_keystore_file(data, password, pkcs12_only=True)
@@ -346,7 +336,9 @@ def activate_pending_key(
     `expected_fingerprint` is the pending key the caller confirmed; if another key took its
     place meanwhile, nothing is activated.
     """
-    _require(actor, tenant)
+    permissions.require_of_actor(
+        actor, permissions.DEPLOY, tenant, RenewalError, "activate or revert keys"
+    )
     now = now or timezone.now()
     label = AUTOMATIC if automatic else actor_label(actor)
     with transaction.atomic():
@@ -449,7 +441,9 @@ def add_back_to_pending(
     activated like any new key. The backup stays as it is. A waiting key is replaced only
     with `replace=True` (PendingKeyExists otherwise)."""
     tenant = backup.tenant
-    _require(actor, tenant)
+    permissions.require_of_actor(
+        actor, permissions.DEPLOY, tenant, RenewalError, "activate or revert keys"
+    )
     now = now or timezone.now()
     if backup.valid_until <= now:
         raise RenewalError(

@@ -44,7 +44,7 @@ def other_tenant(db):
 def make_user(username: str, *, tenant=None, role: str | None = None, email: str | None = None):
     from django.contrib.auth import get_user_model
 
-    from keystore import permissions
+    from keystore import roles
 
     user = get_user_model().objects.create_user(
         username=username,
@@ -53,7 +53,7 @@ def make_user(username: str, *, tenant=None, role: str | None = None, email: str
         is_staff=True,
     )
     if tenant is not None and role is not None:
-        permissions.assign_role(user, tenant, role)
+        roles.assign_role(user, tenant, role)
     return user
 
 

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from keystore import permissions
+from keystore import roles
 from keystore.models import AuditAction, AuditEvent, EntryType, KeystoreEntry, Owner, Tenant
 from keystore_site.dashboard import (
     build_dashboard,
@@ -294,7 +294,7 @@ def test_the_query_count_does_not_grow_with_tenants_and_entries(users, tenant, o
     small = index_queries(reader)
 
     third = Tenant.objects.create(name="Tenant C", slug="tenant-c")
-    permissions.assign_role(reader, third, "ReadOnly")
+    roles.assign_role(reader, third, "ReadOnly")
     for target in (tenant, third):
         sap_entries = add_certificates(
             target,

@@ -43,14 +43,14 @@ class Dataset:
     def __init__(self, tenants: int) -> None:
         from django.contrib.auth import get_user_model
 
-        from keystore import permissions
+        from keystore import roles
         from keystore.models import Tenant
 
         self.tenants = [
             Tenant.objects.create(name=f"Bench tenant {n:02d}", slug=f"bench-{n:02d}")
             for n in range(tenants)
         ]
-        permissions.ensure_roles(self.tenants)
+        roles.ensure_roles(self.tenants)
         user_model = get_user_model()
         self.users = {}
         for role in ROLES:
@@ -58,7 +58,7 @@ class Dataset:
                 username=f"bench_{role.lower()}", password="bench-pw-123!", is_staff=True
             )
             for tenant in self.tenants:
-                permissions.assign_role(user, tenant, role)
+                roles.assign_role(user, tenant, role)
             self.users[role] = user
         self.superuser = user_model.objects.create_superuser(
             username="bench_superuser", password="bench-pw-123!", email=""

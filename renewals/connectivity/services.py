@@ -41,11 +41,6 @@ class ConnectivityError(ValueError):
     meant for the operator and names no secret."""
 
 
-def _require(actor, perm: str, tenant: Tenant, what: str) -> None:
-    if actor is not None and not permissions.may(actor, perm, tenant):
-        raise ConnectivityError(f"You are not allowed to {what} in tenant {tenant.slug}.")
-
-
 def _client_entry(tenant: Tenant, alias: str) -> KeystoreEntry:
     try:
         # Owner SAP: the reserved prefixes are exactly the aliases a renewal test is about.
@@ -134,7 +129,9 @@ def run_connectivity_test(
     are the recorded outcome. Call it outside a transaction, so that the slot it holds while the
     test runs counts for every worker.
     """
-    _require(actor, permissions.READ_CREDENTIALS, tenant, "run connectivity tests")
+    permissions.require_of_actor(
+        actor, permissions.READ_CREDENTIALS, tenant, ConnectivityError, "run connectivity tests"
+    )
     try:
         tlsprobe.validate_target(host, port, timeout)
     except ValueError as error:
@@ -247,7 +244,9 @@ def add_server_root_to_keystore(
     never adds another.
     """
     tenant = run.tenant
-    _require(actor, permissions.DEPLOY, tenant, "add certificates to the keystore")
+    permissions.require_of_actor(
+        actor, permissions.DEPLOY, tenant, ConnectivityError, "add certificates to the keystore"
+    )
     der = run.server_certificate_der(index) if isinstance(index, int) else None
     if der is None:
         raise ConnectivityError("The server's chain in this test has no such certificate.")

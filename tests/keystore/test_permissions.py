@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from keystore import permissions
+from keystore import permissions, roles
 from keystore.models import Tenant, TenantGroupObjectPermission, TenantRole
 from tests.conftest import make_user
 
@@ -30,8 +30,8 @@ def test_role_grants_exactly_its_permissions_on_its_tenant_only(role, tenant, ot
 def test_a_user_can_hold_different_roles_on_different_tenants(tenant, other_tenant):
     third = Tenant.objects.create(name="C", slug="c")
     user = make_user("mixed")
-    permissions.assign_role(user, tenant, "Administrator")
-    permissions.assign_role(user, other_tenant, "ReadOnly")
+    roles.assign_role(user, tenant, "Administrator")
+    roles.assign_role(user, other_tenant, "ReadOnly")
     assert permissions.may(user, permissions.DEPLOY, tenant)
     assert not permissions.may(user, permissions.DEPLOY, other_tenant)
     assert permissions.may(user, permissions.READ, other_tenant)
@@ -42,7 +42,7 @@ def test_a_user_can_hold_different_roles_on_different_tenants(tenant, other_tena
 
 def test_assigning_a_new_role_replaces_the_old_one(tenant):
     user = make_user("switch", tenant=tenant, role="Administrator")
-    permissions.assign_role(user, tenant, "ReadOnly")
+    roles.assign_role(user, tenant, "ReadOnly")
     assert permissions.roles_of(user, tenant) == ["ReadOnly"]
     assert not permissions.may(user, permissions.DEPLOY, tenant)
 
@@ -50,7 +50,7 @@ def test_assigning_a_new_role_replaces_the_old_one(tenant):
 def test_unknown_role_is_refused(tenant):
     user = make_user("x")
     with pytest.raises(ValueError, match="Unknown role"):
-        permissions.assign_role(user, tenant, "Superhero")
+        roles.assign_role(user, tenant, "Superhero")
 
 
 def test_roles_are_created_idempotently(tenant):
@@ -59,8 +59,8 @@ def test_roles_are_created_idempotently(tenant):
         Group.objects.count(),
         TenantGroupObjectPermission.objects.count(),
     )
-    permissions.ensure_roles()
-    permissions.ensure_roles()
+    roles.ensure_roles()
+    roles.ensure_roles()
     after = (
         TenantRole.objects.count(),
         Group.objects.count(),
@@ -79,7 +79,7 @@ def test_drifted_role_permissions_are_repaired(tenant):
     TenantGroupObjectPermission.objects.create(
         group=reader_group, content_object=tenant, permission=deploy.permission
     )
-    permissions.ensure_roles([tenant])
+    roles.ensure_roles([tenant])
     codenames = set(
         TenantGroupObjectPermission.objects.filter(group=reader_group).values_list(
             "permission__codename", flat=True
@@ -115,7 +115,7 @@ def test_mail_recipients_are_the_tenants_administrators(users, tenant, other_ten
 def test_permission_map_costs_the_same_queries_for_many_tenants(users, tenant):
     user = users["ReadOnly"]
     for index in range(20):
-        permissions.assign_role(
+        roles.assign_role(
             user, Tenant.objects.create(name=f"t{index}", slug=f"t{index}"), "ReadOnly"
         )
     permissions.forget(user)
@@ -131,9 +131,9 @@ def test_role_changes_are_audited_once(tenant):
     from keystore.models import AuditEvent
 
     user = make_user("audited")
-    permissions.assign_role(user, tenant, "ReadOnly")
-    permissions.assign_role(user, tenant, "ReadOnly")
-    permissions.assign_role(user, tenant, "Administrator")
+    roles.assign_role(user, tenant, "ReadOnly")
+    roles.assign_role(user, tenant, "ReadOnly")
+    roles.assign_role(user, tenant, "Administrator")
     details = list(
         AuditEvent.objects.filter(tenant=tenant, action="role")
         .order_by("id")

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from keystore import permissions
+from keystore import permissions, roles
 from keystore.management.commands import get_tenant
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown user {username!r}.")
         tenant = get_tenant(options["tenant"])
         try:
-            permissions.assign_role(user, tenant, options["role"])
+            roles.assign_role(user, tenant, options["role"])
         except ValueError as error:
             raise CommandError(str(error))
         self.stdout.write(f"{username} is now {options['role']} of tenant {tenant.slug}.")

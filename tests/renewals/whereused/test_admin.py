@@ -402,10 +402,10 @@ def test_hooks_for_other_pages(tenant, flows, pending, rf):
 def test_restart_action_refilters_the_selection_per_tenant(users, tenant, other_tenant, flows):
     """A reader of tenant A who administers tenant B sees A's flows and is offered the action
     (for B), but a POST naming A's flows changes nothing."""
-    from keystore import permissions
+    from keystore import roles
 
     mixed = users["ReadOnly"]
-    permissions.assign_role(mixed, other_tenant, "Administrator")
+    roles.assign_role(mixed, other_tenant, "Administrator")
     mark_restart_required(tenant, SAP_ALIAS, reason="activated")
     import_all(other_tenant, client_cert_flow("com.example.b"))
     mark_restart_required(other_tenant, SAP_ALIAS, reason="activated")
@@ -473,10 +473,10 @@ def test_remove_action_permission_matrix(users, tenant, flows):
 
 
 def test_remove_action_refilters_the_selection_per_tenant(users, tenant, other_tenant, flows):
-    from keystore import permissions
+    from keystore import roles
 
     mixed = users["ReadOnly"]
-    permissions.assign_role(mixed, other_tenant, "Administrator")
+    roles.assign_role(mixed, other_tenant, "Administrator")
     import_all(other_tenant, client_cert_flow("com.example.b"))
     selected = list(IntegrationFlow.objects.values_list("pk", flat=True))
     response = client_for(mixed).post(
