@@ -4,9 +4,8 @@
 tenants, entries and users are looked up before anything is made, so a second run adds no row
 and keeps every fingerprint.
 
-The demo SAP issuing CA is kept as an SAP-owned key pair (`sap_demo_issuing_ca`) in an internal
-tenant on which no demo user has a role. `sap_ca()` returns it and `issue_sap_key()` uses it, so
-that a renewed SAP key (New SAP Keys) comes from the same CA as the key it replaces, as at SAP.
+The SAP keys come from the SAP stand-in CA (keystore.sapca), so that a renewed SAP key (New SAP
+Keys) comes from the same CA as the key it replaces, as at SAP.
 """
 
 from __future__ import annotations
@@ -16,23 +15,18 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from keystore import crypto, permissions, services
+from keystore import crypto, permissions, roles, services
 from keystore.models import KeystoreEntry, Tenant
+from keystore.sapca import issue, issue_sap_key, name, new_key, sap_ca, self_signed_ca
 
 DEMO_TENANT = ("demo", "Demo tenant")
 ACME_TENANT = ("acme", "ACME Corp")
-SAP_CA_TENANT = ("sap-demo-ca", "SAP demo CA (internal)")
 
-SAP_CA_ALIAS = "sap_demo_issuing_ca"
 SAP_KEY_ALIAS = "sap_cloudintegrationcertificate"
-SAP_ROOT_CN = "SAP Global Root CA (demo)"
-SAP_ISSUING_CN = "SAP Cloud Platform Client CA (demo)"
 
 #: How long the seeded SAP key is still valid: inside the 60 days in which SAP renews it.
 SAP_KEY_DAYS_LEFT = 20
@@ -48,122 +42,6 @@ DEMO_USERS = (
 
 
 # -- certificates ----------------------------------------------------------------------------
-
-
-def _new_key() -> crypto.PrivateKey:
-    return crypto.generate_key_pair("rsa", 2048)
-
-
-def _name(common_name: str, organization: str, unit: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if unit:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
-    attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"))
-    return x509.Name(attributes)
-
-
-def _issue(
-    subject: x509.Name,
-    key: crypto.PrivateKey,
-    *,
-    not_before: datetime,
-    not_after: datetime,
-    issuer: tuple[x509.Certificate, crypto.PrivateKey] | None = None,
-    ca: bool = False,
-    dns_name: str | None = None,
-) -> x509.Certificate:
-    names = x509.SubjectAlternativeName([x509.DNSName(dns_name)]) if dns_name else None
-    return crypto.issue_certificate(
-        subject,
-        key,
-        not_before=not_before,
-        not_after=not_after,
-        issuer=issuer,
-        ca=ca,
-        alternative_names=names,
-    )
-
-
-def _self_signed_ca(
-    common_name: str, organization: str, *, not_before: datetime, not_after: datetime
-) -> tuple[crypto.PrivateKey, x509.Certificate]:
-    key = _new_key()
-    subject = _name(common_name, organization)
-    return key, _issue(subject, key, not_before=not_before, not_after=not_after, ca=True)
-
-
-# -- the demo SAP CA -------------------------------------------------------------------------
-
-
-def sap_ca(create: bool = True) -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
-    """The demo SAP issuing CA: its private key and its chain [issuing CA, root].
-
-    Made once and kept; with `create=False` a missing CA is an error instead.
-    """
-    entry = KeystoreEntry.objects.filter(tenant__slug=SAP_CA_TENANT[0], alias=SAP_CA_ALIAS).first()
-    if entry is None:
-        if not create:
-            raise services.KeystoreError(
-                "The demo SAP CA does not exist yet; run `manage.py seed_demo` first."
-            )
-        entry = _create_sap_ca(timezone.now())
-    return entry.open_private_key(), entry.certificate_chain()
-
-
-def _create_sap_ca(now: datetime) -> KeystoreEntry:
-    with transaction.atomic():
-        tenant = _tenant(*SAP_CA_TENANT)
-        root_key, root = _self_signed_ca(
-            SAP_ROOT_CN,
-            "SAP SE",
-            not_before=now - timedelta(days=5 * 365),
-            not_after=now + timedelta(days=15 * 365),
-        )
-        issuing_key = _new_key()
-        issuing = _issue(
-            _name(SAP_ISSUING_CN, "SAP SE"),
-            issuing_key,
-            issuer=(root, root_key),
-            ca=True,
-            not_before=now - timedelta(days=2 * 365),
-            not_after=now + timedelta(days=8 * 365),
-        )
-        # The root's key is not kept: only the issuing CA signs SAP keys.
-        return services.create_sap_entry(
-            tenant, SAP_CA_ALIAS, issuing_key, [issuing, root], label="SAP demo CA"
-        )
-
-
-def sap_key_subject(tenant: Tenant) -> x509.Name:
-    """The subject of a tenant's SAP key; a renewed key keeps it."""
-    return _name(
-        f"{tenant.slug}.integration.demo.sap.example", "SAP SE", unit="SAP Cloud Platform Clients"
-    )
-
-
-def issue_sap_key(
-    tenant: Tenant,
-    *,
-    not_after: datetime,
-    not_before: datetime | None = None,
-    ca: tuple[crypto.PrivateKey, list[x509.Certificate]] | None = None,
-) -> tuple[crypto.PrivateKey, list[x509.Certificate]]:
-    """A new SAP key pair for the tenant from the demo SAP CA: (private key, chain leaf first).
-
-    `ca` is what `sap_ca()` returned, to open the CA's key once for many keys.
-    """
-    ca_key, ca_chain = ca or sap_ca()
-    key = _new_key()
-    leaf = _issue(
-        sap_key_subject(tenant),
-        key,
-        issuer=(ca_chain[0], ca_key),
-        not_before=not_before or timezone.now() - timedelta(hours=1),
-        not_after=not_after,
-        dns_name=f"{tenant.slug}.integration.demo.sap.example",
-    )
-    return key, [leaf, *ca_chain]
 
 
 # -- the seed --------------------------------------------------------------------------------
@@ -211,24 +89,24 @@ def _seed_customer_key_pair(tenant: Tenant, alias: str, now: datetime, result: S
     """A tenant key pair issued by the customer's own CA (Customer Root CA -> Issuing CA)."""
     if not _missing(tenant, alias):
         return
-    root_key, root = _self_signed_ca(
+    root_key, root = self_signed_ca(
         "Customer Root CA (demo)",
         "Demo Customer",
         not_before=now - timedelta(days=3 * 365),
         not_after=now + timedelta(days=7 * 365),
     )
-    issuing_key = _new_key()
-    issuing = _issue(
-        _name("Customer Issuing CA (demo)", "Demo Customer"),
+    issuing_key = new_key()
+    issuing = issue(
+        name("Customer Issuing CA (demo)", "Demo Customer"),
         issuing_key,
         issuer=(root, root_key),
         ca=True,
         not_before=now - timedelta(days=365),
         not_after=now + timedelta(days=4 * 365),
     )
-    key = _new_key()
-    leaf = _issue(
-        _name(f"{alias.replace('_', '-')}.{tenant.slug}.example", "Demo Customer"),
+    key = new_key()
+    leaf = issue(
+        name(f"{alias.replace('_', '-')}.{tenant.slug}.example", "Demo Customer"),
         key,
         issuer=(issuing, issuing_key),
         not_before=now - timedelta(hours=1),
@@ -250,7 +128,7 @@ def _seed_trusted_certificate(
 ) -> None:
     if not _missing(tenant, alias):
         return
-    _key, cert = _self_signed_ca(
+    _key, cert = self_signed_ca(
         common_name, "Partner AG", not_before=not_before, not_after=not_after
     )
     # Expired certificates are refused for users; the demo wants one to show how it looks.
@@ -275,7 +153,7 @@ def _seed_user(username: str, role: str, tenant: Tenant) -> DemoLogin:
     if not user.is_active:
         user.is_active = True
         user.save(update_fields=["is_active"])
-    permissions.assign_role(user, tenant, role)
+    roles.assign_role(user, tenant, role)
     return DemoLogin(username, password, role, tenant.slug, email)
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from keystore import sapca
 from keystore.models import KeystoreEntry, Owner, Tenant
 from renewals.activation import provision_sap_key
 from renewals.models import PendingSapKey
@@ -19,4 +20,4 @@ def seed_pending_key(tenant: Tenant) -> None:
     entry = KeystoreEntry.objects.filter(tenant=tenant, alias=DEMO_ALIAS, owner=Owner.SAP).first()
     if entry is None or PendingSapKey.objects.filter(entry=entry).exists():
         return
-    provision_sap_key(tenant, DEMO_ALIAS, valid_days=DEMO_VALID_DAYS)
+    provision_sap_key(tenant, DEMO_ALIAS, valid_days=DEMO_VALID_DAYS, ca=sapca.sap_ca())

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.utils import timezone
 
-from keystore import crypto, demo, permissions, services
+from keystore import crypto, demo, permissions, sapca, services
 from keystore.models import AuditEvent, KeystoreEntry, Owner, Tenant, TenantRole
 from tests import pki as pki_factory
 
@@ -32,7 +32,8 @@ def fast_seed(settings, monkeypatch):
     monkeypatch.delenv("DEMO_PASSWORD", raising=False)
     # RSA key generation is most of a seed's time; the test PKI's key pool hands out real keys
     # (six distinct in a row, so no certificate shares a key with its issuer).
-    monkeypatch.setattr(demo, "_new_key", lambda: pki_factory.make_key("rsa"))
+    for module in (demo, sapca):
+        monkeypatch.setattr(module, "new_key", lambda: pki_factory.make_key("rsa"))
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_the_sap_key_is_issued_by_the_sap_pki_and_expires_in_20_days(seeded, slu
     ]
     assert crypto.private_key_matches(sap_key.open_private_key(), chain[0])
     # Issued by the kept demo SAP CA, which a renewed key will come from as well.
-    assert chain[1:] == entry("sap-demo-ca", demo.SAP_CA_ALIAS).certificate_chain()
+    assert chain[1:] == entry("sap-demo-ca", sapca.SAP_CA_ALIAS).certificate_chain()
 
 
 def test_the_demo_shows_expired_and_expiring_entries(seeded):
@@ -172,19 +173,19 @@ def test_demo_password_from_the_environment(seeded, monkeypatch):
 
 def test_sap_ca_is_kept_and_issues_renewed_keys(db):
     with pytest.raises(services.KeystoreError, match="seed_demo"):
-        demo.sap_ca(create=False)
-    ca_key, ca_chain = demo.sap_ca()
-    again_key, again_chain = demo.sap_ca(create=False)
+        sapca.sap_ca(create=False)
+    ca_key, ca_chain = sapca.sap_ca()
+    again_key, again_chain = sapca.sap_ca(create=False)
     assert again_chain == ca_chain
     assert crypto.private_key_to_der(again_key) == crypto.private_key_to_der(ca_key)
-    assert KeystoreEntry.objects.filter(alias=demo.SAP_CA_ALIAS).count() == 1
+    assert KeystoreEntry.objects.filter(alias=sapca.SAP_CA_ALIAS).count() == 1
 
     tenant = Tenant.objects.create(slug="t", name="T")
     not_after = timezone.now() + timedelta(days=365)
-    key, chain = demo.issue_sap_key(tenant, not_after=not_after)
+    key, chain = sapca.issue_sap_key(tenant, not_after=not_after)
     crypto.verify_chain(chain)
     assert chain[1:] == ca_chain
-    assert chain[0].subject == demo.sap_key_subject(tenant)
+    assert chain[0].subject == sapca.sap_key_subject(tenant)
     assert crypto.private_key_matches(key, chain[0])
     assert chain[0].not_valid_after_utc == not_after.replace(microsecond=0)
 

@@ -34,10 +34,10 @@ def refused(*args, **options) -> str:
 
 @pytest.fixture
 def demo_ca(monkeypatch, sap_ca):
-    """keystore.demo.sap_ca() answers with the test SAP CA (the command uses the demo's)."""
-    import keystore.demo
+    """keystore.sapca.sap_ca() answers with the test SAP CA (the command uses the stand-in)."""
+    import keystore.sapca
 
-    monkeypatch.setattr(keystore.demo, "sap_ca", lambda *args, **kwargs: sap_ca)
+    monkeypatch.setattr(keystore.sapca, "sap_ca", lambda *args, **kwargs: sap_ca)
     return sap_ca
 
 

@@ -10,9 +10,9 @@ from renewals.models import PendingSapKey
 
 @pytest.fixture
 def demo_ca(monkeypatch, sap_ca):
-    import keystore.demo
+    import keystore.sapca
 
-    monkeypatch.setattr(keystore.demo, "sap_ca", lambda *args, **kwargs: sap_ca)
+    monkeypatch.setattr(keystore.sapca, "sap_ca", lambda *args, **kwargs: sap_ca)
 
 
 def test_seed_pending_key_is_idempotent(sap_entry, demo_ca):

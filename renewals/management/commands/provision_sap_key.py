@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from keystore import sapca
 from keystore.services import KeystoreError
 from renewals import activation
 from renewals.management.commands import get_tenant, iso
@@ -10,7 +11,8 @@ from renewals.management.commands import get_tenant, iso
 class Command(BaseCommand):
     help = (
         "Provide a renewed key pair for an existing SAP-owned key pair: same alias, new key, "
-        "issued by the demo SAP CA. It goes to New SAP Keys and the administrators get a mail."
+        "issued by the SAP stand-in CA (keystore.sapca). It goes to New SAP Keys and the "
+        "administrators get a mail."
     )
 
     def add_arguments(self, parser) -> None:
@@ -29,6 +31,7 @@ class Command(BaseCommand):
                 options["alias"],
                 valid_days=options["valid_days"],
                 replace=options["replace"],
+                ca=sapca.sap_ca(),
             )
         except KeystoreError as error:
             raise CommandError(str(error))
