@@ -39,6 +39,7 @@ from keystore.forms import (
     read_upload,
 )
 from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
+from keystore.timefmt import utc
 
 EXPIRY_WARNING = timedelta(days=30)
 # Stands for an entry's id in URLs reversed once per request (see entry_url).
@@ -60,10 +61,6 @@ def _is_superuser(user) -> bool:
     return bool(user.is_active and user.is_superuser)
 
 
-def _when(value: datetime | None) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M") if value else ""
-
-
 def expiry_badge(valid_until: datetime, now: datetime) -> str:
     """Valid-until date coloured: red when expired, amber under 30 days, green otherwise."""
     left = valid_until - now
@@ -77,7 +74,7 @@ def expiry_badge(valid_until: datetime, now: datetime) -> str:
         '<span class="expiry expiry-{}" title="{}">{}</span>',
         state,
         title,
-        _when(valid_until),
+        utc(valid_until),
     )
 
 
@@ -384,7 +381,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
     @admin.display(description="last modified", ordering="modified_at")
     def last_modified(self, entry: KeystoreEntry):
         return format_html(
-            "{}<br><small>{}</small>", _when(entry.modified_at), entry.modified_by_label
+            "{}<br><small>{}</small>", utc(entry.modified_at), entry.modified_by_label
         )
 
     # ---- detail page ---------------------------------------------------------------------
@@ -413,8 +410,8 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 role,
                 facts.fingerprint_sha256,
                 facts.serial,
-                _when(facts.not_before),
-                _when(facts.not_after),
+                utc(facts.not_before),
+                utc(facts.not_after),
             )
             html = format_html(
                 '<ul class="chain-tree"><li>{}{}</li></ul>',
@@ -568,7 +565,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ("Type", entry.get_entry_type_display()),
             ("Subject", entry.subject),
             ("SHA-256 fingerprint", entry.fingerprint_sha256),
-            ("Valid until", _when(entry.valid_until)),
+            ("Valid until", utc(entry.valid_until)),
         ]
 
     def download_view(self, request, pk: int, kind: str):
@@ -806,7 +803,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                     self.message_user(
                         request,
                         f"The signed certificate of {entry.alias!r} is in place: issued by "
-                        f"{entry.issuer}, valid until {_when(entry.valid_until)}. Send its "
+                        f"{entry.issuer}, valid until {utc(entry.valid_until)}. Send its "
                         "certificate or chain to the partners that check it.",
                         messages.SUCCESS,
                     )

@@ -37,6 +37,7 @@ from keystore.services import (
     record_audit,
     validated_chain,
 )
+from keystore.timefmt import utc
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
 from renewals.whereused.restart import mark_restart_required
@@ -65,10 +66,6 @@ class PendingKeyExists(RenewalError):
 
 class AlreadyWaiting(RenewalError):
     """The very same key is waiting in New SAP Keys already (a repeated revert or import)."""
-
-
-def _when(moment: datetime) -> str:
-    return notifications.when(moment)
 
 
 def _nothing_waiting(tenant: Tenant, alias: str) -> NothingToActivate:
@@ -164,7 +161,7 @@ def _store_pending(
                 raise PendingKeyExists(
                     f"A new SAP key is waiting for {alias} in {tenant.slug} already "
                     f"(SHA-256 {waiting.fingerprint_sha256[:23]}..., provided "
-                    f"{_when(waiting.provided_at)}); confirm replacing it."
+                    f"{utc(waiting.provided_at, label=True)}); confirm replacing it."
                 )
             waiting.delete()
         pending.save()
@@ -177,8 +174,8 @@ def _store_pending(
                 label=label,
                 old_fingerprint=entry.fingerprint_sha256,
                 new_fingerprint=pending.fingerprint_sha256,
-                detail=f"backup active until {_when(reverted_from.active_until)} added to "
-                "New SAP Keys" + (" (replacing the waiting key)" if waiting else ""),
+                detail=f"backup active until {utc(reverted_from.active_until, label=True)} "
+                "added to New SAP Keys" + (" (replacing the waiting key)" if waiting else ""),
                 at=now,
             )
             notifications.notify_reverted(pending, reverted_from)
@@ -192,7 +189,7 @@ def _store_pending(
                 old_fingerprint=entry.fingerprint_sha256,
                 new_fingerprint=pending.fingerprint_sha256,
                 detail=f"{pending.get_source_display()}, valid until "
-                f"{_when(pending.valid_until)}"
+                f"{utc(pending.valid_until, label=True)}"
                 + (" (replacing the waiting key)" if waiting else ""),
                 at=now,
             )
@@ -354,12 +351,12 @@ def activate_pending_key(
         if automatic and entry.valid_until > now + conf.auto_activate_before():
             raise NothingToActivate(
                 f"The new SAP key for {alias} in {tenant.slug} is not due before "
-                f"{_when(entry.valid_until - conf.auto_activate_before())}."
+                f"{utc(entry.valid_until - conf.auto_activate_before(), label=True)}."
             )
         if pending.valid_until <= now:
             raise RenewalError(
                 f"The new SAP key for {alias} in {tenant.slug} expired on "
-                f"{_when(pending.valid_until)}; it cannot be activated."
+                f"{utc(pending.valid_until, label=True)}; it cannot be activated."
             )
         old_fingerprint = entry.fingerprint_sha256
         old_root = entry.root_fingerprint_sha256
@@ -447,7 +444,7 @@ def add_back_to_pending(
     now = now or timezone.now()
     if backup.valid_until <= now:
         raise RenewalError(
-            f"The backup of {backup.alias} expired on {_when(backup.valid_until)}; "
+            f"The backup of {backup.alias} expired on {utc(backup.valid_until, label=True)}; "
             "an expired key cannot be activated again."
         )
     return _store_pending(

@@ -9,7 +9,7 @@ NodeManager.deploysecuritycontent activates and reverts.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -22,6 +22,7 @@ from keystore import permissions, services
 from keystore.admin import TenantFilter, expiry_badge, request_now
 from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
 from keystore.downloads import file_response
+from keystore.timefmt import utc
 from renewals.activation import (
     AlreadyWaiting,
     NothingToActivate,
@@ -53,12 +54,6 @@ FACT_FIELDS = (
     "root_fingerprint_sha256",
     "chain_length",
 )
-
-
-def utc(value: datetime | None, *, seconds: bool = False) -> str:
-    if value is None:
-        return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def comparison(old, new) -> list[tuple[str, str, str, bool]]:

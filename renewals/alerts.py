@@ -28,6 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
+from keystore.timefmt import utc
 from renewals import conf, notifications
 from renewals.models import NotificationKind, SentNotification
 
@@ -93,7 +94,7 @@ def _alert(entry: KeystoreEntry, threshold: int, now: datetime, recipients: list
     kind = entry.get_entry_type_display().lower()
     subject = (
         f"Expiry alert: {kind} {entry.alias} in {tenant.slug} expires {left} "
-        f"({notifications.when(entry.valid_until)})"
+        f"({utc(entry.valid_until, label=True)})"
     )
     base = conf.site_url()
     link = (
@@ -103,12 +104,12 @@ def _alert(entry: KeystoreEntry, threshold: int, now: datetime, recipients: list
     )
     body = (
         f"The {kind} {entry.alias} in tenant {_tenant_words(tenant)} "
-        f"expires {left}, on {notifications.when(entry.valid_until)}.\n\n"
+        f"expires {left}, on {utc(entry.valid_until, label=True)}.\n\n"
         f"  Owner:          {entry.get_owner_display()}\n"
         f"  Subject:        {entry.subject}\n"
         f"  Issuer:         {entry.issuer}\n"
-        f"  Valid from:     {notifications.when(entry.valid_from)}\n"
-        f"  Valid until:    {notifications.when(entry.valid_until)}\n"
+        f"  Valid from:     {utc(entry.valid_from, label=True)}\n"
+        f"  Valid until:    {utc(entry.valid_until, label=True)}\n"
         f"  SHA-256:        {entry.fingerprint_sha256}\n\n"
         + _what_to_do(entry)
         + f"\nThis is the {threshold}-day alert; alerts are sent "

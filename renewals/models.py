@@ -7,13 +7,14 @@ tables only through `copy_material_from`, which opens and reseals.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from keystore.models import KeyMaterial, KeystoreEntry, Tenant
+from keystore.timefmt import utc
 from renewals import conf
 from renewals.querysets import (
     HistoryQuerySet,
@@ -21,10 +22,6 @@ from renewals.querysets import (
     PendingQuerySet,
     ScanRunQuerySet,
 )
-
-
-def _utc(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 class PendingSource(models.TextChoices):
@@ -78,14 +75,14 @@ class PendingSapKey(KeyMaterial):
         current = self.entry.valid_until
         if self.valid_until <= now:
             return (
-                f"This new key expired on {_utc(self.valid_until)}: it is never activated "
-                "automatically, and cannot be activated."
+                f"This new key expired on {utc(self.valid_until, label=True)}: it is never "
+                "activated automatically, and cannot be activated."
             )
         if self.valid_until <= current:
             return (
-                f"This new key expires on {_utc(self.valid_until)}, not after the current key "
-                f"({_utc(current)}): it is never activated automatically. Ask SAP for a "
-                "correct key."
+                f"This new key expires on {utc(self.valid_until, label=True)}, not after the "
+                f"current key ({utc(current, label=True)}): it is never activated automatically. "
+                "Ask SAP for a correct key."
             )
         return ""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from keystore import permissions
 from keystore.models import Tenant
+from keystore.timefmt import utc
 from renewals import conf
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
 
@@ -30,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 # A claim older than this belongs to a worker that died while sending; the row is free again.
 STALE_CLAIM = timedelta(minutes=10)
-
-
-def when(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def recipients_for(tenant: Tenant) -> list[str]:
@@ -104,14 +101,14 @@ def _key_lines(material, heading: str) -> str:
         f"{heading}\n"
         f"  Subject:        {material.subject}\n"
         f"  Issuer:         {material.issuer}\n"
-        f"  Valid from:     {when(material.valid_from)}\n"
-        f"  Valid until:    {when(material.valid_until)}\n"
+        f"  Valid from:     {utc(material.valid_from, label=True)}\n"
+        f"  Valid until:    {utc(material.valid_until, label=True)}\n"
         f"  SHA-256:        {material.fingerprint_sha256}\n"
     )
 
 
 def _auto(pending: PendingSapKey) -> str:
-    return when(pending.auto_activation_at)
+    return utc(pending.auto_activation_at, label=True)
 
 
 def _tenant_words(tenant: Tenant) -> str:
@@ -132,7 +129,7 @@ def notify_new_key(pending: PendingSapKey) -> SentNotification | None:
         f"A new SAP key is available for alias {pending.alias} in tenant "
         f"{_tenant_words(tenant)}.\n\n"
         + _key_lines(pending, "New key:")
-        + f"\nCurrent key: valid until {when(entry.valid_until)}.\n\n"
+        + f"\nCurrent key: valid until {utc(entry.valid_until, label=True)}.\n\n"
         + (
             attention
             or f"The new key will be activated automatically on {_auto(pending)}, one day "
@@ -165,13 +162,14 @@ def _reminder(pending: PendingSapKey, threshold: int, now: datetime, recipients:
     unit = "day" if days_left == 1 else "days"
     subject = (
         f"Reminder: SAP key {pending.alias} in {tenant.slug} is activated automatically "
-        f"in {days_left} {unit} ({when(at)})"
+        f"in {days_left} {unit} ({utc(at, label=True)})"
     )
     body = (
         f"The new SAP key for alias {pending.alias} in tenant {_tenant_words(tenant)} is "
         f"still waiting for activation.\n\n"
-        f"It will be activated automatically on {when(at)} (in about {days_left} {unit}); "
-        f"the current key expires on {when(pending.entry.valid_until)}.\n\n"
+        f"It will be activated automatically on {utc(at, label=True)} "
+        f"(in about {days_left} {unit}); "
+        f"the current key expires on {utc(pending.entry.valid_until, label=True)}.\n\n"
         + _key_lines(pending, "New key:")
         + "\nIf the backend systems have not imported the new certificate yet, scenarios that "
         "use this key will fail after the activation.\n"
@@ -205,11 +203,11 @@ def notify_activated(
     subject = f"SAP key {alias} in {tenant.slug} was activated {how}"
     body = (
         f"The new SAP key for alias {alias} in tenant {_tenant_words(tenant)} was activated "
-        f"{how} on {when(backup.active_until)}.\n\n"
+        f"{how} on {utc(backup.active_until, label=True)}.\n\n"
         + _key_lines(entry, "Active key now:")
         + "\n"
         + _key_lines(backup, "Previous key (kept in SAP Key History):")
-        + f"  Active until:   {when(backup.active_until)}\n\n"
+        + f"  Active until:   {utc(backup.active_until, label=True)}\n\n"
         "Restart the integration flows that hold outbound connections with this key, and run "
         "their scenarios and a TLS connectivity test. If something is broken and cannot be "
         "fixed, add the previous key back to New SAP Keys from SAP Key History (identified by "
@@ -239,7 +237,7 @@ def notify_reverted(pending: PendingSapKey, backup: SapKeyBackup) -> SentNotific
     subject = f"SAP key {pending.alias} in {tenant.slug}: a backup was added back to New SAP Keys"
     body = (
         f"{pending.provided_by_label} added the backup of alias {pending.alias} that was "
-        f"active until {when(backup.active_until)} back to New SAP Keys in tenant "
+        f"active until {utc(backup.active_until, label=True)} back to New SAP Keys in tenant "
         f"{_tenant_words(tenant)}.\n\n"
         + _key_lines(pending, "Key waiting for activation:")
         + "\nIt is not active yet. "
@@ -338,7 +336,7 @@ def send_attention_mails(now: datetime | None = None) -> list[SentNotification]:
             "will not be activated automatically.\n\n"
             f"{pending.attention(now)}\n\n"
             + _key_lines(pending, "New key:")
-            + f"\nCurrent key: valid until {when(pending.entry.valid_until)}.\n\n"
+            + f"\nCurrent key: valid until {utc(pending.entry.valid_until, label=True)}.\n\n"
             "Until a correct key arrives, the current key stays active and expires on its "
             "date. Ask SAP to provide a renewed key for this alias.\n"
             + _link("admin:renewals_pendingsapkey_changelist")

@@ -10,7 +10,6 @@ own forms. Pages show public facts only; no private key is ever put in a page.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -27,6 +26,7 @@ from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin, 
 from keystore.downloads import file_response
 from keystore.models import KeystoreEntry
 from keystore.services import Download
+from keystore.timefmt import utc
 from renewals.connectivity.forms import AddRootForm, ConnectivityTestForm
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from renewals.connectivity.services import (
@@ -40,10 +40,6 @@ from renewals.connectivity.services import (
 PAGE_TITLE = "Connectivity test (TLS)"
 BOOLEAN_FIELDS = ("include_pending", "verify_server", "use_system_trust")
 PREFILL_FIELDS = ("tenant", "host", "port", "timeout", "entry")
-
-
-def utc(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
 
 
 def yes_no(value: bool | None, unknown: str = "Unknown") -> str:
@@ -95,7 +91,7 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
 
     @admin.display(description="started", ordering="started_at")
     def started(self, run: ConnectivityTestRun) -> str:
-        return utc(run.started_at)
+        return utc(run.started_at, seconds=True, label=True)
 
     @admin.display(description="target", ordering="host")
     def target_link(self, run: ConnectivityTestRun):
@@ -248,7 +244,7 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
                 ("Tenant", run.tenant.slug),
                 ("Host and port", run.target),
                 ("Server name (SNI)", run.host),
-                ("Started", utc(run.started_at)),
+                ("Started", utc(run.started_at, seconds=True, label=True)),
                 ("Run by", run.actor_label),
                 ("Duration", f"{run.elapsed_ms} ms (timeout {run.timeout:g} s)"),
                 (
