@@ -13,7 +13,8 @@ put in a page.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -25,7 +26,15 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_safe
 
 from keystore import crypto, permissions, roles, services
-from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
+from keystore.adminmixins import (
+    FORM_METHODS,
+    NoAdminForms,
+    TenantFactsAdmin,
+    TenantFilter,
+    expiry_badge,
+    is_superuser,
+    request_now,
+)
 from keystore.downloads import file_response
 from keystore.forms import (
     CertificateUploadForm,
@@ -41,69 +50,17 @@ from keystore.forms import (
 from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
 from keystore.timefmt import utc
 
-EXPIRY_WARNING = timedelta(days=30)
 # Stands for an entry's id in URLs reversed once per request (see entry_url).
 _PK_PLACEHOLDER = 987654321987
 EXPIRY_WINDOWS_DAYS = (7, 30, 90)
 SUMMARY_SESSION_KEY = "keystore_import_summary"
 
-
-def request_now(request: HttpRequest) -> datetime:
-    """One clock reading per request, so every row and filter of a page agrees on "now"."""
-    now = getattr(request, "_keystore_now", None)
-    if now is None:
-        now = timezone.now()
-        request._keystore_now = now
-    return now
-
-
-def _is_superuser(user) -> bool:
-    return bool(user.is_active and user.is_superuser)
-
-
-def expiry_badge(valid_until: datetime, now: datetime) -> str:
-    """Valid-until date coloured: red when expired, amber under 30 days, green otherwise."""
-    left = valid_until - now
-    if left <= timedelta(0):
-        state, title = "expired", "Expired"
-    elif left < EXPIRY_WARNING:
-        state, title = "soon", f"Expires in {left.days} days"
-    else:
-        state, title = "valid", f"Valid for {left.days} more days"
-    return format_html(
-        '<span class="expiry expiry-{}" title="{}">{}</span>',
-        state,
-        title,
-        utc(valid_until),
-    )
+#: Callables (request, entry) -> (buttons, context) that other apps register to add buttons
+#: and context to an entry's page; buttons are (label, url, css class).
+ENTRY_PAGE_EXTENSIONS: list[Callable[[HttpRequest, KeystoreEntry], tuple[list, dict]]] = []
 
 
 # -- list filters ----------------------------------------------------------------------------
-
-
-class TenantFilter(admin.SimpleListFilter):
-    """Only the tenants the user may see are offered (and accepted)."""
-
-    title = "tenant"
-    parameter_name = "tenant"
-
-    def __init__(self, request, params, model, model_admin):
-        self.perm = getattr(model_admin, "view_permission", permissions.READ)
-        super().__init__(request, params, model, model_admin)
-
-    def lookups(self, request, model_admin):
-        return [
-            (str(tenant.pk), str(tenant))
-            for tenant in Tenant.objects.visible_to(request.user, self.perm)
-        ]
-
-    def queryset(self, request, queryset):
-        value = self.value()
-        if not value:
-            return queryset
-        if not value.isdigit() or int(value) not in permissions.tenant_ids(request.user, self.perm):
-            return queryset.none()
-        return queryset.filter(tenant_id=int(value))
 
 
 class ExpiryFilter(admin.SimpleListFilter):
@@ -139,38 +96,6 @@ class ExpiryFilter(admin.SimpleListFilter):
         return queryset
 
 
-# -- shared behaviour of the read-only tenant data pages --------------------------------------
-
-
-class TenantFactsAdmin(TenantScopedAdmin):
-    """Object pages answer 404 for a missing object and 403 for another tenant's object
-    (Django's default would redirect to the index for both)."""
-
-    def has_module_permission(self, request):
-        # A superuser sees the pages even before the first tenant exists.
-        return _is_superuser(request.user) or super().has_module_permission(request)
-
-    def has_view_permission(self, request, obj=None):
-        if obj is None and _is_superuser(request.user):
-            return True
-        return super().has_view_permission(request, obj)
-
-    def checked_object(self, request: HttpRequest, object_id, perm: str | None = None):
-        try:
-            pk = int(str(object_id))
-        except ValueError:
-            raise Http404("No such object.")
-        return self.get_object_for(request, pk, perm or self.view_permission)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        self.checked_object(request, object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def history_view(self, request, object_id, extra_context=None):
-        self.checked_object(request, object_id)
-        return super().history_view(request, object_id, extra_context)
-
-
 # -- tenants ---------------------------------------------------------------------------------
 
 
@@ -195,23 +120,23 @@ class TenantAdmin(admin.ModelAdmin):
         return tenant.entry_count
 
     def has_module_permission(self, request):
-        return _is_superuser(request.user) or permissions.may_anywhere(request.user)
+        return is_superuser(request.user) or permissions.may_anywhere(request.user)
 
     def has_view_permission(self, request, obj=None):
-        if _is_superuser(request.user):
+        if is_superuser(request.user):
             return True
         if obj is None:
             return permissions.may_anywhere(request.user)
         return permissions.may(request.user, permissions.READ, obj)
 
     def has_add_permission(self, request):
-        return _is_superuser(request.user)
+        return is_superuser(request.user)
 
     def has_change_permission(self, request, obj=None):
-        return _is_superuser(request.user)
+        return is_superuser(request.user)
 
     def has_delete_permission(self, request, obj=None):
-        return _is_superuser(request.user)
+        return is_superuser(request.user)
 
     def checked_tenant(self, request, object_id) -> Tenant:
         """404 for a missing tenant and for one the user may not see (not a redirect)."""
@@ -421,21 +346,17 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         return html
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        # Where-used is the impact side (renewals); imported here to keep the state app's
-        # import graph free of it.
-        from renewals.whereused import admin as whereused_admin
-
         entry = self.checked_object(request, object_id)
-        extra_context = {
-            **(extra_context or {}),
-            "entry_buttons": self.entry_buttons(request, entry)
-            + self.signing_buttons(request, entry)
-            + whereused_admin.where_used_buttons(entry.tenant_id, entry.alias),
-            **whereused_admin.where_used_context(
-                entry.tenant, entry.alias, key_pair=entry.entry_type == EntryType.KEY_PAIR
-            ),
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
+        buttons = self.entry_buttons(request, entry) + self.signing_buttons(request, entry)
+        context = dict(extra_context or {})
+        # Other apps (where-used, in renewals) add to the page through ENTRY_PAGE_EXTENSIONS,
+        # so the state app does not import the impact side.
+        for extension in ENTRY_PAGE_EXTENSIONS:
+            more_buttons, more_context = extension(request, entry)
+            buttons += more_buttons
+            context.update(more_context)
+        context["entry_buttons"] = buttons
+        return super().change_view(request, object_id, form_url, context)
 
     # ---- buttons -------------------------------------------------------------------------
 

@@ -8,15 +8,20 @@ object pages re-check the object's tenant, and custom URLs go through `tenant_vi
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import wraps
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
-from keystore import permissions
+from keystore import conf, permissions
+from keystore.models import Tenant
+from keystore.timefmt import utc
 
 # Forms answer GET (show) and POST (act), nothing else.
 FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
@@ -90,8 +95,6 @@ class TenantScopedAdmin(admin.ModelAdmin):
     def get_object_for(self, request: HttpRequest, object_id, perm: str):
         """The object if it exists and the user holds `perm` on its tenant; 404 for a missing
         object or another tenant's, 403 for a role without `perm` in the object's tenant."""
-        from django.http import Http404
-
         obj = (
             self.model._default_manager.filter(pk=object_id)
             .select_related(self.tenant_field)
@@ -141,6 +144,97 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return queryset.filter(
             **{f"{self.tenant_field}_id__in": permissions.tenant_ids(request.user, perm)}
         )
+
+
+# -- one clock and one colour per page ------------------------------------------------------
+
+
+def request_now(request: HttpRequest) -> datetime:
+    """One clock reading per request, so every row and filter of a page agrees on "now"."""
+    now = getattr(request, "_keystore_now", None)
+    if now is None:
+        now = timezone.now()
+        request._keystore_now = now
+    return now
+
+
+def is_superuser(user) -> bool:
+    return bool(user.is_active and user.is_superuser)
+
+
+def expiry_badge(valid_until: datetime, now: datetime) -> str:
+    """Valid-until date coloured: red when expired, amber within KEYSTORE_EXPIRY_WARNING_DAYS,
+    green otherwise."""
+    left = valid_until - now
+    if left <= timedelta(0):
+        state, title = "expired", "Expired"
+    elif left < timedelta(days=conf.expiry_warning_days()):
+        state, title = "soon", f"Expires in {left.days} days"
+    else:
+        state, title = "valid", f"Valid for {left.days} more days"
+    return format_html(
+        '<span class="expiry expiry-{}" title="{}">{}</span>',
+        state,
+        title,
+        utc(valid_until),
+    )
+
+
+# -- shared list filter and object pages ----------------------------------------------------
+
+
+class TenantFilter(admin.SimpleListFilter):
+    """Only the tenants the user may see are offered (and accepted)."""
+
+    title = "tenant"
+    parameter_name = "tenant"
+
+    def __init__(self, request, params, model, model_admin):
+        self.perm = getattr(model_admin, "view_permission", permissions.READ)
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request, model_admin):
+        return [
+            (str(tenant.pk), str(tenant))
+            for tenant in Tenant.objects.visible_to(request.user, self.perm)
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if not value.isdigit() or int(value) not in permissions.tenant_ids(request.user, self.perm):
+            return queryset.none()
+        return queryset.filter(tenant_id=int(value))
+
+
+class TenantFactsAdmin(TenantScopedAdmin):
+    """Object pages answer 404 for a missing object or another tenant's, 403 for a role
+    without the permission (Django's default would redirect to the index for all)."""
+
+    def has_module_permission(self, request):
+        # A superuser sees the pages even before the first tenant exists.
+        return is_superuser(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None and is_superuser(request.user):
+            return True
+        return super().has_view_permission(request, obj)
+
+    def checked_object(self, request: HttpRequest, object_id, perm: str | None = None):
+        try:
+            pk = int(str(object_id))
+        except ValueError:
+            raise Http404("No such object.")
+        return self.get_object_for(request, pk, perm or self.view_permission)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.checked_object(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self.checked_object(request, object_id)
+        return super().history_view(request, object_id, extra_context)
 
 
 def require_post(view: Callable) -> Callable:

@@ -19,8 +19,14 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_safe
 
 from keystore import permissions, services
-from keystore.admin import TenantFilter, expiry_badge, request_now
-from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin
+from keystore.adminmixins import (
+    FORM_METHODS,
+    NoAdminForms,
+    TenantFactsAdmin,
+    TenantFilter,
+    expiry_badge,
+    request_now,
+)
 from keystore.downloads import file_response
 from keystore.timefmt import utc
 from renewals.activation import (
@@ -73,7 +79,7 @@ def comparison(old, new) -> list[tuple[str, str, str, bool]]:
     return [(label, a, b, a != b) for label, a, b in rows]
 
 
-class RenewalAdmin(NoAdminForms, TenantScopedAdmin):
+class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
     """Read-only rows with per-row buttons; changes only through the custom confirmation pages."""
 
     list_filter = (TenantFilter,)
@@ -111,21 +117,6 @@ class RenewalAdmin(NoAdminForms, TenantScopedAdmin):
         """(route, view, name suffix, allowed methods) rows, see TenantScopedAdmin.tenant_urls."""
         return []
 
-    def _checked_object(self, request, object_id):
-        # 404 for a missing row, 403 for another tenant's row (admin would redirect for both).
-        try:
-            pk = int(str(object_id))
-        except ValueError:
-            raise Http404("No such object.")
-        return self.get_object_for(request, pk, self.view_permission)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        self._checked_object(request, object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def history_view(self, request, object_id, extra_context=None):
-        self._checked_object(request, object_id)
-        return super().history_view(request, object_id, extra_context)
 
     def download_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         if kind not in services.PUBLIC_FORMATS:

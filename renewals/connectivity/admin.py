@@ -21,8 +21,13 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
 from keystore import permissions
-from keystore.admin import TenantFilter
-from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantScopedAdmin, require_post
+from keystore.adminmixins import (
+    FORM_METHODS,
+    NoAdminForms,
+    TenantFilter,
+    TenantScopedAdmin,
+    require_post,
+)
 from keystore.downloads import file_response
 from keystore.models import KeystoreEntry
 from keystore.services import Download

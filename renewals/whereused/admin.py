@@ -26,9 +26,9 @@ from django.utils.safestring import SafeString
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_safe
 
+from keystore import admin as keystore_admin
 from keystore import permissions
-from keystore.admin import TenantFactsAdmin, TenantFilter
-from keystore.adminmixins import FORM_METHODS, NoAdminForms
+from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantFactsAdmin, TenantFilter
 from keystore.downloads import file_response
 from keystore.models import EntryType, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
@@ -462,3 +462,16 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
                 reverse(self.url_name("where_used"), args=[tenant_id, alias])
                 + ("?pending=1" if _pending else "")
             )
+
+
+def _entry_page(request: HttpRequest, entry: KeystoreEntry) -> tuple[list, dict]:
+    """Where-used on a keystore entry's page: its buttons and the summary of its uses."""
+    return (
+        where_used_buttons(entry.tenant_id, entry.alias),
+        where_used_context(
+            entry.tenant, entry.alias, key_pair=entry.entry_type == EntryType.KEY_PAIR
+        ),
+    )
+
+
+keystore_admin.ENTRY_PAGE_EXTENSIONS.append(_entry_page)
