@@ -67,8 +67,8 @@ class ExpiryFilter(admin.SimpleListFilter):
     title = "expiry"
     parameter_name = "expiry"
 
-    # The dashboard's exclusive buckets: (after days, within days or None for "later").
-    BUCKETS = {"8-30": (7, 30), "31-90": (30, 90), "later": (90, None)}
+    # Filter values of the dashboard's exclusive buckets (keystore.querysets.EXPIRY_BUCKETS).
+    BUCKETS = {"8-30": "within_30_days", "31-90": "within_90_days", "later": "later"}
 
     def lookups(self, request, model_admin):
         return (
@@ -89,10 +89,7 @@ class ExpiryFilter(admin.SimpleListFilter):
         if value in {str(days) for days in EXPIRY_WINDOWS_DAYS}:
             return queryset.expiring(timedelta(days=int(value)), now)
         if value in self.BUCKETS:
-            after, within = self.BUCKETS[value]
-            return queryset.expiring_between(
-                timedelta(days=after), timedelta(days=within) if within else None, now
-            )
+            return queryset.in_expiry_bucket(self.BUCKETS[value], now)
         return queryset
 
 

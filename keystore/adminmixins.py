@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import wraps
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -80,7 +79,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def tenant_urls(self, routes: list[tuple[str, Callable, str, Callable]]) -> list:
         """This admin's own URLs from (route, view, name suffix, allowed methods) rows, the
-        methods being require_safe, require_post or FORM_METHODS; each behind tenant_view."""
+        methods being require_safe, require_POST or FORM_METHODS; each behind tenant_view."""
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path(route, self.tenant_view(methods(view)), name=f"{info}_{suffix}")
@@ -235,15 +234,3 @@ class TenantFactsAdmin(TenantScopedAdmin):
     def history_view(self, request, object_id, extra_context=None):
         self.checked_object(request, object_id)
         return super().history_view(request, object_id, extra_context)
-
-
-def require_post(view: Callable) -> Callable:
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs):
-        if request.method != "POST":
-            from django.http import HttpResponseNotAllowed
-
-            return HttpResponseNotAllowed(["POST"])
-        return view(request, *args, **kwargs)
-
-    return wrapper

@@ -5,11 +5,36 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
-from django.db.models import Value
+from django.db.models import Q, Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from keystore import permissions
+
+#: The expiry buckets of the dashboard, the metrics and the keystore list's filter, as (state,
+#: valid for more than N days, valid for at most M days); they do not overlap and together
+#: cover every entry.
+EXPIRY_BUCKETS: tuple[tuple[str, int | None, int | None], ...] = (
+    ("expired", None, 0),
+    ("within_7_days", 0, 7),
+    ("within_30_days", 7, 30),
+    ("within_90_days", 30, 90),
+    ("later", 90, None),
+)
+
+
+def expiry_bucket_conditions(now: datetime, prefix: str = "") -> dict[str, Q]:
+    """One condition per bucket on `<prefix>valid_until` (prefix "entries__" from tenants)."""
+    field_name = f"{prefix}valid_until"
+    conditions = {}
+    for state, after, within in EXPIRY_BUCKETS:
+        condition = Q()
+        if after is not None:
+            condition &= Q(**{f"{field_name}__gt": now + timedelta(days=after)})
+        if within is not None:
+            condition &= Q(**{f"{field_name}__lte": now + timedelta(days=within)})
+        conditions[state] = condition
+    return conditions
 
 
 class TenantQuerySet(models.QuerySet):
@@ -47,6 +72,10 @@ class EntryQuerySet(TenantScopedQuerySet):
     def tenant_owned(self) -> EntryQuerySet:
         return self.filter(owner="tenant")
 
+    def in_expiry_bucket(self, state: str, now: datetime | None = None) -> EntryQuerySet:
+        """Entries in one of EXPIRY_BUCKETS ("within_30_days": valid for 8 to 30 more days)."""
+        return self.filter(expiry_bucket_conditions(now or timezone.now())[state])
+
     def expired(self, now: datetime | None = None) -> EntryQuerySet:
         return self.filter(valid_until__lte=now or timezone.now())
 
@@ -54,14 +83,6 @@ class EntryQuerySet(TenantScopedQuerySet):
         """Still valid now, but no longer valid at now + within."""
         now = now or timezone.now()
         return self.filter(valid_until__gt=now, valid_until__lte=now + within)
-
-    def expiring_between(
-        self, after: timedelta, within: timedelta | None, now: datetime | None = None
-    ) -> EntryQuerySet:
-        """Valid at now + after, no longer valid at now + within (None: valid for longer)."""
-        now = now or timezone.now()
-        rows = self.filter(valid_until__gt=now + after)
-        return rows if within is None else rows.filter(valid_until__lte=now + within)
 
 
 class AuditQuerySet(TenantScopedQuerySet):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from keystore import conf
 
 NONCE_BYTES = 12
 
@@ -49,14 +50,12 @@ def kek_id_of(key: bytes) -> str:
 
 
 def keks() -> list[Kek]:
-    configured = settings.KEYSTORE_KEK
-    if isinstance(configured, str):
-        configured = [item for item in configured.split(",") if item.strip()]
+    configured = conf.kek_texts()
     if not configured:
         raise ImproperlyConfigured("KEYSTORE_KEK is empty.")
     result = []
     for text in configured:
-        raw = decode_kek(text.strip())
+        raw = decode_kek(text)
         result.append(Kek(kek_id_of(raw), raw))
     return result
 

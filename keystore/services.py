@@ -183,15 +183,7 @@ def import_key_pair(
     """Add a key pair from a PKCS#12 file holding exactly one private key."""
     permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     alias = validate_alias(alias)
-    items = load_keystore_file(data, password, pkcs12_only=True)
-    key_items = [item for item in items if item.private_key is not None]
-    if not key_items:
-        raise KeystoreError("The PKCS#12 file holds no private key.")
-    if len(key_items) > 1:
-        raise KeystoreError(
-            f"The PKCS#12 file holds {len(key_items)} key pairs; upload it as a keystore instead."
-        )
-    item = key_items[0]
+    item = load_key_pair_file(data, password, "upload it as a keystore instead")
     chain, _warnings = validated_chain(item.chain, item.private_key)
     with transaction.atomic():
         entry, _ = _store(
@@ -445,6 +437,18 @@ def load_keystore_file(
         return crypto.load_keystore(data, password)
     except crypto.CryptoError as error:
         raise KeystoreError(str(error))
+
+
+def load_key_pair_file(data: bytes, password: str, many: str) -> crypto.KeystoreItem:
+    """The one key pair of an uploaded PKCS#12 file; `many` tells the operator what to do with a
+    file that holds several."""
+    items = load_keystore_file(data, password, pkcs12_only=True)
+    key_items = [item for item in items if item.private_key is not None]
+    if not key_items:
+        raise KeystoreError("The PKCS#12 file holds no private key.")
+    if len(key_items) > 1:
+        raise KeystoreError(f"The PKCS#12 file holds {len(key_items)} key pairs; {many}.")
+    return key_items[0]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from django.conf import settings
 from django.http import HttpRequest
+
+from keystore_site import conf
 
 
 def _address(text: str) -> str | None:
@@ -27,7 +28,7 @@ def client_address(request: HttpRequest) -> str | None:
     """None when the request has no address at all (a test client's force_login, a command):
     axes stores addresses in an IP address column."""
     remote = _address(request.META.get("REMOTE_ADDR", "") or "")
-    trusted = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0) or 0)
+    trusted = conf.trusted_proxy_count()
     if trusted <= 0:
         return remote
     hops = [

@@ -16,11 +16,11 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMonth
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
@@ -29,9 +29,11 @@ from django.utils.safestring import SafeString, mark_safe
 
 from keystore import permissions
 from keystore.models import AuditEvent, KeystoreEntry, Tenant
+from keystore.querysets import expiry_bucket_conditions
 from renewals.models import PendingSapKey
 
-# (state, heading, value of the keystore list's "expiry" filter that lists these entries)
+# (state of keystore.querysets.EXPIRY_BUCKETS, heading, value of the keystore list's "expiry"
+# filter that lists these entries)
 EXPIRY_STATES: tuple[tuple[str, str, str], ...] = (
     ("expired", "Expired", "expired"),
     ("within_7_days", "Within 7 days", "7"),
@@ -47,27 +49,10 @@ AUDIT_EVENTS = 10
 # -- counts ------------------------------------------------------------------------------------
 
 
-def expiry_state_filters(now: datetime, prefix: str = "") -> dict[str, Q]:
-    """One condition per state; the states do not overlap and together cover every entry."""
-    field_name = f"{prefix}valid_until"
-    week, month, quarter = (now + timedelta(days=days) for days in (7, 30, 90))
-
-    def between(after: datetime, until: datetime) -> Q:
-        return Q(**{f"{field_name}__gt": after, f"{field_name}__lte": until})
-
-    return {
-        "expired": Q(**{f"{field_name}__lte": now}),
-        "within_7_days": between(now, week),
-        "within_30_days": between(week, month),
-        "within_90_days": between(month, quarter),
-        "later": Q(**{f"{field_name}__gt": quarter}),
-    }
-
-
 def expiry_state_counts(tenants: QuerySet[Tenant], now: datetime) -> list[Tenant]:
     """The tenants, ordered by slug, each with `state_counts` {state: entries} and
     `entry_total`, from one query."""
-    filters = expiry_state_filters(now, "entries__")
+    filters = expiry_bucket_conditions(now, "entries__")
     annotations = {
         f"n_{state}": Count("entries", filter=condition) for state, condition in filters.items()
     }

@@ -26,12 +26,10 @@ The number of queries does not depend on the number of tenants or entries.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
@@ -42,6 +40,7 @@ from django.views.decorators.http import require_safe
 
 from keystore import permissions
 from keystore.models import KeystoreEntry, Tenant
+from keystore_site import conf
 from keystore_site.dashboard import EXPIRY_STATES, expiry_state_counts
 from renewals import conf as renewals_conf
 from renewals.models import PendingSapKey, ScanRun
@@ -49,7 +48,6 @@ from renewals.models import PendingSapKey, ScanRun
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-TOKEN_SETTING = "METRICS_TOKEN"
 
 Labels = dict[str, str]
 
@@ -253,14 +251,6 @@ def cache_answers() -> bool:
 # -- the view ----------------------------------------------------------------------------------
 
 
-def configured_token() -> str:
-    """settings.METRICS_TOKEN, else the METRICS_TOKEN environment variable ("" = none)."""
-    value = getattr(settings, TOKEN_SETTING, None)
-    if value is None:
-        value = os.environ.get(TOKEN_SETTING, "")
-    return str(value).strip()
-
-
 def _refusal(status: int, text: str) -> HttpResponse:
     response = HttpResponse(text + "\n", status=status, content_type="text/plain; charset=utf-8")
     if status == 401:
@@ -274,7 +264,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "bearer" and credentials:
-        token = configured_token()
+        token = conf.metrics_token()
         if not token or not constant_time_compare(credentials, token):
             return _refusal(403, "The bearer token is not valid.")
         tenant_ids = None

@@ -33,7 +33,7 @@ from keystore.sealing import SealingError
 from keystore.services import (
     KeystoreError,
     actor_label,
-    load_keystore_file,
+    load_key_pair_file,
     record_audit,
     validated_chain,
 )
@@ -268,15 +268,9 @@ def import_sap_key(
     )
     now = now or timezone.now()
     try:
-        items = load_keystore_file(data, password, pkcs12_only=True)
+        item = load_key_pair_file(data, password, "a delivered SAP key is one")
     except KeystoreError as error:
         raise RenewalError(str(error))
-    key_items = [item for item in items if item.private_key is not None]
-    if len(key_items) != 1:
-        raise RenewalError(
-            f"The PKCS#12 file holds {len(key_items)} key pairs; a delivered SAP key is one."
-        )
-    item = key_items[0]
     # keytool writes aliases in lower case; SAP aliases are lower case anyway.
     if item.alias and item.alias.lower() != alias.lower():
         raise RenewalError(

@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from keystore import permissions
 from keystore.adminmixins import (
@@ -26,7 +26,6 @@ from keystore.adminmixins import (
     NoAdminForms,
     TenantFilter,
     TenantScopedAdmin,
-    require_post,
 )
 from keystore.downloads import file_response
 from keystore.models import KeystoreEntry
@@ -147,7 +146,7 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
                 "server_cert",
                 require_safe,
             ),
-            ("<int:pk>/add-root/", self.add_root_view, "add_root", require_post),
+            ("<int:pk>/add-root/", self.add_root_view, "add_root", require_POST),
         ]
         return self.tenant_urls(routes) + super().get_urls()
 
