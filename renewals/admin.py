@@ -117,7 +117,6 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
         """(route, view, name suffix, allowed methods) rows, see TenantScopedAdmin.tenant_urls."""
         return []
 
-
     def download_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         if kind not in services.PUBLIC_FORMATS:
             raise Http404("Unknown download format.")
