@@ -10,6 +10,8 @@ asks the database the same number of times however many rows it shows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -129,3 +131,20 @@ def users_with(perm: str, tenant):
         .distinct()
         .order_by("username")
     )
+
+
+def emails_with(perm: str, tenant_ids: Iterable[int]) -> dict[int, list[str]]:
+    """tenant id -> mail addresses (sorted, without blanks) of the active users who hold the
+    permission there, for many tenants in two queries (a scan mails many tenants)."""
+    wanted = list(tenant_ids)
+    found: dict[int, set[str]] = {tenant_id: set() for tenant_id in wanted}
+    via_groups = TenantGroupObjectPermission.objects.filter(
+        content_object_id__in=wanted, permission__codename=perm, group__user__is_active=True
+    ).values_list("content_object_id", "group__user__email")
+    direct = TenantUserObjectPermission.objects.filter(
+        content_object_id__in=wanted, permission__codename=perm, user__is_active=True
+    ).values_list("content_object_id", "user__email")
+    for tenant_id, email in [*via_groups, *direct]:
+        if email:
+            found[tenant_id].add(email)
+    return {tenant_id: sorted(emails) for tenant_id, emails in found.items()}

@@ -149,6 +149,7 @@ def _store_pending(
             reverted_from=reverted_from,
         )
         pending.set_material(chain, private_key)
+        pending.replaces_longer_lived_key = pending.valid_until <= entry.valid_until
         if pending.fingerprint_sha256 == entry.fingerprint_sha256:
             raise RenewalError(f"This key is the active key of {alias} in {tenant.slug} already.")
         waiting = _locked_pending(entry)
@@ -333,10 +334,17 @@ def activate_pending_key(
     now = now or timezone.now()
     label = AUTOMATIC if automatic else actor_label(actor)
     with transaction.atomic():
-        entry = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
-        pending = _locked_pending(entry) if entry is not None else None
+        # One statement locks the entry and then its waiting key (FOR UPDATE OF takes them in
+        # this order, the order of every path); without a waiting key nothing is locked.
+        pending = (
+            PendingSapKey.objects.select_for_update(of=("entry", "self"))
+            .select_related("entry")
+            .filter(tenant=tenant, entry__alias=alias)
+            .first()
+        )
         if pending is None:
             raise _nothing_waiting(tenant, alias)
+        entry = pending.entry
         if expected_fingerprint and pending.fingerprint_sha256 != expected_fingerprint:
             raise RenewalError(
                 f"The new SAP key waiting for {alias} changed since you reviewed it; "
@@ -365,8 +373,8 @@ def activate_pending_key(
         )
         _copy_material(backup, entry)
         try:
-            with transaction.atomic():
-                backup.save()
+            # No savepoint: a refusal here rolls the whole activation back anyway.
+            backup.save()
         except IntegrityError:
             raise RenewalError(
                 f"SAP Key History holds a backup of {alias} active until {now.isoformat()} "
@@ -521,18 +529,22 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
         .only("tenant", "alias")
         .order_by("entry__valid_until", "pk")
     )
-    for pending in list(due):
-        tenant, alias = pending.tenant, pending.alias
-        try:
-            activation = activate_pending_key(tenant, alias, automatic=True, now=now)
-        except NothingToActivate as error:
-            result.skipped.append((tenant.slug, alias, str(error)))
-        except Exception as error:  # one broken key must not stop the others
-            logger.warning("Automatic activation of %s in %s failed: %s", alias, tenant.slug, error)
-            result.failed.append((tenant.slug, alias, str(error)))
-        else:
-            logger.info("Activated %s in %s automatically.", alias, tenant.slug)
-            result.activated.append(activation)
+    due = list(due)
+    with notifications.batched({pending.tenant_id for pending in due}):
+        for pending in due:
+            tenant, alias = pending.tenant, pending.alias
+            try:
+                activation = activate_pending_key(tenant, alias, automatic=True, now=now)
+            except NothingToActivate as error:
+                result.skipped.append((tenant.slug, alias, str(error)))
+            except Exception as error:  # one broken key must not stop the others
+                logger.warning(
+                    "Automatic activation of %s in %s failed: %s", alias, tenant.slug, error
+                )
+                result.failed.append((tenant.slug, alias, str(error)))
+            else:
+                logger.info("Activated %s in %s automatically.", alias, tenant.slug)
+                result.activated.append(activation)
     result.reminded = notifications.send_due_reminders(now)
     result.attention = notifications.send_attention_mails(now)
     if expiry_alerts:

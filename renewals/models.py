@@ -52,6 +52,14 @@ class PendingSapKey(KeyMaterial):
     reverted_from = models.ForeignKey(
         "SapKeyBackup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Set when the key is stored (neither validity changes while it waits), so that the scan
+    # finds keys needing attention through an index instead of comparing every row's dates.
+    replaces_longer_lived_key = models.BooleanField(
+        default=False,
+        db_index=True,
+        help_text="It expires no later than the key it would replace: never activated "
+        "automatically.",
+    )
 
     objects = PendingQuerySet.as_manager()
 
@@ -152,6 +160,9 @@ class SentNotification(models.Model):
     subject = models.CharField(max_length=255)
     body = models.TextField()
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Which delivery claimed the row: one statement claims many rows, and this tells a worker
+    # which of them are its own.
+    claim_token = models.UUIDField(null=True, blank=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     gave_up = models.BooleanField(default=False)

@@ -12,12 +12,15 @@ Recipients are the active users holding NodeManager.deploysecuritycontent on the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,14 +36,53 @@ logger = logging.getLogger(__name__)
 STALE_CLAIM = timedelta(minutes=10)
 
 
+class _Batch:
+    """A scan's mails: recipients looked up once per tenant, and every mail recorded by a
+    committed activation delivered together at the end (see `batched`)."""
+
+    def __init__(self) -> None:
+        self.recipients: dict[int, list[str]] = {}
+        self.recorded: list[int] = []
+
+
+_batch: ContextVar[_Batch | None] = ContextVar("renewals_mail_batch", default=None)
+
+
+@contextmanager
+def batched(tenant_ids: Iterable[int] = ()) -> Iterator[None]:
+    """Within this block (a scan), mails are delivered together when it ends instead of one
+    by one after each commit: a hundred activations then cost a handful of delivery
+    statements. A mail recorded in a transaction that rolls back is not delivered; one that
+    the block does not reach (its worker dies) waits for the next scan's deliver_unsent."""
+    batch = _Batch()
+    # The recipients of every tenant the block will mail, in one lookup.
+    if tenant_ids:
+        batch.recipients.update(permissions.emails_with(permissions.DEPLOY, set(tenant_ids)))
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+
+        def deliver_batch() -> None:
+            deliver(batch.recorded)
+
+        # Outside a transaction (a scan) this runs at once; rows of activations that rolled
+        # back do not exist, so the claim passes them by.
+        transaction.on_commit(deliver_batch, robust=True)
+
+
 def recipients_for(tenant: Tenant) -> list[str]:
-    return [
-        email
-        for email in permissions.users_with(permissions.DEPLOY, tenant).values_list(
-            "email", flat=True
-        )
-        if email
-    ]
+    batch = _batch.get()
+    if batch is not None:
+        if tenant.pk not in batch.recipients:
+            batch.recipients[tenant.pk] = _recipients(tenant)
+        return batch.recipients[tenant.pk]
+    return _recipients(tenant)
+
+
+def _recipients(tenant: Tenant) -> list[str]:
+    return permissions.emails_with(permissions.DEPLOY, [tenant.pk])[tenant.pk]
 
 
 def _link(url_name: str) -> str:
@@ -59,32 +101,42 @@ def record_mail(
     *,
     threshold_days: int = 0,
     recipients: list[str] | None = None,
+    first_of_its_occasion: bool = False,
 ) -> SentNotification | None:
     """Write the mail's row once (this module's mails and renewals.alerts'); None when this mail
-    exists already (another scan was first)."""
+    exists already (another scan was first). `first_of_its_occasion`: the caller holds the
+    lock that makes a second row impossible (an activation's mail is about the waiting key it
+    deletes in the same transaction), so no savepoint is spent on catching one."""
+    row = SentNotification(
+        kind=kind,
+        tenant=tenant,
+        alias=alias,
+        fingerprint=fingerprint,
+        threshold_days=threshold_days,
+        occasion=occasion,
+        recipients=",".join(recipients if recipients is not None else recipients_for(tenant)),
+        subject=subject[:255],
+        body=body,
+    )
+    if first_of_its_occasion:
+        row.save()
+        return row
     try:
         with transaction.atomic():
-            return SentNotification.objects.create(
-                kind=kind,
-                tenant=tenant,
-                alias=alias,
-                fingerprint=fingerprint,
-                threshold_days=threshold_days,
-                occasion=occasion,
-                recipients=",".join(
-                    recipients if recipients is not None else recipients_for(tenant)
-                ),
-                subject=subject[:255],
-                body=body,
-            )
+            row.save()
     except IntegrityError:
         return None
+    return row
 
 
 def _after_commit(notification: SentNotification | None) -> None:
     if notification is None:
         return
     notification_id = notification.pk
+    batch = _batch.get()
+    if batch is not None:
+        batch.recorded.append(notification_id)
+        return
 
     def deliver_recorded_mail() -> None:
         deliver([notification_id])
@@ -226,6 +278,7 @@ def notify_activated(
         occasion,
         subject,
         body,
+        first_of_its_occasion=True,
     )
     _after_commit(notification)
     return notification
@@ -359,23 +412,32 @@ def send_attention_mails(now: datetime | None = None) -> list[SentNotification]:
 # -- delivery --------------------------------------------------------------------------------
 
 
-def _claim(notification_id: int, now: datetime) -> bool:
-    return bool(
+def _claim(notification_ids: list[int], now: datetime) -> uuid.UUID | None:
+    """Claim the given unsent mails that nobody is sending, in one statement; the token names
+    this worker's claim (None: nothing to send)."""
+    token = uuid.uuid4()
+    claimed = (
         SentNotification.objects.unsent()
-        .filter(pk=notification_id)
+        .filter(pk__in=notification_ids)
         .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - STALE_CLAIM))
-        .update(claimed_at=now)
+        .update(claimed_at=now, claim_token=token)
     )
+    return token if claimed else None
 
 
 def deliver(notification_ids: Iterable[int]) -> int:
-    """Send the given recorded mails that nobody has sent or is sending; returns how many."""
-    sent = 0
-    for notification_id in notification_ids:
-        now = timezone.now()
-        if not _claim(notification_id, now):
-            continue
-        notification = SentNotification.objects.get(pk=notification_id)
+    """Send the given recorded mails that nobody has sent or is sending; returns how many.
+    One statement claims them all, one reads them and one marks the sent ones (however many),
+    so a scan that activates a hundred keys does not pay three statements per mail."""
+    ids = list(notification_ids)
+    if not ids:
+        return 0
+    token = _claim(ids, timezone.now())
+    if token is None:
+        return 0
+    sent: list[int] = []
+    unaddressed: list[int] = []
+    for notification in SentNotification.objects.filter(claim_token=token).order_by("pk"):
         recipients = notification.recipient_list
         try:
             if recipients:
@@ -389,20 +451,25 @@ def deliver(notification_ids: Iterable[int]) -> int:
                 attempts,
                 error,
             )
-            SentNotification.objects.filter(pk=notification_id).update(
+            SentNotification.objects.filter(pk=notification.pk).update(
                 claimed_at=None,
+                claim_token=None,
                 attempts=attempts,
                 gave_up=attempts >= conf.mail_max_attempts(),
                 last_error=str(error)[:500],
             )
             continue
-        SentNotification.objects.filter(pk=notification_id).update(
-            sent_at=timezone.now(),
-            attempts=notification.attempts + 1,
-            last_error="" if recipients else "No administrator of the tenant has a mail address.",
-        )
-        sent += 1
-    return sent
+        (sent if recipients else unaddressed).append(notification.pk)
+    done = timezone.now()
+    for pks, error in (
+        (sent, ""),
+        (unaddressed, "No administrator of the tenant has a mail address."),
+    ):
+        if pks:
+            SentNotification.objects.filter(pk__in=pks).update(
+                sent_at=done, attempts=F("attempts") + 1, last_error=error
+            )
+    return len(sent) + len(unaddressed)
 
 
 def deliver_unsent() -> int:
