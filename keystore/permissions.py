@@ -11,6 +11,7 @@ asks the database the same number of times however many rows it shows.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -18,6 +19,10 @@ from django.db.models import Q
 from django.http import Http404
 
 from keystore.rolemodels import TenantGroupObjectPermission, TenantRole, TenantUserObjectPermission
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
+    from keystore.models import Tenant
 
 READ = "NodeManager.read"
 DEPLOY = "NodeManager.deploysecuritycontent"
@@ -79,7 +84,7 @@ def may(user, perm: str, tenant) -> bool:
 
 
 def require_of_actor(
-    actor, perm: str, tenant, refusal: type[Exception], doing: str = "do this"
+    actor: Actor, perm: str, tenant: Tenant, refusal: type[Exception], doing: str = "do this"
 ) -> None:
     """The services' one check: raise `refusal` ("You are not allowed to <doing> in tenant
     <slug>.") unless `actor` holds `perm` on the tenant. `actor` None is the system itself (the

@@ -5,6 +5,7 @@ which role. The answers ("may this user ...") are keystore.permissions; this mod
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
@@ -14,6 +15,9 @@ from keystore.audit import record_audit
 from keystore.models import AuditAction, Tenant
 from keystore.permissions import ALL_PERMISSIONS, ROLES, forget, roles_of
 from keystore.rolemodels import TenantGroupObjectPermission, TenantRole
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
 
 
 def role_group_name(role: str, tenant) -> str:
@@ -67,7 +71,7 @@ def ensure_roles(tenants: Iterable | None = None) -> None:
                 )
 
 
-def assign_role(user, tenant, role: str, *, actor=None) -> None:
+def assign_role(user, tenant, role: str, *, actor: Actor = None) -> None:
     """Make the user hold exactly this role on the tenant (replacing another role there);
     the change is audited in the same transaction."""
     if role not in ROLES:

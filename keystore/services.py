@@ -14,6 +14,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from django.db import IntegrityError, transaction
@@ -33,6 +34,9 @@ from keystore.models import (
     looks_like_sap_alias,
 )
 from keystore.passwords import export_password_problems
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
 
 
 class KeystoreError(Exception):
@@ -151,7 +155,7 @@ def import_certificate(
     alias: str,
     data: bytes,
     *,
-    actor=None,
+    actor: Actor = None,
     overwrite: bool = False,
     allow_expired: bool = False,
 ) -> KeystoreEntry:
@@ -177,7 +181,7 @@ def import_key_pair(
     data: bytes,
     password: str,
     *,
-    actor=None,
+    actor: Actor = None,
     overwrite: bool = False,
 ) -> KeystoreEntry:
     """Add a key pair from a PKCS#12 file holding exactly one private key."""
@@ -218,7 +222,7 @@ def create_key_pair(
     *,
     key_type: str = "rsa-2048",
     valid_days: int = 365,
-    actor=None,
+    actor: Actor = None,
 ) -> KeystoreEntry:
     """Create a key pair in the tenant's keystore: a new private key with a self-signed
     certificate for `subject` (an RFC 4514 distinguished name). Get it signed by a certificate
@@ -267,7 +271,7 @@ def _own_key_pair(entry: KeystoreEntry) -> None:
         raise KeystoreError(f"{entry.alias!r} is owned by SAP; SAP renews it through New SAP Keys.")
 
 
-def signing_request(entry: KeystoreEntry, *, actor=None) -> Download:
+def signing_request(entry: KeystoreEntry, *, actor: Actor = None) -> Download:
     """A PKCS#10 certificate signing request (PEM) for a tenant key pair: its subject and
     alternative names, signed with its private key. Nothing is stored; the key pair keeps its
     certificate until the signed response is applied."""
@@ -324,7 +328,7 @@ def _completed_from_keystore(
     return chain
 
 
-def complete_chains(tenant: Tenant, *, actor=None) -> list[KeystoreEntry]:
+def complete_chains(tenant: Tenant, *, actor: Actor = None) -> list[KeystoreEntry]:
     """Extend every chain of the tenant that stops short of its root with the tenant's trusted
     certificates: called whenever a certificate is added, so a signed response imported before
     its CA was trusted gets its root. The leaf and the private key stay as they are."""
@@ -357,7 +361,7 @@ def complete_chains(tenant: Tenant, *, actor=None) -> list[KeystoreEntry]:
 
 
 def apply_signing_response(
-    entry: KeystoreEntry, data: bytes, *, actor=None
+    entry: KeystoreEntry, data: bytes, *, actor: Actor = None
 ) -> tuple[KeystoreEntry, list[str]]:
     """Replace a tenant key pair's certificate with the one a certificate authority signed for
     it (the answer to `signing_request`): PEM, DER or PKCS#7, with or without its chain. The
@@ -495,7 +499,7 @@ def import_keystore(
     data: bytes,
     password: str,
     *,
-    actor=None,
+    actor: Actor = None,
     overwrite: bool = False,
 ) -> ImportSummary:
     """Merge a whole PKCS#12 or JKS keystore; each entry is added, overwritten or rejected."""
@@ -590,7 +594,7 @@ def _locked_tenant_entry(entry: KeystoreEntry) -> KeystoreEntry:
     return locked
 
 
-def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> KeystoreEntry:
+def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor: Actor = None) -> KeystoreEntry:
     permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     new_alias = validate_alias(new_alias)
     with transaction.atomic():
@@ -626,7 +630,7 @@ def rename_entry(entry: KeystoreEntry, new_alias: str, *, actor=None) -> Keystor
     return locked
 
 
-def delete_entry(entry: KeystoreEntry, *, actor=None) -> None:
+def delete_entry(entry: KeystoreEntry, *, actor: Actor = None) -> None:
     permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     with transaction.atomic():
         locked = _locked_tenant_entry(entry)
@@ -641,13 +645,13 @@ def delete_entry(entry: KeystoreEntry, *, actor=None) -> None:
         locked.delete()
 
 
-def _check_export_password(password: str, actor) -> None:
+def _check_export_password(password: str, actor: Actor) -> None:
     problems = export_password_problems(password or "", actor)
     if problems:
         raise KeystoreError(" ".join(problems))
 
 
-def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
+def export_pkcs12(entry: KeystoreEntry, password: str, *, actor: Actor = None) -> bytes:
     """A key pair as PKCS#12 (AES-256), for holders of NodeManager.readsecuritycontent only."""
     permissions.require_of_actor(actor, permissions.READ_SECURITY, entry.tenant, KeystoreError)
     if not entry.has_private_key:
@@ -669,7 +673,7 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor=None) -> bytes:
     return content
 
 
-def backup_keystore(tenant: Tenant, password: str, *, actor=None) -> Download:
+def backup_keystore(tenant: Tenant, password: str, *, actor: Actor = None) -> Download:
     """The tenant's whole keystore as one password-protected PKCS#12 file (AES-256): every key
     pair with its chain and every trusted certificate, under their aliases; for holders of
     NodeManager.readsecuritycontent only. keytool and openssl read it; "Add keystore" (with

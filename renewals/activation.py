@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from django.db import IntegrityError, transaction
@@ -41,6 +42,9 @@ from keystore.timefmt import utc
 from renewals import alerts, conf, issuing, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
 from renewals.whereused.restart import mark_restart_required
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +136,7 @@ def _store_pending(
     source: str,
     replace: bool,
     now: datetime,
-    actor=None,
+    actor: Actor = None,
     label: str,
     reverted_from: SapKeyBackup | None = None,
 ) -> PendingSapKey:
@@ -259,7 +263,7 @@ def import_sap_key(
     data: bytes,
     password: str,
     *,
-    actor=None,
+    actor: Actor = None,
     replace: bool = False,
     now: datetime | None = None,
 ) -> PendingSapKey:
@@ -314,7 +318,7 @@ def activate_pending_key(
     tenant: Tenant,
     alias: str,
     *,
-    actor=None,
+    actor: Actor = None,
     automatic: bool = False,
     now: datetime | None = None,
     expected_fingerprint: str | None = None,
@@ -432,7 +436,7 @@ def activate_pending_key(
 def add_back_to_pending(
     backup: SapKeyBackup,
     *,
-    actor=None,
+    actor: Actor = None,
     replace: bool = False,
     now: datetime | None = None,
 ) -> PendingSapKey:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -32,6 +33,9 @@ from renewals import tlsprobe
 from renewals.connectivity import conf, limits
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from renewals.models import PendingSapKey
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -119,7 +123,7 @@ def run_connectivity_test(
     verify_server: bool = True,
     use_system_trust: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
-    actor=None,
+    actor: Actor = None,
 ) -> ConnectivityTestRun:
     """Handshake with host:port (SNI = host), optionally with the key pair `alias` (its new SAP
     key if `include_pending` and one is waiting), and record what happened.
@@ -235,7 +239,7 @@ def add_server_root_to_keystore(
     alias: str,
     confirmed_fingerprint: str,
     *,
-    actor=None,
+    actor: Actor = None,
 ) -> KeystoreEntry:
     """Add the root certificate the server sent in `run` as a trusted certificate `alias`.
 
