@@ -20,7 +20,7 @@ from renewals.activation import activate_pending_key
 from renewals.alerts import due_alert_threshold, send_expiry_alerts
 from renewals.models import NotificationKind, ScanRun, SentNotification
 from tests import pki as pki_factory
-from tests.test_dashboard import add_certificates, add_pending
+from tests.keystore_site.test_dashboard import add_certificates, add_pending
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

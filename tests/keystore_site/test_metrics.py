@@ -17,7 +17,7 @@ from keystore.models import Owner
 from keystore_site import metrics
 from renewals.models import ScanRun
 from tests.conftest import client_for, make_user
-from tests.test_dashboard import add_audit, add_certificates, add_flow, add_pending
+from tests.keystore_site.test_dashboard import add_audit, add_certificates, add_flow, add_pending
 
 TOKEN = "s3cret-metrics-token-0123456789"
 DAY = timedelta(days=1)
