@@ -16,9 +16,10 @@ from django.utils import timezone
 from keystore.models import AuditEvent, Tenant
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractUser
+    from django.contrib.auth.models import User
 
-    Actor = AbstractUser | None
+    #: Who acts: a user (the site's user model is Django's), or None for the system itself.
+    Actor = User | None
 
 #: Longer details are cut: the log is for people, and a hostile file must not bloat it.
 MAX_DETAIL = 4000

@@ -182,6 +182,14 @@ class KeyMaterial(models.Model):
     def certificate(self) -> x509.Certificate:
         return self.certificate_chain()[0]
 
+    def open_key_pair_key(self) -> crypto.PrivateKey:
+        """The private key of a key pair (SealingError when the row holds none, a trusted
+        certificate); for crypto operations in memory only, never render or log it."""
+        key = self.open_private_key()
+        if key is None:
+            raise sealing.SealingError(f"{self.alias} holds no private key.")
+        return key
+
     def open_private_key(self) -> crypto.PrivateKey | None:
         """The private key, for crypto operations in memory only; never render or log it."""
         if self.sealed_private_key is None:

@@ -89,7 +89,7 @@ def sap_ca(create: bool = True) -> tuple[crypto.PrivateKey, list[x509.Certificat
                 "The demo SAP CA does not exist yet; run `manage.py seed_demo` first."
             )
         entry = _create_sap_ca(timezone.now())
-    return entry.open_private_key(), entry.certificate_chain()
+    return entry.open_key_pair_key(), entry.certificate_chain()
 
 
 def _create_sap_ca(now: datetime) -> KeystoreEntry:

@@ -278,7 +278,7 @@ def signing_request(entry: KeystoreEntry, *, actor: Actor = None) -> Download:
     permissions.require_of_actor(actor, permissions.DEPLOY, entry.tenant, KeystoreError)
     _own_key_pair(entry)
     try:
-        key = entry.open_private_key()
+        key = entry.open_key_pair_key()
     except sealing.SealingError as error:
         raise KeystoreError(f"{entry.alias} in {entry.tenant.slug}: {error}")
     leaf = entry.certificate_chain()[0]
@@ -378,7 +378,7 @@ def apply_signing_response(
         locked = _locked_tenant_entry(entry)
         _own_key_pair(locked)
         try:
-            key = locked.open_private_key()
+            key = locked.open_key_pair_key()
         except sealing.SealingError as error:
             raise KeystoreError(f"{locked.alias} in {locked.tenant.slug}: {error}")
         if not any(crypto.private_key_matches(key, cert) for cert in certificates):
@@ -443,16 +443,29 @@ def load_keystore_file(
         raise KeystoreError(str(error))
 
 
-def load_key_pair_file(data: bytes, password: str, many: str) -> crypto.KeystoreItem:
+@dataclass(frozen=True)
+class KeyPairFile:
+    """The one key pair of an uploaded PKCS#12 file (see load_key_pair_file)."""
+
+    alias: str
+    private_key: crypto.PrivateKey
+    chain: list[x509.Certificate]
+
+
+def load_key_pair_file(data: bytes, password: str, many: str) -> KeyPairFile:
     """The one key pair of an uploaded PKCS#12 file; `many` tells the operator what to do with a
     file that holds several."""
     items = load_keystore_file(data, password, pkcs12_only=True)
-    key_items = [item for item in items if item.private_key is not None]
-    if not key_items:
+    pairs = [
+        KeyPairFile(item.alias, item.private_key, item.chain)
+        for item in items
+        if item.private_key is not None
+    ]
+    if not pairs:
         raise KeystoreError("The PKCS#12 file holds no private key.")
-    if len(key_items) > 1:
-        raise KeystoreError(f"The PKCS#12 file holds {len(key_items)} key pairs; {many}.")
-    return key_items[0]
+    if len(pairs) > 1:
+        raise KeystoreError(f"The PKCS#12 file holds {len(pairs)} key pairs; {many}.")
+    return pairs[0]
 
 
 @dataclass(frozen=True)
@@ -658,7 +671,7 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor: Actor = None) -
         raise KeystoreError("Only key pairs can be exported as PKCS#12.")
     _check_export_password(password, actor)
     try:
-        private_key = entry.open_private_key()
+        private_key = entry.open_key_pair_key()
     except sealing.SealingError as error:  # moved between rows, or its KEK is gone
         raise KeystoreError(f"{entry.alias} in {entry.tenant.slug}: {error}")
     content = crypto.to_pkcs12(entry.alias, private_key, entry.certificate_chain(), password)

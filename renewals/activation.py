@@ -106,9 +106,9 @@ def _unopenable(material: KeyMaterial, error: SealingError) -> RenewalError:
     return RenewalError(f"{material.alias} in {material.tenant.slug}: {error}")
 
 
-def _opened(material: KeyMaterial) -> crypto.PrivateKey | None:
+def _opened(material: KeyMaterial) -> crypto.PrivateKey:
     try:
-        return material.open_private_key()
+        return material.open_key_pair_key()
     except SealingError as error:
         raise _unopenable(material, error)
 

@@ -106,7 +106,7 @@ def _client_material(tenant: Tenant, alias: str, include_pending: bool):
             material, key_used = pending, KeyUsed.PENDING
     try:
         # In memory only; tlsprobe hands it to OpenSSL through an encrypted one-time file.
-        key = material.open_private_key()
+        key = material.open_key_pair_key()
     except SealingError as error:
         raise ConnectivityError(f"The private key of {alias!r} cannot be opened: {error}")
     # The whole chain is sent: leaf and intermediates.
