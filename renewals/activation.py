@@ -39,7 +39,7 @@ from keystore.services import (
     validated_chain,
 )
 from keystore.timefmt import utc
-from renewals import alerts, conf, issuing, notifications
+from renewals import alerts, conf, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
 from renewals.whereused.restart import mark_restart_required
 
@@ -236,7 +236,7 @@ def provision_sap_key(
     ca_key, ca_chain = ca
     key = private_key or crypto.generate_key_pair("rsa", 2048)
     not_before = (now - timedelta(minutes=5)).replace(microsecond=0)
-    chain = issuing.issue_renewed_certificate(
+    chain = crypto.issue_renewed_certificate(
         entry.certificate(),
         key,
         ca_key,

@@ -41,6 +41,7 @@ from pyasn1_modules import rfc5280, rfc5652, rfc5958, rfc7292, rfc7914, rfc8018
 
 from keystore import admin as keystore_admin
 from keystore import crypto, services
+from keystore.crypto import certfiles, jks_import, pkcs12_export, pkcs12_import
 from keystore.models import AuditEvent, KeystoreEntry
 from renewals.activation import RenewalError, import_sap_key
 from renewals.whereused import importing as whereused_importing
@@ -49,7 +50,7 @@ from renewals.whereused.models import IntegrationFlow
 from tests import pki as pki_factory
 from tests.conftest import client_for
 from tests.hardening.conftest import fuzz_inputs, fuzz_seed
-from tests.keystore.test_crypto import (
+from tests.keystore.crypto.helpers import (
     crafted_rsa_key,
     forbid_key_derivation,
     only_unvalidated_loads,
@@ -572,7 +573,7 @@ def pbes2(iterations: int = 2048, *, scrypt: tuple[int, int, int] | None = None)
     else:
         kdf_params = rfc7914.Scrypt_params()
         kdf_params["salt"] = b"\x01" * 16
-        for name, value in zip(crypto._SCRYPT_PARAMETERS, scrypt, strict=True):
+        for name, value in zip(crypto.kdf.SCRYPT_PARAMETERS, scrypt, strict=True):
             kdf_params[name] = value
         kdf["algorithm"] = rfc7914.id_scrypt
     kdf["parameters"] = der_encoder.encode(kdf_params)
@@ -753,7 +754,7 @@ def test_keys_hidden_in_an_encrypted_safe_are_priced_once_it_is_open(monkeypatch
     """Their parameters cannot be seen before the safe is decrypted: the safe's derivation is
     the only one spent, and the keys are refused before any of theirs."""
     data = pkcs12_file([encrypted_safe([shrouded_key(pbes2(2_000_000)) for _ in range(30)])])
-    real_pbkdf2 = crypto.PBKDF2HMAC
+    real_pbkdf2 = crypto.kdf.PBKDF2HMAC
     safes = []
 
     def safe_only(*args, iterations, **kwargs):
@@ -761,10 +762,10 @@ def test_keys_hidden_in_an_encrypted_safe_are_priced_once_it_is_open(monkeypatch
         safes.append(iterations)
         return real_pbkdf2(*args, iterations=iterations, **kwargs)
 
-    real_kdf = crypto._pkcs12_kdf
+    real_kdf = crypto.kdf.pkcs12_kdf
     forbid_key_derivation(monkeypatch)
-    monkeypatch.setattr(crypto, "_pkcs12_kdf", real_kdf)  # the MAC, 2048 iterations
-    monkeypatch.setattr(crypto, "PBKDF2HMAC", safe_only)
+    monkeypatch.setattr(crypto.kdf, "pkcs12_kdf", real_kdf)  # the MAC, 2048 iterations
+    monkeypatch.setattr(crypto.kdf, "PBKDF2HMAC", safe_only)
 
     with pytest.raises(crypto.CryptoError, match=r"\(60,008,192 PBKDF2-equivalent iterations"):
         crypto.load_keystore(data, PASSWORD)
@@ -789,7 +790,7 @@ def test_2000_key_pairs_at_keytools_defaults_are_within_the_caps(monkeypatch, fi
         attempts.append(password)
         raise ValueError("pretend the key does not open")
 
-    monkeypatch.setattr(crypto.serialization, "load_der_private_key", cannot_open)
+    monkeypatch.setattr(serialization, "load_der_private_key", cannot_open)
 
     items = crypto.load_keystore(data, PASSWORD)
 
@@ -850,7 +851,7 @@ def test_an_rsa_key_of_16384_bits_is_refused_by_every_reader_before_it_is_used(
         "JKS": pki_factory.make_jks([(sap_entry.alias, key, chain)], PASSWORD),
     }
     only_unvalidated_loads(monkeypatch)
-    monkeypatch.setattr(crypto, "_prove_key", must_not_be_called)
+    monkeypatch.setattr(crypto.keys, "prove_key", must_not_be_called)
     message = (
         f"The key '{sap_entry.alias}' is an RSA key of 16384 bits; "
         "keys above 4096 bits are not supported."
@@ -881,14 +882,14 @@ def test_keys_are_matched_to_their_certificates_in_linear_time(figures):
     certs = [pki_factory.make_cert(f"Pair {n}", key) for n, key in enumerate(keys)]
     key_bags = [bag(rfc7292.id_keyBag, pki_factory.pkcs8_der(key)) for key in keys]
     # cryptography writes "additional" certificates without localKeyIds or names
-    cert_bags = crypto._bags_of(
+    cert_bags = pkcs12_export.bags_of(
         pkcs12.serialize_key_and_certificates(
             None, None, None, certs[::-1], serialization.NoEncryption()
         )
     )
     data = pkcs12_file([plain_safe(key_bags + cert_bags)])
     encoded = Counter()
-    real = crypto._public_key_der
+    real = crypto.keys.public_key_der
 
     def counted(holder):
         encoded["public keys"] += 1
@@ -896,7 +897,7 @@ def test_keys_are_matched_to_their_certificates_in_linear_time(figures):
 
     started = time.perf_counter()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(crypto, "_public_key_der", counted)
+        patch.setattr(crypto.keys, "public_key_der", counted)
         items = crypto.load_keystore(data, PASSWORD)
     elapsed = time.perf_counter() - started
 
@@ -918,8 +919,12 @@ def must_not_be_called(*args, **kwargs):
 
 @pytest.fixture
 def parsers_forbidden(monkeypatch):
-    for name in ("_load_certificates", "_load_pkcs12", "_load_jks"):
-        monkeypatch.setattr(crypto, name, must_not_be_called)
+    for module, name in (
+        (certfiles, "_load_certificates"),
+        (pkcs12_import, "_load_pkcs12"),
+        (jks_import, "_load_jks"),
+    ):
+        monkeypatch.setattr(module, name, must_not_be_called)
     monkeypatch.setattr(parser.zipfile, "ZipFile", must_not_be_called)
     monkeypatch.setattr(parser, "_declared_entry_count", must_not_be_called)
 

@@ -1,0 +1,130 @@
+"""Reading Java keystores (JKS and JCEKS) through pyjks: key pairs and trusted certificates,
+each key's derivation priced before pyjks spends it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jks
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.type import univ
+from pyasn1_modules import rfc5958, rfc8018
+
+from keystore.crypto import kdf, keys
+from keystore.crypto.certfiles import parse_der_certificate
+from keystore.crypto.errors import CryptoError
+from keystore.crypto.items import KeystoreItem, keystore_bytes, without_problems
+from keystore.crypto.keys import PrivateKey
+
+JKS_MAGIC = b"\xfe\xed\xfe\xed"
+JCEKS_MAGIC = b"\xce\xce\xce\xce"
+
+
+def load_jks(data: bytes, password: str, *, entry_problems: bool = False) -> list[KeystoreItem]:
+    """Read a Java JKS or JCEKS keystore: its key pairs and trusted certificates.
+
+    Secret (symmetric) key entries of a JCEKS file are skipped. Each private key must be
+    protected by the keystore password, which is how keytool writes them by default. A key that
+    cannot be taken refuses the file, or with ``entry_problems`` becomes an item with a problem.
+    """
+    data = keystore_bytes(data)
+    if data[:4] not in (JKS_MAGIC, JCEKS_MAGIC):
+        raise CryptoError("Not a JKS or JCEKS keystore.")
+    try:
+        items = _load_jks(data, password)
+    except CryptoError:
+        raise
+    except Exception:
+        raise CryptoError("The Java keystore could not be read; it may be damaged.") from None
+    return items if entry_problems else without_problems(items)
+
+
+def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
+    try:
+        store = jks.KeyStore.loads(data, password, try_decrypt_keys=False)
+    except jks.util.KeystoreSignatureException:
+        raise CryptoError("Wrong password or damaged Java keystore.") from None
+    except Exception:
+        raise CryptoError(
+            "The Java keystore could not be read; it may be damaged or truncated."
+        ) from None
+    costs = {
+        alias: _jks_key_cost(entry)
+        for alias, entry in store.entries.items()
+        if isinstance(entry, jks.PrivateKeyEntry)
+    }
+    budget = kdf.KdfBudget()
+    budget.plan(costs.values())
+    items: list[KeystoreItem] = []
+    for alias, entry in store.entries.items():
+        if isinstance(entry, jks.PrivateKeyEntry):
+            budget.spend(costs[alias])
+            key, problem = _jks_private_key(alias, entry, password)
+            if key is None:
+                items.append(KeystoreItem(alias=alias, private_key=None, chain=[], problem=problem))
+                continue
+            chain = [
+                parse_der_certificate(der, f"A certificate of '{alias}'")
+                for cert_type, der in entry.cert_chain
+                if cert_type == "X.509"
+            ]
+            if not chain:
+                raise CryptoError(f"The key '{alias}' has no certificate in the keystore.")
+            if not keys.private_key_matches(key, chain[0]):
+                raise CryptoError(f"The key '{alias}' does not match its certificate.")
+            try:
+                keys.prove_key(key, chain[0], f"The key '{alias}'")
+            except CryptoError as error:
+                items.append(
+                    KeystoreItem(alias=alias, private_key=None, chain=[], problem=str(error))
+                )
+                continue
+            items.append(KeystoreItem(alias=alias, private_key=key, chain=chain))
+        elif isinstance(entry, jks.TrustedCertEntry):
+            if entry.type != "X.509":
+                continue
+            cert = parse_der_certificate(entry.cert, f"The certificate '{alias}'")
+            items.append(KeystoreItem(alias=alias, private_key=None, chain=[cert]))
+    return items
+
+
+def _jks_private_key(alias: str, entry: Any, password: str) -> tuple[PrivateKey | None, str]:
+    """The entry's key, or None and the reason it cannot be taken."""
+    what = f"The key '{alias}'"
+    try:
+        entry.decrypt(password)
+    except jks.util.DecryptionFailureException:
+        return None, (
+            f"{what} is protected by a password other than the keystore password; "
+            "give it the keystore password and try again."
+        )
+    except jks.util.UnexpectedAlgorithmException:
+        return None, f"{what} is protected by an algorithm that is not supported."
+    except Exception:
+        return None, f"{what} could not be decrypted; it may be damaged."
+    try:
+        return keys.uploaded_key(keys.loaded_key(entry.pkey_pkcs8, what), what), ""
+    except CryptoError as error:
+        return None, str(error)
+
+
+_JKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.17.1.1")
+_JCEKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.19.1")
+
+
+def _jks_key_cost(entry: Any) -> int:
+    """What pyjks will spend to decrypt the entry's key, read before it is asked to."""
+    # pyjks keeps the protected key in a private attribute and offers no other way to see the
+    # iteration count before its decrypt() spends it.
+    info, _ = ber_decoder.decode(
+        bytes(entry._encrypted), asn1Spec=rfc5958.EncryptedPrivateKeyInfo()
+    )
+    algorithm = info["encryptionAlgorithm"]
+    if algorithm["algorithm"] == _JCEKS_KEY_PROTECTOR:
+        parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+        params, _ = ber_decoder.decode(parameters, asn1Spec=rfc8018.PBEParameter())
+        return int(params["iterationCount"]) * kdf.JCEKS_WEIGHT
+    if algorithm["algorithm"] == _JKS_KEY_PROTECTOR:
+        # one SHA-1 of the password per 20 bytes of key stream, and one to check the result
+        return (len(bytes(info["encryptedData"])) // 20 + 2) * kdf.PYTHON_HASH_WEIGHTS["sha1"]
+    return 0  # pyjks refuses other algorithms without deriving anything
