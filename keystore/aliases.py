@@ -20,8 +20,9 @@ def _ascii_look_alike(char: str) -> str:
     found = confusables.is_confusable(char, greedy=True, preferred_aliases=[])
     for item in found or ():
         for homoglyph in item["homoglyphs"]:
-            if homoglyph["c"].isascii():
-                return homoglyph["c"]
+            look_alike: str = homoglyph["c"]  # confusable_homoglyphs has no type information
+            if look_alike.isascii():
+                return look_alike
     return char
 
 

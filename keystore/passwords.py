@@ -10,13 +10,18 @@ command ask here first, to show the reason beside the field or name the variable
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 MIN_EXPORT_PASSWORD_LENGTH = 8
 
 
-def export_password_problems(password: str, user=None) -> list[str]:
+def export_password_problems(password: str, user: User | None = None) -> list[str]:
     """Why `password` may not protect an exported private key; empty when it may.
 
     `user` (the person exporting) lets the validators refuse a password that resembles the

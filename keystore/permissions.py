@@ -21,8 +21,15 @@ from django.http import Http404
 from keystore.rolemodels import TenantGroupObjectPermission, TenantRole, TenantUserObjectPermission
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+    from django.db.models import QuerySet
+
     from keystore.audit import Actor
     from keystore.models import Tenant
+
+    #: Whoever asks: a user, a request's anonymous user, or None (nobody); the last two hold
+    #: no permission anywhere.
+    AnyUser = User | AnonymousUser | None
 
 READ = "NodeManager.read"
 DEPLOY = "NodeManager.deploysecuritycontent"
@@ -42,9 +49,9 @@ ROLES: dict[str, tuple[str, ...]] = {
 _CACHE_ATTR = "_keystore_tenant_perms"
 
 
-def _perm_map(user) -> dict[int, frozenset[str]]:
+def _perm_map(user: AnyUser) -> dict[int, frozenset[str]]:
     """tenant id -> permission codenames of this user, read once per user object."""
-    cached = getattr(user, _CACHE_ATTR, None)
+    cached: dict[int, frozenset[str]] | None = getattr(user, _CACHE_ATTR, None)
     if cached is not None:
         return cached
     result: dict[int, set[str]] = {}
@@ -69,17 +76,17 @@ def _perm_map(user) -> dict[int, frozenset[str]]:
     return frozen
 
 
-def forget(user) -> None:
+def forget(user: AnyUser) -> None:
     """Drop the cached map after a role change."""
     if hasattr(user, _CACHE_ATTR):
         delattr(user, _CACHE_ATTR)
 
 
-def _tenant_id(tenant) -> int:
+def _tenant_id(tenant: Tenant | int) -> int:
     return tenant if isinstance(tenant, int) else tenant.pk
 
 
-def may(user, perm: str, tenant) -> bool:
+def may(user: AnyUser, perm: str, tenant: Tenant | int) -> bool:
     return perm in _perm_map(user).get(_tenant_id(tenant), frozenset())
 
 
@@ -93,7 +100,7 @@ def require_of_actor(
         raise refusal(f"You are not allowed to {doing} in tenant {tenant.slug}.")
 
 
-def require(user, perm: str, tenant) -> None:
+def require(user: AnyUser, perm: str, tenant: Tenant | int) -> None:
     """403 for a role without `perm` on a tenant the user sees; 404 for a tenant the user does
     not see at all, like a missing object, so that sequential ids reveal nothing."""
     if may(user, perm, tenant):
@@ -103,25 +110,25 @@ def require(user, perm: str, tenant) -> None:
     raise PermissionDenied("You do not have the permission for this tenant.")
 
 
-def tenant_ids(user, perm: str = READ) -> set[int]:
+def tenant_ids(user: AnyUser, perm: str = READ) -> set[int]:
     return {tenant_id for tenant_id, perms in _perm_map(user).items() if perm in perms}
 
 
-def may_anywhere(user, perm: str = READ) -> bool:
+def may_anywhere(user: AnyUser, perm: str = READ) -> bool:
     return bool(tenant_ids(user, perm))
 
 
-def permissions_on(user, tenant) -> frozenset[str]:
+def permissions_on(user: AnyUser, tenant: Tenant | int) -> frozenset[str]:
     return _perm_map(user).get(_tenant_id(tenant), frozenset())
 
 
-def roles_of(user, tenant) -> list[str]:
+def roles_of(user: User, tenant: Tenant) -> list[str]:
     return list(
         TenantRole.objects.filter(tenant=tenant, group__user=user).values_list("role", flat=True)
     )
 
 
-def users_with(perm: str, tenant):
+def users_with(perm: str, tenant: Tenant) -> QuerySet[User]:
     """Active users who hold the permission on the tenant (for mails)."""
     user_model = get_user_model()
     group_ids = TenantGroupObjectPermission.objects.filter(

@@ -17,10 +17,12 @@ from keystore.permissions import ALL_PERMISSIONS, ROLES, forget, roles_of
 from keystore.rolemodels import TenantGroupObjectPermission, TenantRole
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
     from keystore.audit import Actor
 
 
-def role_group_name(role: str, tenant) -> str:
+def role_group_name(role: str, tenant: Tenant) -> str:
     return f"AuthGroup.{role} [{tenant.slug}]"
 
 
@@ -40,7 +42,7 @@ def _permission_objects() -> dict[str, Permission]:
     return perms
 
 
-def ensure_roles(tenants: Iterable | None = None) -> None:
+def ensure_roles(tenants: Iterable[Tenant] | None = None) -> None:
     """Create each tenant's role groups with exactly their permissions; safe to run again."""
 
     perms = _permission_objects()
@@ -71,7 +73,7 @@ def ensure_roles(tenants: Iterable | None = None) -> None:
                 )
 
 
-def assign_role(user, tenant, role: str, *, actor: Actor = None) -> None:
+def assign_role(user: User, tenant: Tenant, role: str, *, actor: Actor = None) -> None:
     """Make the user hold exactly this role on the tenant (replacing another role there);
     the change is audited in the same transaction."""
     if role not in ROLES:
@@ -98,7 +100,7 @@ def assign_role(user, tenant, role: str, *, actor: Actor = None) -> None:
     forget(user)
 
 
-def remove_roles(user, tenant) -> None:
+def remove_roles(user: User, tenant: Tenant) -> None:
     for tenant_role in TenantRole.objects.filter(tenant=tenant).select_related("group"):
         user.groups.remove(tenant_role.group)
     forget(user)

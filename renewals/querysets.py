@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Self
 
 from django.db import models
 from django.db.models import Q
@@ -11,9 +12,13 @@ from django.utils import timezone
 from keystore.querysets import TenantScopedQuerySet
 from renewals import conf
 
+if TYPE_CHECKING:
+    from keystore.models import Tenant
+    from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
 
-class PendingQuerySet(TenantScopedQuerySet):
-    def needing_attention(self, now: datetime | None = None) -> PendingQuerySet:
+
+class PendingQuerySet(TenantScopedQuerySet["PendingSapKey"]):
+    def needing_attention(self, now: datetime | None = None) -> Self:
         """Pending keys the scheduler never activates: expired already, or expiring no later
         than the key they would replace (activating them would shorten the alias's life)."""
         now = now or timezone.now()
@@ -21,18 +26,18 @@ class PendingQuerySet(TenantScopedQuerySet):
         # from the two indexes instead of reading every waiting key.
         return self.filter(Q(valid_until__lte=now) | Q(replaces_longer_lived_key__in=[True]))
 
-    def activatable_automatically(self, now: datetime | None = None) -> PendingQuerySet:
+    def activatable_automatically(self, now: datetime | None = None) -> Self:
         now = now or timezone.now()
         return self.filter(valid_until__gt=now, replaces_longer_lived_key=False)
 
-    def _current_key_expiring_by(self, until: datetime) -> PendingQuerySet:
+    def _current_key_expiring_by(self, until: datetime) -> Self:
         # As a subquery of ids: the window on the current key's expiry is what narrows a scan
         # down (its index), and a join would let the planner start from the waiting keys'
         # own validity instead, reading them all.
         window = self.model.objects.filter(entry__valid_until__lte=until).values("pk")
         return self.filter(pk__in=window)
 
-    def due_for_auto_activation(self, now: datetime | None = None) -> PendingQuerySet:
+    def due_for_auto_activation(self, now: datetime | None = None) -> Self:
         """Pending keys whose current key expires within RENEWALS_AUTO_ACTIVATE_BEFORE (or has
         expired already), except those needing attention."""
         now = now or timezone.now()
@@ -40,7 +45,7 @@ class PendingQuerySet(TenantScopedQuerySet):
             now + conf.auto_activate_before()
         ).activatable_automatically(now)
 
-    def in_reminder_window(self, now: datetime | None = None) -> PendingQuerySet:
+    def in_reminder_window(self, now: datetime | None = None) -> Self:
         """Pending keys whose automatic activation is at most the largest reminder away."""
         now = now or timezone.now()
         days = conf.reminder_days()
@@ -49,17 +54,15 @@ class PendingQuerySet(TenantScopedQuerySet):
         horizon = now + conf.auto_activate_before() + timedelta(days=days[0])
         return self._current_key_expiring_by(horizon).activatable_automatically(now)
 
-    def for_alias(self, tenant, alias: str) -> PendingQuerySet:
+    def for_alias(self, tenant: Tenant, alias: str) -> Self:
         return self.filter(tenant=tenant, entry__alias=alias)
 
 
-class HistoryQuerySet(TenantScopedQuerySet):
-    def for_alias(self, tenant, alias: str) -> HistoryQuerySet:
+class HistoryQuerySet(TenantScopedQuerySet["SapKeyBackup"]):
+    def for_alias(self, tenant: Tenant, alias: str) -> Self:
         return self.filter(tenant=tenant, alias=alias)
 
-    def active_until_matching(
-        self, instant: datetime, precision: timedelta | None = None
-    ) -> HistoryQuerySet:
+    def active_until_matching(self, instant: datetime, precision: timedelta | None = None) -> Self:
         """Backups whose Active Until is `instant`, or lies in [instant, instant + precision)
         when the operator typed the time less precisely than it is stored (the screens show
         whole seconds)."""
@@ -68,13 +71,13 @@ class HistoryQuerySet(TenantScopedQuerySet):
         return self.filter(active_until=instant)
 
 
-class NotificationQuerySet(TenantScopedQuerySet):
-    def unsent(self) -> NotificationQuerySet:
+class NotificationQuerySet(TenantScopedQuerySet["SentNotification"]):
+    def unsent(self) -> Self:
         return self.filter(sent_at__isnull=True, gave_up=False)
 
 
-class ScanRunQuerySet(models.QuerySet):
-    def abandoned(self, now: datetime | None = None) -> ScanRunQuerySet:
+class ScanRunQuerySet(models.QuerySet["ScanRun"]):
+    def abandoned(self, now: datetime | None = None) -> Self:
         """Unfinished runs older than any scan may live: django-q2 stops a task after its
         timeout, so such a run's worker was killed (or the task was lost) and nobody finishes it."""
         now = now or timezone.now()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -27,6 +28,11 @@ from django.utils import timezone
 from renewals.connectivity import conf
 from renewals.connectivity.models import ConnectivityTestRun, RunningConnectivityTest
 from renewals.tlsprobe import MAX_TIMEOUT
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from keystore.audit import Actor
 
 # Longer than any test may run (MAX_TIMEOUT, 20 s) and than gunicorn lets a worker spend on one
 # request (30 s by default) before killing it: only a claim whose test is surely over expires.
@@ -43,7 +49,7 @@ def expire_stale_claims(now: datetime) -> int:
     return deleted
 
 
-def _busy(actor) -> str | None:
+def _busy(actor: User) -> str | None:
     """Why no slot is free for `actor` right now, or None if one seems to be."""
     per_user = conf.max_concurrent_per_user()
     mine = RunningConnectivityTest.objects.filter(user=actor).count()
@@ -63,7 +69,7 @@ def _busy(actor) -> str | None:
     return None
 
 
-def _claim(actor, now: datetime) -> RunningConnectivityTest:
+def _claim(actor: User, now: datetime) -> RunningConnectivityTest:
     expire_stale_claims(now)
     reason = _busy(actor)
     if reason:
@@ -82,7 +88,7 @@ def _claim(actor, now: datetime) -> RunningConnectivityTest:
     raise LimitReached(_busy(actor) or "Too many connectivity tests are starting; try again.")
 
 
-def _check_rate(actor, claim: RunningConnectivityTest, now: datetime) -> None:
+def _check_rate(actor: User, claim: RunningConnectivityTest, now: datetime) -> None:
     limit = conf.tests_per_minute()
     recent = ConnectivityTestRun.objects.filter(actor=actor, started_at__gte=now - RATE_WINDOW)
     running = RunningConnectivityTest.objects.filter(user=actor).exclude(pk=claim.pk)
@@ -94,7 +100,7 @@ def _check_rate(actor, claim: RunningConnectivityTest, now: datetime) -> None:
 
 
 @contextmanager
-def claim_slot(actor, now: datetime | None = None) -> Iterator[None]:
+def claim_slot(actor: Actor, now: datetime | None = None) -> Iterator[None]:
     """Hold a slot for one test of `actor` while the block runs; LimitReached if none is free.
 
     Claims must be seen by the other workers at once, so call this outside a transaction (the
