@@ -5,7 +5,7 @@ audit log.
 Every page asks keystore.permissions for the tenant it shows or changes. The admin's own add,
 change and delete machinery is switched off for entries: an entry comes only from an upload or
 "Create key pair" and changes only through the service functions in keystore.services, which
-the custom views below call with `actor=request.user`. Lists read certificate facts from
+the custom views below call with `actor=acting_user(request)`. Lists read certificate facts from
 columns; only the detail page parses the chain (to draw it as a tree). Private keys are never
 put in a page.
 """
@@ -15,10 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
@@ -28,12 +30,15 @@ from django.views.decorators.http import require_safe
 from keystore import crypto, permissions, roles, services
 from keystore.adminmixins import (
     FORM_METHODS,
+    AdminRoute,
     NoAdminForms,
     TenantFactsAdmin,
     TenantFilter,
+    acting_user,
     expiry_badge,
     is_superuser,
     request_now,
+    visible_rows,
 )
 from keystore.downloads import file_response
 from keystore.forms import (
@@ -49,6 +54,15 @@ from keystore.forms import (
 )
 from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
 from keystore.timefmt import utc
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _EntryCount(TypedDict):
+        entry_count: int
+
+    #: A tenant of the tenant list, with the number of its entries.
+    TenantWithEntryCount = WithAnnotations[Tenant, _EntryCount]
 
 # Stands for an entry's id in URLs reversed once per request (see entry_url).
 _PK_PLACEHOLDER = 987654321987
@@ -104,16 +118,13 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
 
-    def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .visible_to(request.user, permissions.READ)
-            .annotate(entry_count=Count("entries"))
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TenantWithEntryCount]:
+        return visible_rows(super().get_queryset(request), request.user, permissions.READ).annotate(
+            entry_count=Count("entries")
         )
 
     @admin.display(description="entries", ordering="entry_count")
-    def entry_count(self, tenant: Tenant) -> int:
+    def entry_count(self, tenant: TenantWithEntryCount) -> int:
         return tenant.entry_count
 
     def has_module_permission(self, request):
@@ -426,7 +437,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 
     def get_urls(self):
         get, form = require_safe, FORM_METHODS  # downloads are plain GETs
-        routes = [
+        routes: list[AdminRoute] = [
             ("download/<int:pk>/<str:kind>/", self.download_view, "download", get),
             ("add-certificate/", self.add_certificate_view, "add_certificate", form),
             ("add-key-pair/", self.add_key_pair_view, "add_key_pair", form),
@@ -525,7 +536,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 tenant,
                 form.cleaned_data["alias"],
                 data,
-                actor=request.user,
+                actor=acting_user(request),
                 overwrite=form.cleaned_data["overwrite"],
             )
             return self._stored(request, entry, "certificate")
@@ -545,7 +556,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 form.cleaned_data["alias"],
                 data,
                 form.cleaned_data["password"],
-                actor=request.user,
+                actor=acting_user(request),
                 overwrite=form.cleaned_data["overwrite"],
             )
             return self._stored(request, entry, "key pair")
@@ -564,7 +575,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 tenant,
                 data,
                 form.cleaned_data["password"],
-                actor=request.user,
+                actor=acting_user(request),
                 overwrite=form.cleaned_data["overwrite"],
             )
             # Post/redirect/get: the summary travels in the session, so a reload shows it
@@ -653,7 +664,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                         form.cleaned_data["subject"],
                         key_type=form.cleaned_data["key_type"],
                         valid_days=form.cleaned_data["valid_days"],
-                        actor=request.user,
+                        actor=acting_user(request),
                     )
                 except services.KeystoreError as error:
                     form.add_error(None, str(error))
@@ -697,7 +708,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         if isinstance(entry, HttpResponseRedirect):
             return entry
         try:
-            download = services.signing_request(entry, actor=request.user)
+            download = services.signing_request(entry, actor=acting_user(request))
         except services.KeystoreError as error:
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(self._change_url(entry))
@@ -713,7 +724,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             if form.is_valid():
                 try:
                     entry, warnings = services.apply_signing_response(
-                        entry, read_upload(form.cleaned_data["file"]), actor=request.user
+                        entry, read_upload(form.cleaned_data["file"]), actor=acting_user(request)
                     )
                 except services.KeystoreError as error:
                     form.add_error("file", str(error))
@@ -757,7 +768,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 old_alias = entry.alias
                 try:
                     renamed = services.rename_entry(
-                        entry, form.cleaned_data["new_alias"], actor=request.user
+                        entry, form.cleaned_data["new_alias"], actor=acting_user(request)
                     )
                 except services.KeystoreError as error:
                     form.add_error("new_alias", str(error))
@@ -794,7 +805,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             return self._refuse_sap_owned(request, entry)
         if request.method == "POST":
             try:
-                services.delete_entry(entry, actor=request.user)
+                services.delete_entry(entry, actor=acting_user(request))
             except services.KeystoreError as error:
                 self.message_user(request, str(error), messages.ERROR)
                 return HttpResponseRedirect(self._change_url(entry))
@@ -826,7 +837,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             if form.is_valid():
                 try:
                     content = services.export_pkcs12(
-                        entry, form.cleaned_data["password1"], actor=request.user
+                        entry, form.cleaned_data["password1"], actor=acting_user(request)
                     )
                 except services.KeystoreError as error:
                     form.add_error(None, str(error))
@@ -862,7 +873,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                     download = services.backup_keystore(
                         form.cleaned_data["tenant"],
                         form.cleaned_data["password1"],
-                        actor=request.user,
+                        actor=acting_user(request),
                     )
                 except services.KeystoreError as error:
                     form.add_error(None, str(error))
@@ -907,13 +918,13 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 sap_owned=sap_owned,
                 not_allowed=not_allowed,
                 selected_ids=[entry.pk for entry in allowed],
-                action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+                action_checkbox_name=ACTION_CHECKBOX_NAME,
                 action_name="delete_selected_entries",
             )
         deleted = []
         for entry in deletable:
             try:
-                services.delete_entry(entry, actor=request.user)
+                services.delete_entry(entry, actor=acting_user(request))
             except services.KeystoreError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
-from django.urls import path
+from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import models
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
@@ -22,8 +26,48 @@ from keystore import conf, permissions
 from keystore.models import Tenant
 from keystore.timefmt import utc
 
+if TYPE_CHECKING:
+    from keystore.permissions import AnyUser
+
+_M = TypeVar("_M", bound=models.Model)
+
+#: A view of a custom admin URL.
+View = Callable[..., HttpResponse]
+#: The methods a view answers: require_safe, require_POST or FORM_METHODS.
+AllowedMethods = Callable[[View], View]
+#: (route, view, name suffix, allowed methods), see TenantScopedAdmin.tenant_urls.
+AdminRoute = tuple[str, View, str, AllowedMethods]
+
 # Forms answer GET (show) and POST (act), nothing else.
-FORM_METHODS = require_http_methods(["GET", "HEAD", "POST"])
+FORM_METHODS: AllowedMethods = require_http_methods(["GET", "HEAD", "POST"])
+
+
+def acting_user(request: HttpRequest) -> User:
+    """The user an admin view acts for, as the services' `actor`. Custom admin URLs are behind
+    admin_site.admin_view (a logged-in staff user), so an anonymous user is refused here only
+    if a view were ever wired without it."""
+    user = request.user
+    if not isinstance(user, User):
+        raise PermissionDenied("Log in to do this.")
+    return user
+
+
+@runtime_checkable
+class VisibleToQuerySet(Protocol):
+    """A queryset that knows which of its rows a user may see (keystore.querysets)."""
+
+    def visible_to(self, user: AnyUser, perm: str | None = None) -> Self: ...
+
+
+def visible_rows(queryset: QuerySet[_M], user: AnyUser, perm: str) -> QuerySet[_M]:
+    """An admin's queryset narrowed to the rows of the tenants where `user` holds `perm`; the
+    model's manager must be one of keystore.querysets' tenant-aware querysets."""
+    if not isinstance(queryset, VisibleToQuerySet):
+        raise ImproperlyConfigured(
+            f"{queryset.model.__name__}'s queryset has no visible_to; its admin cannot be "
+            "tenant-scoped."
+        )
+    return queryset.visible_to(user, perm)
 
 
 class NoAdminForms:
@@ -51,8 +95,10 @@ class TenantScopedAdmin(admin.ModelAdmin):
     def tenant_of(self, obj):
         return getattr(obj, self.tenant_field)
 
-    def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).visible_to(request.user, self.view_permission)
+    # Any: subclasses go on with their model's own queryset methods (with_usage_count, ...),
+    # and ModelAdmin's stubs know only a plain QuerySet.
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return visible_rows(super().get_queryset(request), request.user, self.view_permission)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return permissions.may_anywhere(request.user, self.view_permission)
@@ -77,7 +123,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         """The full name of one of this admin's URLs (its own or Django's)."""
         return f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
 
-    def tenant_urls(self, routes: list[tuple[str, Callable, str, Callable]]) -> list:
+    def tenant_urls(self, routes: list[AdminRoute]) -> list[URLPattern]:
         """This admin's own URLs from (route, view, name suffix, allowed methods) rows, the
         methods being require_safe, require_POST or FORM_METHODS; each behind tenant_view."""
         info = f"{self.opts.app_label}_{self.opts.model_name}"
@@ -86,7 +132,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
             for route, view, suffix, methods in routes
         ]
 
-    def tenant_view(self, view: Callable) -> Callable:
+    def tenant_view(self, view: View) -> View:
         """Wrap a custom admin URL in admin_view (staff login); the view then calls
         get_object_for / permissions.require for the tenant it touches."""
         return self.admin_site.admin_view(view)
@@ -147,13 +193,15 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
 # -- one clock and one colour per page ------------------------------------------------------
 
+_NOW_ATTR = "_keystore_now"
+
 
 def request_now(request: HttpRequest) -> datetime:
     """One clock reading per request, so every row and filter of a page agrees on "now"."""
-    now = getattr(request, "_keystore_now", None)
+    now: datetime | None = getattr(request, _NOW_ATTR, None)
     if now is None:
         now = timezone.now()
-        request._keystore_now = now
+        setattr(request, _NOW_ATTR, now)
     return now
 
 

@@ -21,9 +21,11 @@ from django.views.decorators.http import require_safe
 from keystore import permissions, services
 from keystore.adminmixins import (
     FORM_METHODS,
+    AdminRoute,
     NoAdminForms,
     TenantFactsAdmin,
     TenantFilter,
+    acting_user,
     expiry_badge,
     request_now,
 )
@@ -113,7 +115,7 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
             )
         return self.tenant_urls(routes) + super().get_urls()
 
-    def custom_routes(self) -> list:
+    def custom_routes(self) -> list[AdminRoute]:
         """(route, view, name suffix, allowed methods) rows, see TenantScopedAdmin.tenant_urls."""
         return []
 
@@ -236,7 +238,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
     def auto_activation(self, pending: PendingSapKey) -> str:
         return utc(pending.auto_activation_at)
 
-    def custom_routes(self) -> list:
+    def custom_routes(self) -> list[AdminRoute]:
         return [("<int:pk>/activate/", self.activate_view, "activate", FORM_METHODS)]
 
     def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -281,7 +283,10 @@ class PendingSapKeyAdmin(RenewalAdmin):
             return HttpResponseRedirect(reverse(self.url_name("activate"), args=[pending.pk]))
         try:
             result = activate_pending_key(
-                pending.tenant, pending.alias, actor=request.user, expected_fingerprint=confirmed
+                pending.tenant,
+                pending.alias,
+                actor=acting_user(request),
+                expected_fingerprint=confirmed,
             )
         except NothingToActivate as error:
             self.message_user(request, str(error), messages.WARNING)
@@ -370,7 +375,7 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             utc(backup.active_until, seconds=True),
         )
 
-    def custom_routes(self) -> list:
+    def custom_routes(self) -> list[AdminRoute]:
         return [("<int:pk>/revert/", self.revert_view, "revert", FORM_METHODS)]
 
     def revert_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -379,7 +384,7 @@ class SapKeyHistoryAdmin(RenewalAdmin):
         if request.method == "POST":
             try:
                 add_back_to_pending(
-                    backup, actor=request.user, replace=request.POST.get("replace") == "on"
+                    backup, actor=acting_user(request), replace=request.POST.get("replace") == "on"
                 )
             except AlreadyWaiting as error:
                 self.message_user(request, str(error), messages.WARNING)

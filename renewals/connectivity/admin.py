@@ -23,9 +23,11 @@ from django.views.decorators.http import require_POST, require_safe
 from keystore import permissions
 from keystore.adminmixins import (
     FORM_METHODS,
+    AdminRoute,
     NoAdminForms,
     TenantFilter,
     TenantScopedAdmin,
+    acting_user,
 )
 from keystore.downloads import file_response
 from keystore.models import KeystoreEntry
@@ -137,7 +139,7 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
         return self._url("result", pk)
 
     def get_urls(self):
-        routes = [
+        routes: list[AdminRoute] = [
             ("run/", self.run_view, "run", FORM_METHODS),
             ("<int:pk>/result/", self.result_view, "result", require_safe),
             (
@@ -181,7 +183,7 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
                         verify_server=data["verify_server"],
                         use_system_trust=data["use_system_trust"],
                         timeout=data["timeout"],
-                        actor=request.user,
+                        actor=acting_user(request),
                     )
                 except ConnectivityError as error:
                     form.add_error(None, str(error))
@@ -321,7 +323,11 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
             data = form.cleaned_data
             try:
                 entry = add_server_root_to_keystore(
-                    run, data["index"], data["alias"], data["fingerprint"], actor=request.user
+                    run,
+                    data["index"],
+                    data["alias"],
+                    data["fingerprint"],
+                    actor=acting_user(request),
                 )
             except ConnectivityError as error:
                 form.add_error(None, str(error))
