@@ -17,6 +17,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, TypedDict, cast
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -31,6 +32,18 @@ from keystore import permissions
 from keystore.models import AuditEvent, KeystoreEntry, Tenant
 from keystore.querysets import expiry_bucket_conditions
 from renewals.models import PendingSapKey
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    from keystore.permissions import AnyUser
+
+    class ChangeUrl(TypedDict):
+        change_url: str
+
+    #: Rows of the dashboard's lists, each with the URL of its admin page ("" without one).
+    LinkedPendingKey = WithAnnotations[PendingSapKey, ChangeUrl]
+    LinkedAuditEvent = WithAnnotations[AuditEvent, ChangeUrl]
 
 # (state of keystore.querysets.EXPIRY_BUCKETS, heading, value of the keystore list's "expiry"
 # filter that lists these entries)
@@ -49,19 +62,31 @@ AUDIT_EVENTS = 10
 # -- counts ------------------------------------------------------------------------------------
 
 
-def expiry_state_counts(tenants: QuerySet[Tenant], now: datetime) -> list[Tenant]:
-    """The tenants, ordered by slug, each with `state_counts` {state: entries} and
-    `entry_total`, from one query."""
+@dataclass(frozen=True)
+class TenantExpiryCounts:
+    """A tenant's entries by expiry state (keystore.querysets.EXPIRY_BUCKETS) and in all."""
+
+    tenant: Tenant
+    state_counts: dict[str, int]
+    entry_total: int
+
+
+def expiry_state_counts(tenants: QuerySet[Tenant], now: datetime) -> list[TenantExpiryCounts]:
+    """The tenants' counts, ordered by slug, from one query."""
     filters = expiry_bucket_conditions(now, "entries__")
     annotations = {
         f"n_{state}": Count("entries", filter=condition) for state, condition in filters.items()
     }
-    rows = list(
-        tenants.annotate(entry_total=Count("entries"), **annotations).order_by("slug", "pk")
-    )
-    for tenant in rows:
-        tenant.state_counts = {state: getattr(tenant, f"n_{state}") for state in filters}
-    return rows
+    return [
+        TenantExpiryCounts(
+            tenant=tenant,
+            state_counts={state: getattr(tenant, f"n_{state}") for state in filters},
+            entry_total=tenant.entry_total,
+        )
+        for tenant in tenants.annotate(entry_total=Count("entries"), **annotations).order_by(
+            "slug", "pk"
+        )
+    ]
 
 
 def month_starts(now: datetime, count: int = TIMELINE_MONTHS) -> list[date]:
@@ -224,7 +249,7 @@ class TenantDashboard:
     entries_url: str
     timeline: list[tuple[date, int]]
     timeline_svg: SafeString
-    pending: list[PendingSapKey] = field(default_factory=list)
+    pending: list[LinkedPendingKey] = field(default_factory=list)
     pending_count: int = 0
     pending_url: str = ""
     flows: list = field(default_factory=list)
@@ -244,7 +269,7 @@ class TenantDashboard:
 class Dashboard:
     now: datetime
     tenants: list[TenantDashboard]
-    audit_events: list[AuditEvent]
+    audit_events: list[LinkedAuditEvent]
     audit_url: str
     flows_available: bool
 
@@ -276,20 +301,25 @@ def _url(name: str, *args, query: dict | None = None) -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
-def build_dashboard(user, now: datetime | None = None) -> Dashboard:
+def build_dashboard(user: AnyUser, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, for the tenants this user may read."""
     now = now or timezone.now()
     visible = permissions.tenant_ids(user, permissions.READ)
-    tenants = expiry_state_counts(Tenant.objects.filter(pk__in=visible), now)
-    ids = [tenant.pk for tenant in tenants]
+    counts = expiry_state_counts(Tenant.objects.filter(pk__in=visible), now)
+    ids = [row.tenant.pk for row in counts]
     timelines = expiry_counts_by_month(ids, now) if ids else {}
 
     waiting = PendingSapKey.objects.filter(tenant_id__in=ids)
-    pending = list(
+    pending: list[LinkedPendingKey] = []
+    for key in (
         waiting.select_related("tenant", "entry")
         .defer("chain_pem", "sealed_private_key", "entry__chain_pem", "entry__sealed_private_key")
         .order_by("entry__valid_until", "pk")[:LIST_LIMIT]
-    )
+    ):
+        # The cast is made true on the next line (the page and its tests read key.change_url).
+        linked_key = cast("LinkedPendingKey", key)
+        linked_key.change_url = _url("admin:renewals_pendingsapkey_change", key.pk)
+        pending.append(linked_key)
     pending_counts = dict(
         waiting.values("tenant_id").annotate(n=Count("pk")).values_list("tenant_id", "n").order_by()
     )
@@ -299,9 +329,8 @@ def build_dashboard(user, now: datetime | None = None) -> Dashboard:
     entries_list = _url("admin:keystore_keystoreentry_changelist")
     pending_list = _url("admin:renewals_pendingsapkey_changelist")
     flows_list = _url("admin:whereused_integrationflow_changelist")
-    pending_by_tenant: dict[int, list[PendingSapKey]] = {}
+    pending_by_tenant: dict[int, list[LinkedPendingKey]] = {}
     for key in pending:
-        key.change_url = _url("admin:renewals_pendingsapkey_change", key.pk)
         pending_by_tenant.setdefault(key.tenant_id, []).append(key)
     flows_by_tenant: dict[int, list] = {}
     for flow in flows:
@@ -309,12 +338,13 @@ def build_dashboard(user, now: datetime | None = None) -> Dashboard:
         flows_by_tenant.setdefault(flow.tenant_id, []).append(flow)
 
     summaries = []
-    for tenant in tenants:
+    for row in counts:
+        tenant = row.tenant
         cells = [
             StateCell(
                 state,
                 heading,
-                tenant.state_counts[state],
+                row.state_counts[state],
                 f"{entries_list}?"
                 + urlencode({"tenant": tenant.pk, **({"expiry": expiry} if expiry else {})}),
             )
@@ -326,7 +356,7 @@ def build_dashboard(user, now: datetime | None = None) -> Dashboard:
             TenantDashboard(
                 tenant=tenant,
                 states=cells,
-                entry_total=tenant.entry_total,
+                entry_total=row.entry_total,
                 entries_url=f"{entries_list}?{urlencode({'tenant': tenant.pk})}",
                 timeline=timeline,
                 timeline_svg=mark_safe(svg),  # noqa: S308  every text in it is escaped
@@ -343,11 +373,13 @@ def build_dashboard(user, now: datetime | None = None) -> Dashboard:
                 ),
             )
         )
-    audit_events = list(
-        AuditEvent.objects.filter(tenant_id__in=ids).select_related("tenant")[:AUDIT_EVENTS]
-    )
-    for event in audit_events:
-        event.change_url = _url("admin:keystore_auditevent_change", event.pk)
+    audit_events: list[LinkedAuditEvent] = []
+    for event in AuditEvent.objects.filter(tenant_id__in=ids).select_related("tenant")[
+        :AUDIT_EVENTS
+    ]:
+        linked_event = cast("LinkedAuditEvent", event)
+        linked_event.change_url = _url("admin:keystore_auditevent_change", event.pk)
+        audit_events.append(linked_event)
     return Dashboard(
         now=now,
         tenants=summaries,

@@ -125,7 +125,8 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
         if tenant_ids is None
         else Tenant.objects.filter(pk__in=list(tenant_ids))
     )
-    tenants = expiry_state_counts(tenants_qs, now)
+    counts = expiry_state_counts(tenants_qs, now)
+    tenants = [row.tenant for row in counts]
     ids = [tenant.pk for tenant in tenants]
     slugs = {tenant.pk: tenant.slug for tenant in tenants}
 
@@ -151,9 +152,9 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
         "Keystore entries by expiry state: expired, within_7_days, within_30_days "
         "(8 to 30), within_90_days (31 to 90), later.",
     )
-    for tenant in tenants:
+    for row in counts:
         for state, _heading, _filter in EXPIRY_STATES:
-            states.add(tenant.state_counts[state], tenant=tenant.slug, state=state)
+            states.add(row.state_counts[state], tenant=row.tenant.slug, state=state)
 
     pending_counts = dict(
         PendingSapKey.objects.filter(tenant_id__in=ids)
