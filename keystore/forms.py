@@ -11,6 +11,8 @@ refuse (keystore.passwords). Passwords are never rendered back.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
@@ -18,6 +20,11 @@ from keystore import crypto, permissions
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
 from keystore.passwords import MIN_EXPORT_PASSWORD_LENGTH, export_password_problems
 from keystore.services import KEY_TYPES, MAX_CREATED_VALID_DAYS
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from keystore.permissions import AnyUser
 
 
 def _size_text(limit: int) -> str:
@@ -41,7 +48,11 @@ class CappedFileField(forms.FileField):
 
     def clean(self, data, initial=None):
         upload = super().clean(data, initial)
-        if isinstance(upload, UploadedFile) and upload.size > self.max_bytes:
+        if (
+            isinstance(upload, UploadedFile)
+            and upload.size is not None
+            and upload.size > self.max_bytes
+        ):
             raise forms.ValidationError(
                 f"The file is larger than {_size_text(self.max_bytes)}, the limit for {self.what}."
             )
@@ -87,10 +98,12 @@ class TenantUploadForm(forms.Form):
         },
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:
+    def __init__(self, *args: Any, user: AnyUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         tenants = Tenant.objects.visible_to(user, self.tenant_permission)
-        self.fields["tenant"].queryset = tenants
+        tenant_field = self.fields["tenant"]
+        assert isinstance(tenant_field, forms.ModelChoiceField)  # as declared above
+        tenant_field.queryset = tenants
         if not self.is_bound:
             only = list(tenants[:2])
             if len(only) == 1:
@@ -198,12 +211,13 @@ class ExportForm(forms.Form):
     )
     password2 = _password_field("Password (again)")
 
-    def __init__(self, *args, user=None, **kwargs) -> None:
+    def __init__(self, *args: Any, user: User | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.exporting_user = user
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         first, second = cleaned.get("password1"), cleaned.get("password2")
         problems = export_password_problems(first, self.exporting_user) if first else []
         if problems:
@@ -218,7 +232,7 @@ class KeystoreBackupForm(TenantUploadForm, ExportForm):
 
     tenant_permission = permissions.READ_SECURITY
 
-    def __init__(self, *args, user, **kwargs) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, user=user, **kwargs)
         self.fields["tenant"].error_messages["invalid_choice"] = (
             "Choose a tenant whose keystore you may back up."

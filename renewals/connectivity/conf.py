@@ -63,7 +63,7 @@ def allowed_networks() -> tuple[Network, ...]:
 
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """System check: `manage.py check` and `runserver` name a bad setting before a test needs it."""
-    errors = []
+    errors: list[checks.CheckMessage] = []
     for read in (tests_per_minute, max_concurrent_per_user, max_concurrent, allowed_networks):
         try:
             read()

@@ -9,6 +9,8 @@ than the one chosen (a forged form).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.db.models import Exists, OuterRef
 
@@ -17,26 +19,28 @@ from keystore.models import ALIAS_MAX_LENGTH, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
 from renewals.tlsprobe import MAX_TIMEOUT
 
+if TYPE_CHECKING:
+    from keystore.permissions import AnyUser
+
 MIN_TIMEOUT = 1
 NO_CLIENT_CERTIFICATE = ""
 
 
-def key_pair_choices(user) -> list:
+def key_pair_choices(user: AnyUser) -> list[tuple[str, str | list[tuple[str, str]]]]:
     """ "tenant / alias" options of every tenant where the user may run tests, in one query."""
     entries = (
         KeystoreEntry.objects.visible_to(user, permissions.READ_CREDENTIALS)
         .key_pairs()
-        .select_related("tenant")
-        .only("alias", "tenant", "tenant__slug")
         .annotate(waiting=Exists(PendingSapKey.objects.filter(entry=OuterRef("pk"))))
         .order_by("tenant__slug", "alias")
+        .values_list("pk", "tenant__slug", "alias", "waiting")
     )
     groups: dict[str, list[tuple[str, str]]] = {}
-    for entry in entries:
-        label = f"{entry.tenant.slug} / {entry.alias}"
-        if entry.waiting:
+    for pk, tenant_slug, alias, waiting in entries:
+        label = f"{tenant_slug} / {alias}"
+        if waiting:
             label += " (new SAP key waiting)"
-        groups.setdefault(entry.tenant.slug, []).append((str(entry.pk), label))
+        groups.setdefault(tenant_slug, []).append((str(pk), label))
     return [(NO_CLIENT_CERTIFICATE, "None: no client certificate"), *groups.items()]
 
 
@@ -98,18 +102,22 @@ class ConnectivityTestForm(forms.Form):
         help_text="The public CAs trusted by this server's operating system.",
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:
+    def __init__(self, *args: Any, user: AnyUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         tenants = Tenant.objects.visible_to(user, permissions.READ_CREDENTIALS)
-        self.fields["tenant"].queryset = tenants
-        self.fields["entry"].choices = key_pair_choices(user)
+        tenant_field, entry_field = self.fields["tenant"], self.fields["entry"]
+        assert isinstance(tenant_field, forms.ModelChoiceField)  # as declared above
+        assert isinstance(entry_field, forms.ChoiceField)
+        tenant_field.queryset = tenants
+        entry_field.choices = key_pair_choices(user)
         if not self.is_bound and "tenant" not in self.initial:
             only = list(tenants[:2])
             if len(only) == 1:
                 self.fields["tenant"].initial = only[0].pk
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         tenant, entry_id = cleaned.get("tenant"), cleaned.get("entry")
         cleaned["alias"] = ""
         if tenant is not None and entry_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from django.core.management.base import CommandError
 
@@ -18,7 +19,12 @@ _FRACTION = re.compile(r"T?\d{2}:\d{2}:\d{2}[.,]\d+")
 _SECONDS = re.compile(r"\d{2}:\d{2}:\d{2}")
 
 
+@overload
+def iso(moment: datetime) -> str: ...
+@overload
+def iso(moment: None) -> None: ...
 def iso(moment: datetime | None) -> str | None:
+    """The moment in ISO-8601, UTC; None stays None (null in JSON output)."""
     return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
