@@ -12,8 +12,8 @@ from axes.signals import user_locked_out
 from django.conf import settings
 from django.dispatch import receiver
 
+from keystore.audit import record_audit
 from keystore.models import AuditAction
-from keystore.services import record_audit
 
 logger = logging.getLogger(__name__)
 

@@ -104,7 +104,7 @@ def _store(
     private_key: crypto.PrivateKey | None,
     *,
     owner: str,
-    actor,
+    actor: Actor,
     overwrite: bool,
     label: str | None = None,
     detail: str = "",
@@ -498,7 +498,8 @@ class ImportSummary:
     def rejected(self) -> list[ImportOutcome]:
         return self._of("rejected")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, list[str] | list[dict[str, str]]]:
+        """The summary as JSON data (import_keystore --json)."""
         return {
             "added": [o.alias for o in self.added],
             "overwritten": [o.alias for o in self.overwritten],

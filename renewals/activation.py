@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from keystore import crypto, permissions
+from keystore.audit import actor_label, record_audit
 from keystore.models import (
     AuditAction,
     EntryType,
@@ -31,16 +32,10 @@ from keystore.models import (
     is_sap_alias,
 )
 from keystore.sealing import SealingError
-from keystore.services import (
-    KeystoreError,
-    actor_label,
-    load_key_pair_file,
-    record_audit,
-    validated_chain,
-)
+from keystore.services import KeystoreError, load_key_pair_file, validated_chain
 from keystore.timefmt import utc
 from renewals import alerts, conf, notifications
-from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun
+from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun, SentNotification
 from renewals.whereused.restart import mark_restart_required
 
 if TYPE_CHECKING:
@@ -82,11 +77,11 @@ def _nothing_waiting(tenant: Tenant, alias: str) -> NothingToActivate:
 def _locked_sap_entry(tenant: Tenant, alias: str) -> KeystoreEntry:
     """The current SAP-owned key pair with this alias, locked for this transaction."""
     entry = KeystoreEntry.objects.select_for_update().filter(tenant=tenant, alias=alias).first()
-    _check_sap_entry(entry, tenant, alias)
-    return entry
+    return _checked_sap_entry(entry, tenant, alias)
 
 
-def _check_sap_entry(entry: KeystoreEntry | None, tenant: Tenant, alias: str) -> None:
+def _checked_sap_entry(entry: KeystoreEntry | None, tenant: Tenant, alias: str) -> KeystoreEntry:
+    """`entry`, if it is the SAP-owned key pair `alias`; RenewalError otherwise."""
     if not is_sap_alias(alias):
         raise RenewalError(
             f"{alias!r} is not an SAP alias: only aliases starting with 'sap_' or "
@@ -98,6 +93,7 @@ def _check_sap_entry(entry: KeystoreEntry | None, tenant: Tenant, alias: str) ->
         )
     if entry.owner != Owner.SAP or entry.entry_type != EntryType.KEY_PAIR:
         raise RenewalError(f"{alias!r} in {tenant.slug} is not an SAP-owned key pair.")
+    return entry
 
 
 def _unopenable(material: KeyMaterial, error: SealingError) -> RenewalError:
@@ -231,8 +227,9 @@ def provision_sap_key(
     valid_days = conf.provision_valid_days() if valid_days is None else valid_days
     if not 2 <= valid_days <= 3650:
         raise RenewalError("The validity must be between 2 and 3650 days.")
-    entry = KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first()
-    _check_sap_entry(entry, tenant, alias)
+    entry = _checked_sap_entry(
+        KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first(), tenant, alias
+    )
     ca_key, ca_chain = ca
     key = private_key or crypto.generate_key_pair("rsa", 2048)
     not_before = (now - timedelta(minutes=5)).replace(microsecond=0)
@@ -476,12 +473,13 @@ class ScanResult:
     activated: list[ActivationResult] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
-    reminded: list = field(default_factory=list)
-    alerted: list = field(default_factory=list)
-    attention: list = field(default_factory=list)
+    reminded: list[SentNotification] = field(default_factory=list)
+    alerted: list[SentNotification] = field(default_factory=list)
+    attention: list[SentNotification] = field(default_factory=list)
     recovered: int = 0  # earlier runs found abandoned and marked interrupted
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
+        """The result as JSON data (the scheduled task returns it)."""
         return {
             "now": self.now.isoformat(),
             "activated": [
@@ -527,13 +525,12 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
     result = ScanResult(now=now, recovered=recovered)
     # Mails that failed in earlier runs first; a mail failing in this run waits for the next.
     notifications.deliver_unsent()
-    due = (
+    due = list(
         PendingSapKey.objects.due_for_auto_activation(now)
         .select_related("tenant")
         .only("tenant", "alias")
         .order_by("entry__valid_until", "pk")
     )
-    due = list(due)
     with notifications.batched({pending.tenant_id for pending in due}):
         for pending in due:
             tenant, alias = pending.tenant, pending.alias

@@ -88,7 +88,13 @@ def _what_to_do(entry: KeystoreEntry) -> str:
     )
 
 
-def _alert(entry: KeystoreEntry, threshold: int, now: datetime, recipients: list[str], occasion):
+def _alert(
+    entry: KeystoreEntry,
+    threshold: int,
+    now: datetime,
+    recipients: list[str],
+    occasion: uuid.UUID,
+) -> SentNotification | None:
     tenant = entry.tenant
     left = _time_left(entry.valid_until, now)
     kind = entry.get_entry_type_display().lower()
@@ -151,10 +157,10 @@ def send_expiry_alerts(now: datetime | None = None) -> list[SentNotification]:
         for entry in entries
     }
     sent: dict[uuid.UUID, set[int]] = {}
-    for occasion, threshold in SentNotification.objects.filter(
+    for occasion, sent_threshold in SentNotification.objects.filter(
         kind=NotificationKind.EXPIRY, occasion__in=occasions.values()
     ).values_list("occasion", "threshold_days"):
-        sent.setdefault(occasion, set()).add(threshold)
+        sent.setdefault(occasion, set()).add(sent_threshold)
     recipients: dict[int, list[str]] = {}
     recorded: list[SentNotification] = []
     for entry in entries:

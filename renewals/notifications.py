@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from keystore import permissions
-from keystore.models import Tenant
+from keystore.models import KeyMaterial, KeystoreEntry, Tenant
 from keystore.timefmt import utc
 from renewals import conf
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
@@ -95,7 +95,7 @@ def record_mail(
     tenant: Tenant,
     alias: str,
     fingerprint: str,
-    occasion,
+    occasion: uuid.UUID,
     subject: str,
     body: str,
     *,
@@ -148,7 +148,7 @@ def _after_commit(notification: SentNotification | None) -> None:
     transaction.on_commit(deliver_recorded_mail, robust=True)
 
 
-def _key_lines(material, heading: str) -> str:
+def _key_lines(material: KeyMaterial, heading: str) -> str:
     return (
         f"{heading}\n"
         f"  Subject:        {material.subject}\n"
@@ -206,7 +206,9 @@ def notify_new_key(pending: PendingSapKey) -> SentNotification | None:
     return notification
 
 
-def _reminder(pending: PendingSapKey, threshold: int, now: datetime, recipients: list[str]):
+def _reminder(
+    pending: PendingSapKey, threshold: int, now: datetime, recipients: list[str]
+) -> SentNotification | None:
     tenant = pending.tenant
     at = pending.auto_activation_at
     left = at - now
@@ -244,9 +246,9 @@ def notify_activated(
     *,
     tenant: Tenant,
     alias: str,
-    entry,
+    entry: KeystoreEntry,
     backup: SapKeyBackup,
-    occasion,
+    occasion: uuid.UUID,
     activated_by: str,
     automatic: bool,
 ) -> SentNotification | None:
@@ -461,13 +463,13 @@ def deliver(notification_ids: Iterable[int]) -> int:
             continue
         (sent if recipients else unaddressed).append(notification.pk)
     done = timezone.now()
-    for pks, error in (
+    for pks, outcome in (
         (sent, ""),
         (unaddressed, "No administrator of the tenant has a mail address."),
     ):
         if pks:
             SentNotification.objects.filter(pk__in=pks).update(
-                sent_at=done, attempts=F("attempts") + 1, last_error=error
+                sent_at=done, attempts=F("attempts") + 1, last_error=outcome
             )
     return len(sent) + len(unaddressed)
 

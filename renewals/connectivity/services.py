@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives import hashes
 from django.db.models import Q
 from django.utils import timezone
 
-from keystore import permissions
-from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
+from keystore import crypto, permissions
+from keystore.audit import actor_label
+from keystore.models import EntryType, KeyMaterial, KeystoreEntry, Owner, Tenant
 from keystore.sealing import SealingError
-from keystore.services import KeystoreError, actor_label, import_certificate, validate_alias
+from keystore.services import KeystoreError, import_certificate, validate_alias
 from renewals import tlsprobe
 from renewals.connectivity import conf, limits
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
@@ -79,7 +80,7 @@ def _trusted_certificates(tenant: Tenant) -> list[x509.Certificate]:
     return trusted
 
 
-def _chain_rows(chain: list[tlsprobe.ServerCertificate]) -> list[dict]:
+def _chain_rows(chain: list[tlsprobe.ServerCertificate]) -> list[dict[str, str | bool]]:
     return [
         {
             "subject": cert.subject,
@@ -94,12 +95,15 @@ def _chain_rows(chain: list[tlsprobe.ServerCertificate]) -> list[dict]:
     ]
 
 
-def _client_material(tenant: Tenant, alias: str, include_pending: bool):
+def _client_material(
+    tenant: Tenant, alias: str, include_pending: bool
+) -> tuple[crypto.PrivateKey | None, list[x509.Certificate] | None, KeyUsed, str]:
     """(key, chain, key used, fingerprint) of the key pair `alias`, or of its new SAP key."""
     if not alias:
         return None, None, KeyUsed.NONE, ""
     entry = _client_entry(tenant, alias)
-    material, key_used = entry, KeyUsed.CURRENT
+    material: KeyMaterial = entry
+    key_used = KeyUsed.CURRENT
     if include_pending:
         pending = PendingSapKey.objects.filter(entry=entry).first()
         if pending is not None:
