@@ -13,7 +13,8 @@ from django.utils import timezone
 from keystore import permissions
 
 if TYPE_CHECKING:
-    from keystore.models import AuditEvent, KeystoreEntry, Tenant
+    # The models are named in quotes as the querysets' type arguments (they import this module).
+    from keystore.models import AuditEvent, KeystoreEntry, Tenant  # noqa: F401
     from keystore.permissions import AnyUser
 
 _M = TypeVar("_M", bound=models.Model)

@@ -14,7 +14,14 @@ from renewals import conf
 
 if TYPE_CHECKING:
     from keystore.models import Tenant
-    from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
+
+    # The models are named in quotes as the querysets' type arguments (they import this module).
+    from renewals.models import (  # noqa: F401
+        PendingSapKey,
+        SapKeyBackup,
+        ScanRun,
+        SentNotification,
+    )
 
 
 class PendingQuerySet(TenantScopedQuerySet["PendingSapKey"]):
