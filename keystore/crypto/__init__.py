@@ -3,17 +3,17 @@
 Nothing here knows about Django, tenants or the database, so it can be tested and benchmarked
 alone. Everything that reads untrusted bytes (``load_*``) raises :class:`CryptoError` and nothing
 else; its message is a short sentence for an operator and never contains a password or key bytes.
-Every key derivation an uploaded file asks for is priced before it is made, and a file that asks
-too much is refused with one line naming the limit.
+Every key derivation and every signature check an uploaded file asks for is priced before it is
+made, and a file that asks too much is refused with one line naming the limit.
 
 One module per job; callers use the names below (``from keystore import crypto``):
 
 ==================  ============================================================================
 errors              CryptoError, the size check before parsing
 facts               certificate facts (subject, validity, key, fingerprint, self-signed)
-signatures          whether one certificate signed another
+signatures          whether one certificate signed another, and what a check costs
 certfiles           certificate files: PEM, DER (.cer), PKCS#7 (.p7b), a CA's response
-chains              ordering and verifying chains, finding a key pair's issuers
+chains              ordering and verifying chains; finding issuers at a capped price
 keys                private keys: types, matching, storing, generating, proving uploads cheap
 strength            weak keys and signature hashes in a chain
 kdf                 key-derivation pricing and caps, and the derivations themselves
@@ -42,7 +42,12 @@ from keystore.crypto.certfiles import (
     to_p7b,
     to_pem_chain,
 )
-from keystore.crypto.chains import order_chain, root_certificate, verify_chain
+from keystore.crypto.chains import (
+    MAX_SIGNATURE_WORK,
+    order_chain,
+    root_certificate,
+    verify_chain,
+)
 from keystore.crypto.errors import CryptoError
 from keystore.crypto.facts import CertificateFacts, certificate_facts
 from keystore.crypto.issuing import (
@@ -93,6 +98,7 @@ __all__ = [
     "MAX_KEYSTORE_BYTES",
     "MAX_RSA_KEY_BITS",
     "MAX_SCRYPT_MEMORY",
+    "MAX_SIGNATURE_WORK",
     "MAX_SUBJECT_LENGTH",
     "MIN_BACKUP_KDF_ROUNDS",
     "MIN_RSA_KEY_BITS",

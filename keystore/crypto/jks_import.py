@@ -1,5 +1,6 @@
 """Reading Java keystores (JKS and JCEKS) through pyjks: key pairs and trusted certificates,
-each key's derivation priced before pyjks spends it."""
+each key's derivation priced before pyjks spends it, and the signature checks that ordering
+their chains will cost priced before the entries are handed on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc5958, rfc8018
 
-from keystore.crypto import kdf, keys
+from keystore.crypto import chains, kdf, keys
 from keystore.crypto.certfiles import parse_der_certificate
 from keystore.crypto.errors import CryptoError
 from keystore.crypto.items import KeystoreItem, keystore_bytes, without_problems
@@ -85,6 +86,9 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
                 continue
             cert = parse_der_certificate(entry.cert, f"The certificate '{alias}'")
             items.append(KeystoreItem(alias=alias, private_key=None, chain=[cert]))
+    # A Java keystore stores each key's chain as it is; the caller orders and verifies each one,
+    # so that work is this file's too.
+    chains.SignatureWork().add_orderings((item.chain for item in items), built=False)
     return items
 
 

@@ -1,5 +1,5 @@
 """Reading PKCS#12 keystores (``.p12``/``.pfx``): every key pair and trusted certificate, each
-under its alias, with every key derivation priced before it is made.
+under its alias, with every key derivation and signature check priced before it is made.
 
 Why a reader of our own, around cryptography: ``pkcs12.load_pkcs12`` returns a single private
 key and turns every other key pair into anonymous "additional certificates"; it keeps neither
@@ -38,6 +38,9 @@ _ORACLE_TRUSTED_KEY_USAGE = univ.ObjectIdentifier("2.16.840.1.113894.746875.1.1"
 _X509_CERTIFICATE_TYPE = univ.ObjectIdentifier("1.2.840.113549.1.9.22.1")
 _MAX_NESTING = 4
 _WRONG_PASSWORD = "Wrong password or damaged PKCS#12 file."
+
+
+_Attributes = tuple[str | None, bytes | None, bool]  # friendlyName, localKeyId, trusted
 
 
 @dataclass
@@ -111,11 +114,24 @@ def _load_pkcs12(data: bytes, password: str) -> list[KeystoreItem]:
         bags.extend(found)
     # Keys inside encrypted safes are priced now that they can be seen, before any is derived.
     budget.plan(cost for _, cost in bags)
-    keys_found: list[_KeyBag] = []
-    certs: list[_CertBag] = []
-    for bag, cost in bags:
-        _read_bag(bag, cost, password, budget, keys_found, certs)
-    return _pkcs12_items(keys_found, certs)
+    attributes = [_bag_attributes(bag) for bag, _ in bags]
+    certs = [
+        cert_bag
+        for (bag, _), found in zip(bags, attributes, strict=True)
+        if (cert_bag := _read_cert_bag(bag, found)) is not None
+    ]
+    # The signature checks of the certificates' chains are priced before any key is derived.
+    issuers = chains.IssuerIndex(cert_bag.cert for cert_bag in certs)
+    work = chains.SignatureWork()
+    work.add(issuers.price())
+    key_bags = [
+        _read_key_bag(bag, cost, name, local_key_id, password, budget)
+        for (bag, cost), (name, local_key_id, _) in zip(bags, attributes, strict=True)
+        if bag["bagId"] in (rfc7292.id_keyBag, rfc7292.id_pkcs8ShroudedKeyBag)
+    ]
+    items = _pkcs12_items(key_bags, certs, issuers)
+    work.add_orderings((item.chain for item in items), built=True)
+    return items
 
 
 def pfx_parts(data: bytes) -> tuple[Any, bytes, list[Any]]:
@@ -269,33 +285,33 @@ def _decode_or_none(data: bytes) -> Any:
         return None
 
 
-def _read_bag(
+def _read_cert_bag(bag: Any, attributes: _Attributes) -> _CertBag | None:
+    """The certificate of an X.509 certificate bag, None for any other bag."""
+    if bag["bagId"] != rfc7292.id_certBag:
+        return None  # CRL bags and secret bags (symmetric keys) have no place in this keystore
+    cert_bag = decode(bytes(bag["bagValue"]), rfc7292.CertBag())
+    if cert_bag["certId"] != _X509_CERTIFICATE_TYPE:
+        return None
+    der = bytes(decode(bytes(cert_bag["certValue"]), univ.OctetString()))
+    cert = parse_der_certificate(der, "A certificate in the PKCS#12 file")
+    return _CertBag(cert, *attributes)
+
+
+def _read_key_bag(
     bag: Any,
     cost: int,
+    name: str | None,
+    local_key_id: bytes | None,
     password: str,
     budget: kdf.KdfBudget,
-    keys_found: list[_KeyBag],
-    certs: list[_CertBag],
-) -> None:
-    bag_id = bag["bagId"]
+) -> _KeyBag:
     value = bytes(bag["bagValue"])
-    name, local_key_id, trusted = _bag_attributes(bag)
-    if bag_id == rfc7292.id_keyBag:
-        keys_found.append(_KeyBag(_private_key_or_none(value, None), name, local_key_id))
-    elif bag_id == rfc7292.id_pkcs8ShroudedKeyBag:
-        key = _decrypt_shrouded_key(value, cost, password, budget)
-        keys_found.append(_KeyBag(key, name, local_key_id))
-    elif bag_id == rfc7292.id_certBag:
-        cert_bag = decode(value, rfc7292.CertBag())
-        if cert_bag["certId"] != _X509_CERTIFICATE_TYPE:
-            return
-        der = bytes(decode(bytes(cert_bag["certValue"]), univ.OctetString()))
-        cert = parse_der_certificate(der, "A certificate in the PKCS#12 file")
-        certs.append(_CertBag(cert, name, local_key_id, trusted))
-    # CRL bags and secret bags (symmetric keys) have no place in this keystore.
+    if bag["bagId"] == rfc7292.id_keyBag:
+        return _KeyBag(_private_key_or_none(value, None), name, local_key_id)
+    return _KeyBag(_decrypt_shrouded_key(value, cost, password, budget), name, local_key_id)
 
 
-def _bag_attributes(bag: Any) -> tuple[str | None, bytes | None, bool]:
+def _bag_attributes(bag: Any) -> _Attributes:
     name: str | None = None
     local_key_id: bytes | None = None
     trusted = False
@@ -350,9 +366,10 @@ def _private_key_or_none(der: bytes, password: bytes | None) -> PrivateKeyTypes 
 # ---- key pairs and their chains
 
 
-def _pkcs12_items(key_bags: list[_KeyBag], certs: list[_CertBag]) -> list[KeystoreItem]:
+def _pkcs12_items(
+    key_bags: list[_KeyBag], certs: list[_CertBag], issuers: chains.IssuerIndex
+) -> list[KeystoreItem]:
     # Indexes built once keep a keystore of many key pairs linear, not quadratic.
-    issuers = chains.by_subject([bag.cert for bag in certs])
     cert_index = _CertIndex(certs)
     positions: dict[x509.Certificate, list[int]] = {}
     for index, bag in enumerate(certs):

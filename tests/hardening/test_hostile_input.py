@@ -24,6 +24,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -908,6 +909,148 @@ def test_keys_are_matched_to_their_certificates_in_linear_time(figures):
         for item, key in zip(items, keys, strict=True)
     )
     figures[f"{count} key pairs without localKeyIds, matched in (ms)"] = round(elapsed * 1000)
+
+
+# -- signature checks are priced before they are made ---------------------------------------------
+#
+# A key pair's issuers are looked up by name among the file's certificates. Before the index,
+# 500 EC key pairs whose issuers all share one name took 30 s: each key's chain search checked
+# the signature of every namesake. Key identifiers choose among namesakes; a file without them
+# is priced first and refused.
+
+SHARED_ISSUER = "Shared Issuer"
+
+
+def namesake_certificate(common_name: str, key, issuer_key, *, key_ids: bool) -> x509.Certificate:
+    """A certificate issued under SHARED_ISSUER by ``issuer_key``, with or without key ids."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    issuer = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, SHARED_ISSUER)])
+    now = datetime.now(UTC).replace(microsecond=0)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+    )
+    if key_ids:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        ).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@functools.cache
+def namesake_key_pairs(count: int, *, key_ids: bool) -> tuple[bytes, list]:
+    """A PKCS#12 file of ``count`` EC key pairs, each leaf issued by a CA of its own, and every
+    CA self-signed under the same name; and the keys."""
+    keys, certs = [], []
+    for number in range(count):
+        ca_key = pki_factory.make_key("ec", fresh=True)
+        key = pki_factory.make_key("ec", fresh=True)
+        certs.append(namesake_certificate(f"Pair {number}", key, ca_key, key_ids=key_ids))
+        certs.append(namesake_certificate(SHARED_ISSUER, ca_key, ca_key, key_ids=key_ids))
+        keys.append(key)
+    key_bags = [bag(rfc7292.id_keyBag, pki_factory.pkcs8_der(key)) for key in keys]
+    cert_bags = pkcs12_export.bags_of(
+        pkcs12.serialize_key_and_certificates(None, None, None, certs, serialization.NoEncryption())
+    )
+    return pkcs12_file([plain_safe(key_bags + cert_bags)]), keys
+
+
+def signature_checks(monkeypatch) -> Counter:
+    """Count the signature checks made, by outcome (True: the link holds)."""
+    outcomes: Counter = Counter()
+    real = crypto.signatures.signed_by
+
+    def signed_by(child, parent):
+        verdict = real(child, parent)
+        if child.issuer == parent.subject:  # otherwise answered without a check
+            outcomes[verdict] += 1
+        return verdict
+
+    monkeypatch.setattr(crypto.signatures, "signed_by", signed_by)
+    return outcomes
+
+
+def too_many_checks(price: int) -> str:
+    return (
+        f"Putting the certificates in chains needs {price:,} signature checks (weighted by key "
+        f"size); the limit is {crypto.MAX_SIGNATURE_WORK:,}. Too many of them share an issuer's "
+        "name."
+    )
+
+
+def test_500_key_pairs_under_namesake_issuers_are_refused_before_any_signature_check(
+    monkeypatch, tenant, figures
+):
+    data, _ = namesake_key_pairs(500, key_ids=False)
+    # each of 1,000 certificates: 500 namesake candidates with P-256 keys (2 each)
+    message = too_many_checks(1000 * 500 * 2)
+    checks = signature_checks(monkeypatch)
+    entries, events = KeystoreEntry.objects.count(), AuditEvent.objects.count()
+
+    slowest = 0.0
+    for read in (crypto.load_keystore, crypto.load_pkcs12):
+        started = time.perf_counter()
+        with pytest.raises(crypto.CryptoError) as refused:
+            read(data, PASSWORD)
+        slowest = max(slowest, time.perf_counter() - started)
+        assert str(refused.value) == message
+    with pytest.raises(services.KeystoreError, match=re.escape(message)):
+        services.import_keystore(tenant, data, PASSWORD)
+
+    assert sum(checks.values()) == 0
+    assert (KeystoreEntry.objects.count(), AuditEvent.objects.count()) == (entries, events)
+    figures[f"500 key pairs under namesake issuers ({len(data):,} bytes), refused after (ms)"] = (
+        round(slowest * 1000)
+    )
+
+
+def test_key_identifiers_let_namesake_issuers_import_without_a_trial_check(monkeypatch, figures):
+    data, keys = namesake_key_pairs(500, key_ids=True)
+    checks = signature_checks(monkeypatch)
+
+    started = time.perf_counter()
+    items = crypto.load_keystore(data, PASSWORD)
+    elapsed = time.perf_counter() - started
+
+    assert [len(item.chain) for item in items] == [2] * 500
+    assert [crypto.private_key_to_der(item.private_key) for item in items] == [
+        pki_factory.pkcs8_der(key) for key in keys
+    ]
+    assert checks[False] == 0  # each issuer found by its key identifier, none tried in vain
+    assert checks[True] <= 1000  # each leaf's link and each CA's self-signature
+    figures["500 key pairs under namesake issuers with key identifiers, read in (ms)"] = round(
+        elapsed * 1000
+    )
+
+
+def test_a_java_keystore_chain_of_namesakes_is_refused_before_it_is_ordered(monkeypatch):
+    """A Java keystore stores each key's chain as given; the site orders it after reading, so
+    the reader prices that ordering first."""
+    key, ca_key = pki_factory.make_key("ec"), pki_factory.make_key("ec", fresh=True)
+    leaf = namesake_certificate("Leaf", key, ca_key, key_ids=False)
+    namesakes = [
+        namesake_certificate(SHARED_ISSUER, pki_factory.make_key("ec"), ca_key, key_ids=False)
+        for _ in range(299)
+    ]
+    data = pki_factory.make_jks([("hostile", key, [leaf, *namesakes])], PASSWORD)
+    checks = signature_checks(monkeypatch)
+
+    for read in (crypto.load_keystore, crypto.load_jks):
+        with pytest.raises(crypto.CryptoError) as refused:
+            read(data, PASSWORD)
+        # each of 300 certificates: the 299 namesakes (a namesake's own self-signature among
+        # them) with P-256 keys, 2 each
+        assert str(refused.value) == too_many_checks(300 * 299 * 2)
+
+    assert sum(checks.values()) == 0
 
 
 # -- size caps apply before parsing --------------------------------------------------------------
