@@ -8,7 +8,7 @@ allows them through CONNECTIVITY_ALLOWED_NETWORKS. Private ranges (10/8, 172.16/
 fc00::/7) stay open: that is where backends live.
 
 An IPv4-mapped IPv6 address (::ffff:127.0.0.1) reaches its IPv4 address, so it is judged as that
-address. `renewals.tlsprobe` checks every address a host name resolves to and then connects only
+address. The probe (probe.py) checks every address a host name resolves to and then connects only
 to those checked addresses, never resolving the name a second time: a name cannot answer
 "public" to the check and "loopback" to the connect (DNS rebinding).
 """

@@ -16,8 +16,8 @@ from django.db.models import Exists, OuterRef
 
 from keystore import permissions
 from keystore.models import ALIAS_MAX_LENGTH, KeystoreEntry, Tenant
+from renewals.connectivity.probe import MAX_TIMEOUT
 from renewals.models import PendingSapKey
-from renewals.tlsprobe import MAX_TIMEOUT
 
 if TYPE_CHECKING:
     from keystore.permissions import AnyUser

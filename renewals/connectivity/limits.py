@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from renewals.connectivity import conf
 from renewals.connectivity.models import ConnectivityTestRun, RunningConnectivityTest
-from renewals.tlsprobe import MAX_TIMEOUT
+from renewals.connectivity.probe import MAX_TIMEOUT
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

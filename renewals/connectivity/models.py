@@ -17,7 +17,7 @@ from django.db import models
 
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
 from keystore.querysets import TenantScopedQuerySet
-from renewals.tlsprobe import Outcome
+from renewals.connectivity.probe import Outcome
 
 
 class KeyUsed(models.TextChoices):

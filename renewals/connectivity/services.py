@@ -30,8 +30,8 @@ from keystore.audit import actor_label
 from keystore.models import EntryType, KeyMaterial, KeystoreEntry, Owner, Tenant
 from keystore.sealing import SealingError
 from keystore.services import KeystoreError, import_certificate, validate_alias
-from renewals import tlsprobe
 from renewals.connectivity import conf, limits
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from renewals.models import PendingSapKey
 

@@ -26,15 +26,16 @@ from django.utils import timezone
 
 from keystore import services
 from keystore.models import AuditEvent, EntryType, KeystoreEntry
-from renewals import activation, tlsprobe
+from renewals import activation
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
+from renewals.connectivity.probe import Outcome
 from renewals.connectivity.services import (
     ConnectivityError,
     add_server_root_to_keystore,
     normalized_fingerprint,
     run_connectivity_test,
 )
-from renewals.tlsprobe import Outcome
 from tests import pki as pki_factory
 from tests.conftest import ROLE_NAMES, client_for, make_user
 from tests.renewals.tlsservers import (
@@ -870,7 +871,7 @@ def test_run_again_link_prefills_the_form(admin_client, tenant, client_entry):
 
 
 def test_connectivity_tests_are_rate_limited_per_user(tenant, users, settings, monkeypatch):
-    from renewals import tlsprobe
+    from renewals.connectivity import probe as tlsprobe
     from renewals.connectivity import services as connectivity_services
     from renewals.connectivity.models import ConnectivityTestRun
 

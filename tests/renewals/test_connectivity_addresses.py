@@ -18,12 +18,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from renewals import tlsprobe
 from renewals.connectivity import conf
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.addresses import AddressRefused, parse_networks, refusal
 from renewals.connectivity.models import ConnectivityTestRun, RunningConnectivityTest
+from renewals.connectivity.probe import Outcome
 from renewals.connectivity.services import ConnectivityError, run_connectivity_test
-from renewals.tlsprobe import Outcome
 from tests.conftest import ROLE_NAMES, client_for
 
 RUNNERS = ("IntegrationDeveloper", "Administrator")

@@ -14,7 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from keystore import services
-from renewals import activation, tlsprobe
+from renewals import activation
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from tests import pki as pki_factory
 from tests.renewals.tlsservers import TLSServer, make_pki, make_server_pki, refused_port

@@ -15,11 +15,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from renewals import tlsprobe
 from renewals.connectivity import conf, limits
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.models import ConnectivityTestRun, RunningConnectivityTest
+from renewals.connectivity.probe import Outcome
 from renewals.connectivity.services import ConnectivityError, run_connectivity_test
-from renewals.tlsprobe import Outcome
 from tests.conftest import make_user
 
 BACKEND = "backend.internal"

@@ -14,12 +14,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from keystore.management.commands import get_tenant
 from renewals.connectivity.models import ConnectivityTestRun
+from renewals.connectivity.probe import MAX_TIMEOUT
 from renewals.connectivity.services import (
     DEFAULT_TIMEOUT,
     ConnectivityError,
     run_connectivity_test,
 )
-from renewals.tlsprobe import MAX_TIMEOUT
 
 FAILED_EXIT_STATUS = 2
 

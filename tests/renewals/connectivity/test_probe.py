@@ -1,4 +1,5 @@
-"""Tests for renewals.tlsprobe against real TLS servers with certificates generated at test time.
+"""Tests for renewals.connectivity.probe against real TLS servers with certificates generated
+at test time.
 
 Every probe talks to a genuine endpoint on 127.0.0.1 (Python `ssl` servers, `openssl s_server`,
 a silent TCP listener, a closed port), so the classification is checked against what OpenSSL
@@ -21,10 +22,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import char, univ
+from pyasn1_modules import rfc5280
 
-from renewals import tlsprobe
+from renewals.connectivity import probe as tlsprobe
 from renewals.connectivity.addresses import parse_networks
-from renewals.tlsprobe import MAX_TIMEOUT, Outcome, ProbeResult, validate_target
+from renewals.connectivity.probe import MAX_TIMEOUT, Outcome, ProbeResult, validate_target
+from tests import pki as pki_factory
 from tests.renewals.tlsservers import (
     TLSServer,
     make_pki,
@@ -704,6 +709,52 @@ def test_distinguished_name_rendering_matches_cryptography():
     assert tlsprobe._dn_to_rfc4514(b"\x30\x05garbage").startswith("#")
 
 
+def _encoded_name(value) -> bytes:
+    """A Name of one CN whose value is ``value`` (a pyasn1 string or other type)."""
+    attribute = rfc5280.AttributeTypeAndValue()
+    attribute["type"] = univ.ObjectIdentifier("2.5.4.3")
+    attribute["value"] = der_encoder.encode(value)
+    rdn = rfc5280.RelativeDistinguishedName()
+    rdn.append(attribute)
+    name = rfc5280.Name()
+    name["rdnSequence"].append(rdn)
+    return der_encoder.encode(name)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (char.BMPString("Bmp Ünïcode"), "CN=Bmp Ünïcode"),
+        (char.TeletexString("T61 \xe9"), "CN=T61 é"),
+        (char.UniversalString("Universal"), "CN=Universal"),
+        (char.NumericString("12345"), "CN=12345"),
+        (char.IA5String("ia5"), "CN=ia5"),
+        (char.VisibleString("visible"), None),
+        (univ.Integer(5), None),
+    ],
+)
+def test_every_string_type_of_a_listed_ca_name_is_read(value, text):
+    der = _encoded_name(value)
+
+    assert tlsprobe._dn_to_rfc4514(der) == (text or "#" + der.hex())
+
+
 def test_outcome_is_a_plain_string():
     assert Outcome.CLIENT_CERT_REQUIRED == "client certificate required but none sent"
     assert Outcome("timeout") is Outcome.TIMEOUT
+
+
+def test_a_server_root_is_self_signed_by_the_keystore_s_own_check():
+    """The keystore's check (keystore.crypto.is_self_signed), which also reads the SHA-1
+    self-signatures of old roots that cryptography declines to verify."""
+    key = pki_factory.make_key()
+    sha1_root = pki_factory.make_cert("Old Root", key, ca=True, hash_alg=hashes.SHA1())
+    modern_root = pki_factory.make_cert("Root", key, ca=True)
+    leaf = pki_factory.make_cert("Leaf", pki_factory.make_key(), modern_root, key)
+
+    def server_certificate(cert: x509.Certificate) -> tlsprobe.ServerCertificate:
+        return tlsprobe.ServerCertificate.from_der(cert.public_bytes(serialization.Encoding.DER))
+
+    assert server_certificate(sha1_root).self_signed
+    assert server_certificate(modern_root).self_signed
+    assert not server_certificate(leaf).self_signed

@@ -5,7 +5,8 @@ authenticate with a client key pair (for example the pending new SAP key), optio
 server certificate, and report either success or exactly what failed, together with the
 certificate chain the server sent (so its root can be added to the keystore).
 
-Pure Python on top of the standard `ssl` module and `cryptography`; no Django.
+Pure Python on top of the standard `ssl` module and `cryptography`, with pyasn1 for the CA names
+a server lists and keystore.crypto's self-signed check; no Django.
 
 What is exact and what is best-effort
 -------------------------------------
@@ -67,7 +68,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ObjectIdentifier
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import char
+from pyasn1_modules import rfc5280
 
+from keystore.crypto import is_self_signed
 from renewals.connectivity.addresses import Network, check_addresses
 
 __all__ = [
@@ -184,7 +190,7 @@ class ServerCertificate:
             not_after=cert.not_valid_after_utc,
             fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(":").upper(),
             der=der,
-            self_signed=_is_self_signed(cert),
+            self_signed=is_self_signed(cert),
         )
 
     def certificate(self) -> x509.Certificate:
@@ -336,83 +342,40 @@ def _parse_certificate_request(body: bytes, tls13: bool) -> list[bytes]:
     return result
 
 
-def _der_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    """One DER tag-length-value at `pos`: (tag, content, next position)."""
-    if pos + 2 > len(data):
-        raise ValueError("truncated DER")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if n == 0 or n > 4 or pos + n > len(data):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(data[pos : pos + n], "big")
-        pos += n
-    if pos + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, data[pos : pos + length], pos + length
-
-
-def _der_oid(content: bytes) -> str:
-    if not content:
-        raise ValueError("empty OID")
-    first = content[0]
-    arcs = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-    value = 0
-    for byte in content[1:]:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    return ".".join(str(a) for a in arcs)
-
-
-_STRING_CODECS = {
-    0x0C: "utf-8",  # UTF8String
-    0x12: "ascii",  # NumericString
-    0x13: "ascii",  # PrintableString
-    0x14: "latin-1",  # TeletexString (approximation, as OpenSSL does)
-    0x16: "ascii",  # IA5String
-    0x1C: "utf-32-be",  # UniversalString
-    0x1E: "utf-16-be",  # BMPString
-}
+# The attribute values a Name may carry as text; any other (an INTEGER, a VisibleString) makes
+# the name shown in hex, as before.
+_NAME_STRING_TYPES = (
+    char.UTF8String,
+    char.NumericString,
+    char.PrintableString,
+    char.TeletexString,  # read as Latin-1, as OpenSSL does
+    char.IA5String,
+    char.UniversalString,
+    char.BMPString,
+)
 
 
 def _dn_to_rfc4514(der: bytes) -> str:
-    """Render a DER Name as RFC 4514 text; `cryptography` has no public DER-Name loader."""
+    """Render a DER Name as RFC 4514 text. `cryptography` has no public loader for a bare Name,
+    so pyasn1 decodes it as RFC 5280 defines it."""
     try:
-        tag, seq, _ = _der_tlv(der, 0)
-        if tag != 0x30:
-            raise ValueError("not a SEQUENCE")
+        name, rest = der_decoder.decode(der, asn1Spec=rfc5280.Name())
+        if rest:
+            raise ValueError("trailing data")
         rdns = []
-        pos = 0
-        while pos < len(seq):
-            tag, rdn_set, pos = _der_tlv(seq, pos)
-            attrs = []
-            inner = 0
-            while inner < len(rdn_set):
-                _, atv, inner = _der_tlv(rdn_set, inner)
-                oid_tag, oid, after = _der_tlv(atv, 0)
-                value_tag, value, _ = _der_tlv(atv, after)
-                if oid_tag != 0x06 or value_tag not in _STRING_CODECS:
+        for rdn in name["rdnSequence"]:
+            attributes = []
+            for attribute in rdn:
+                value, rest = der_decoder.decode(bytes(attribute["value"]))
+                if rest or not isinstance(value, _NAME_STRING_TYPES):
                     raise ValueError("unsupported attribute")
-                text = value.decode(_STRING_CODECS[value_tag])
-                attrs.append(x509.NameAttribute(ObjectIdentifier(_der_oid(oid)), text))
-            rdns.append(x509.RelativeDistinguishedName(attrs))
+                oid = ObjectIdentifier(str(attribute["type"]))
+                attributes.append(x509.NameAttribute(oid, str(value)))
+            rdns.append(x509.RelativeDistinguishedName(attributes))
         return x509.Name(rdns).rfc4514_string()
-    except (ValueError, UnicodeDecodeError):
+    except (PyAsn1Error, ValueError):
         # Still tell the operator a name was listed, without pretending to know it.
         return "#" + der.hex()
-
-
-def _is_self_signed(cert: x509.Certificate) -> bool:
-    if cert.subject != cert.issuer:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except Exception:  # unsupported key types or bad signature: name match alone is not enough
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- handshake observer
@@ -1082,7 +1045,7 @@ def probe(
             have_cert=True,
             subject=client_chain[0].subject.rfc4514_string(),
             chain_len=len(client_chain),
-            leaf_self_signed=_is_self_signed(client_chain[0]),
+            leaf_self_signed=is_self_signed(client_chain[0]),
         )
     observer = _install_observer(ctx)
     result = ProbeResult(outcome=Outcome.SUCCESS, message="")
