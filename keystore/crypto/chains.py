@@ -7,10 +7,11 @@ are looked up by name (:class:`IssuerIndex`), each certificate once however ofte
 repeats it (keytool stores each chain certificate once per key pair). When several certificates
 share that name (a renewed CA, or a hostile file), the child's authority key identifier picks
 those whose subject key identifier matches or is absent (a mismatch rules a certificate out, as
-in OpenSSL's issuer check); only what is left is tried by its signature. A file can still make many candidates share a name and carry no key identifiers, so
-every signature check that ordering or building its chains may cost is priced first, weighted
-by the issuer's key (keystore.crypto.signatures.check_weight), and a file over
-MAX_SIGNATURE_WORK is refused with one line before any check is made.
+in OpenSSL's issuer check); only what is left is tried by its signature. A file can still make
+many candidates share a name and carry no key identifiers, so every signature check that
+ordering or building its chains may cost is priced first, weighted by the issuer's key
+(keystore.crypto.signatures.check_weight), and a file over MAX_SIGNATURE_WORK is refused with
+one line before any check is made.
 """
 
 from __future__ import annotations
