@@ -30,7 +30,7 @@ from keystore import permissions
 from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, KeystoreEntry, Tenant
 from keystore.services import actor_label, record_audit
 from renewals.whereused.errors import WhereUsedError, one_line
-from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
+from renewals.whereused.models import USAGE_FIELDS, IntegrationFlow, KeyUsageRecord
 from renewals.whereused.parser import (
     FlowExport,
     FlowParseError,
@@ -325,7 +325,7 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
         )
         KeyUsageRecord.objects.filter(flow_id__in=reimported.values()).delete()
     KeyUsageRecord.objects.bulk_create(
-        [_usage_record(tenant, p.flow, usage) for p in files for usage in p.usages]
+        [_usage_record(tenant.pk, p.flow.pk, usage) for p in files for usage in p.usages]
     )
     record_audits(
         [
@@ -343,22 +343,29 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
     )
 
 
-def _usage_record(tenant: Tenant, flow: IntegrationFlow, usage: KeyUsage) -> KeyUsageRecord:
+# A usage row's columns in the model's order: rows are made positionally (see _usage_record).
+USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS)
+
+
+def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageRecord:
     m = _USAGE_MAX
+    # Positional arguments in USAGE_COLUMNS order are Django's quick way to make an instance:
+    # half the cost of keyword arguments, which took a quarter of the time a usage row costs.
     return KeyUsageRecord(
-        tenant=tenant,
-        flow=flow,
-        component_id=usage.component_id[: m["component_id"]],
-        component_name=usage.component_name[: m["component_name"]],
-        component_type=usage.component_type[: m["component_type"]],
-        direction=usage.direction[: m["direction"]],
-        usage=usage.usage.value,
-        certainty=usage.certainty.value,
-        alias=usage.alias,
-        property_key=usage.property_key[: m["property_key"]],
-        system=usage.system[: m["system"]],
-        address=usage.address[: m["address"]],
-        outbound=usage.outbound,
+        None,
+        tenant_id,
+        flow_id,
+        usage.component_id[: m["component_id"]],
+        usage.component_name[: m["component_name"]],
+        usage.component_type[: m["component_type"]],
+        usage.direction[: m["direction"]],
+        usage.usage.value,
+        usage.certainty.value,
+        usage.alias,
+        usage.property_key[: m["property_key"]],
+        usage.system[: m["system"]],
+        usage.address[: m["address"]],
+        usage.outbound,
     )
 
 

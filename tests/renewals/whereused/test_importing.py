@@ -343,6 +343,12 @@ def test_a_reimport_updates_every_column_the_import_writes():
     assert sorted(written) == sorted(importing.IMPORT_FIELDS)
 
 
+def test_usage_rows_are_made_in_the_models_column_order():
+    """The import makes usage rows from positional values: the model's columns must not move."""
+    columns = tuple(field.attname for field in KeyUsageRecord._meta.concrete_fields)
+    assert columns == importing.USAGE_COLUMNS
+
+
 # --- removing flows from the index ------------------------------------------------------------
 
 
