@@ -192,8 +192,8 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                     "key",
                     "signature_algorithm",
                     "fingerprint_sha256",
-                    "root_subject",
-                    "root_fingerprint_sha256",
+                    "root",
+                    "root_fingerprint",
                     "chain_length",
                 )
             },
@@ -216,8 +216,8 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         "key",
         "signature_algorithm",
         "fingerprint_sha256",
-        "root_subject",
-        "root_fingerprint_sha256",
+        "root",
+        "root_fingerprint",
         "chain_length",
         "chain_tree",
         "created_at",
@@ -298,6 +298,20 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 entry.alias,
             )
         return entry.alias
+
+    @admin.display(description="root subject")
+    def root(self, entry: KeystoreEntry) -> str:
+        if entry.root_known:
+            return entry.root_subject
+        # Its top certificate is not self-signed: never show it as the root.
+        return (
+            f"not known: the chain ends at {entry.root_subject}, whose issuer is not in the "
+            "keystore"
+        )
+
+    @admin.display(description="root SHA-256 fingerprint")
+    def root_fingerprint(self, entry: KeystoreEntry) -> str:
+        return entry.root_fingerprint_sha256 if entry.root_known else ""
 
     @admin.display(description="subject CN", ordering="subject_cn")
     def subject_common_name(self, entry: KeystoreEntry) -> str:
