@@ -58,14 +58,11 @@ class _Namesakes:
 
     def __init__(self) -> None:
         self.certs: list[x509.Certificate] = []
+        # Filled when first asked for: a chain's own list rarely needs them.
         self.weight = 0
-        # Filled when a second certificate joins: only then do key identifiers choose.
         self.by_key_id: dict[bytes | None, list[x509.Certificate]] = {}
         self.weight_by_key_id: dict[bytes | None, int] = {}
-
-    def add(self, cert: x509.Certificate, weight: int) -> None:
-        self.certs.append(cert)
-        self.weight += weight
+        self.known = False
 
 
 class IssuerIndex:
@@ -75,23 +72,48 @@ class IssuerIndex:
     def __init__(self, certs: Iterable[x509.Certificate]) -> None:
         # Certificates compare (and hash) by their DER bytes.
         self.certs: list[x509.Certificate] = list(dict.fromkeys(certs))
-        self._weights = {cert: signatures.check_weight(cert) for cert in self.certs}
+        # cryptography builds a Name each time one is asked for: each is read once here.
+        self._subjects = {id(cert): cert.subject for cert in self.certs}
+        self._issuers = {id(cert): cert.issuer for cert in self.certs}
+        self._weights: dict[int, int] = {}
         self._namesakes: dict[x509.Name, _Namesakes] = {}
         for cert in self.certs:
-            self._namesakes.setdefault(cert.subject, _Namesakes()).add(cert, self._weights[cert])
-        for group in self._namesakes.values():
+            self._namesakes.setdefault(self._subjects[id(cert)], _Namesakes()).certs.append(cert)
+        # Keyed by the certificates' ids: the index holds them, and a certificate hashes its DER.
+        self._checked: dict[tuple[int, int], bool] = {}
+
+    def _weight(self, cert: x509.Certificate) -> int:
+        weight = self._weights.get(id(cert))
+        if weight is None:
+            weight = self._weights[id(cert)] = signatures.check_weight(cert)
+        return weight
+
+    def _group(self, child: x509.Certificate) -> _Namesakes | None:
+        """The namesakes of ``child``'s issuer, their weights and key identifiers known."""
+        group = self._namesakes.get(self._issuer(child))
+        if group is not None and not group.known:
+            group.known = True
+            group.weight = sum(self._weight(cert) for cert in group.certs)
             if len(group.certs) > 1:
                 for cert in group.certs:
                     key_id = _key_identifier(cert, x509.SubjectKeyIdentifier)
                     group.by_key_id.setdefault(key_id, []).append(cert)
                     weights = group.weight_by_key_id
-                    weights[key_id] = weights.get(key_id, 0) + self._weights[cert]
-        self._checked: dict[tuple[x509.Certificate, x509.Certificate], bool] = {}
+                    weights[key_id] = weights.get(key_id, 0) + self._weight(cert)
+        return group
+
+    def _issuer(self, cert: x509.Certificate) -> x509.Name:
+        name = self._issuers.get(id(cert))
+        return cert.issuer if name is None else name
+
+    def _self_named(self, cert: x509.Certificate) -> bool:
+        subject = self._subjects.get(id(cert))
+        return self._issuer(cert) == (cert.subject if subject is None else subject)
 
     def candidates(self, child: x509.Certificate) -> list[x509.Certificate]:
         """The certificates that may have issued ``child``, in the index's order (``child``
         itself among them when it names itself as issuer)."""
-        group = self._namesakes.get(child.issuer)
+        group = self._group(child)
         if group is None:
             return []
         key_id = self._authority_key_id(child, group)
@@ -109,10 +131,10 @@ class IssuerIndex:
     def _choice(self, child: x509.Certificate) -> tuple[int, int, bool]:
         """How many candidates ``child`` has, what checking them all costs, and whether
         ``child`` itself is among them, without listing them."""
-        group = self._namesakes.get(child.issuer)
+        group = self._group(child)
         if group is None:
             return 0, 0, False
-        self_named = child.issuer == child.subject
+        self_named = self._self_named(child)
         key_id = self._authority_key_id(child, group)
         if key_id is None:
             return len(group.certs), group.weight, self_named
@@ -125,9 +147,9 @@ class IssuerIndex:
         """What finding ``child``'s issuer may cost: its self-signature when it names itself as
         issuer, and each other candidate's signature."""
         _, weight, chosen = self._choice(child)
-        if child.issuer == child.subject and not chosen:
+        if not chosen and self._self_named(child):
             # the self-signature is checked whether or not the key identifiers choose the child
-            weight += self._weights.get(child) or signatures.check_weight(child)
+            weight += self._weight(child)
         return weight
 
     def price(self) -> int:
@@ -147,19 +169,20 @@ class IssuerIndex:
         """Every (certificate, candidate issuer, price) a search may check, self-signatures
         included."""
         for cert in self.certs:
-            if cert.issuer == cert.subject:
-                yield cert, cert, self._weights[cert]
+            if self._self_named(cert):
+                yield cert, cert, self._weight(cert)
             for candidate in self.candidates(cert):
                 if candidate != cert:
-                    yield cert, candidate, self._weights[candidate]
+                    yield cert, candidate, self._weight(candidate)
 
     def signed(self, child: x509.Certificate, parent: x509.Certificate) -> bool:
         """signatures.signed_by, remembered for the index's lifetime, so that the price of the
         index bounds its checks however often the shared cache forgets."""
-        pair = (child, parent)
-        if pair not in self._checked:
-            self._checked[pair] = signatures.signed_by(child, parent)
-        return self._checked[pair]
+        pair = (id(child), id(parent))
+        verdict = self._checked.get(pair)
+        if verdict is None:
+            verdict = self._checked[pair] = signatures.signed_by(child, parent)
+        return verdict
 
     def self_signed(self, cert: x509.Certificate) -> bool:
         return self.signed(cert, cert)

@@ -6,6 +6,7 @@ SHA-256 fingerprint and whether it is self-signed; and the short name messages u
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +36,10 @@ class CertificateFacts:
     self_signed: bool
 
 
+# An import asks for the facts of each leaf and root when it stores a row, and again when it
+# completes chains from the tenant's trusted certificates; the facts are immutable and
+# certificates compare (and hash) by their DER bytes.
+@functools.lru_cache(maxsize=4096)
 def certificate_facts(cert: x509.Certificate) -> CertificateFacts:
     """The derived facts of a certificate, as stored in indexed columns."""
     key_type, key_size = _key_type_and_size(cert)

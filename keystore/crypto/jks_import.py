@@ -4,6 +4,7 @@ their chains will cost priced before the entries are handed on."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jks
@@ -12,6 +13,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc5958, rfc8018
 
 from keystore.crypto import chains, kdf, keys
+from keystore.crypto.asn1 import parameters_of
 from keystore.crypto.certfiles import parse_der_certificate
 from keystore.crypto.errors import CryptoError
 from keystore.crypto.items import KeystoreItem, keystore_bytes, without_problems
@@ -49,18 +51,18 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
         raise CryptoError(
             "The Java keystore could not be read; it may be damaged or truncated."
         ) from None
-    costs = {
-        alias: _jks_key_cost(entry)
+    protected = {
+        alias: _protected_key(entry)
         for alias, entry in store.entries.items()
         if isinstance(entry, jks.PrivateKeyEntry)
     }
     budget = kdf.KdfBudget()
-    budget.plan(costs.values())
+    budget.plan(key.cost for key in protected.values())
     items: list[KeystoreItem] = []
     for alias, entry in store.entries.items():
         if isinstance(entry, jks.PrivateKeyEntry):
-            budget.spend(costs[alias])
-            key, problem = _jks_private_key(alias, entry, password)
+            budget.spend(protected[alias].cost)
+            key, problem = _jks_private_key(alias, protected[alias], store.store_type, password)
             if key is None:
                 items.append(KeystoreItem(alias=alias, private_key=None, chain=[], problem=problem))
                 continue
@@ -92,43 +94,72 @@ def _load_jks(data: bytes, password: str) -> list[KeystoreItem]:
     return items
 
 
-def _jks_private_key(alias: str, entry: Any, password: str) -> tuple[PrivateKey | None, str]:
-    """The entry's key, or None and the reason it cannot be taken."""
-    what = f"The key '{alias}'"
-    try:
-        entry.decrypt(password)
-    except jks.util.DecryptionFailureException:
-        return None, (
-            f"{what} is protected by a password other than the keystore password; "
-            "give it the keystore password and try again."
-        )
-    except jks.util.UnexpectedAlgorithmException:
-        return None, f"{what} is protected by an algorithm that is not supported."
-    except Exception:
-        return None, f"{what} could not be decrypted; it may be damaged."
-    try:
-        return keys.uploaded_key(keys.loaded_key(entry.pkey_pkcs8, what), what), ""
-    except CryptoError as error:
-        return None, str(error)
+@dataclass(frozen=True)
+class _ProtectedKey:
+    """A private key entry's protection as the file states it, read once: for pricing and for
+    decrypting."""
+
+    algorithm: univ.ObjectIdentifier
+    encrypted: bytes
+    salt: bytes = b""
+    iterations: int = 0
+    cost: int = 0
 
 
 _JKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.17.1.1")
 _JCEKS_KEY_PROTECTOR = univ.ObjectIdentifier("1.3.6.1.4.1.42.2.19.1")
 
 
-def _jks_key_cost(entry: Any) -> int:
-    """What pyjks will spend to decrypt the entry's key, read before it is asked to."""
-    # pyjks keeps the protected key in a private attribute and offers no other way to see the
-    # iteration count before its decrypt() spends it.
+def _protected_key(entry: Any) -> _ProtectedKey:
+    """The entry's protected key and what decrypting it will spend, read before any of it is
+    spent. pyjks keeps the protected key in a private attribute and offers no other way to see
+    the iteration count before its decrypt() spends it."""
+    # Decoded as pyjks decodes it, trailing bytes allowed.
     info, _ = ber_decoder.decode(
         bytes(entry._encrypted), asn1Spec=rfc5958.EncryptedPrivateKeyInfo()
     )
-    algorithm = info["encryptionAlgorithm"]
-    if algorithm["algorithm"] == _JCEKS_KEY_PROTECTOR:
-        parameters = bytes(algorithm["parameters"]) if algorithm["parameters"].isValue else b""
+    algorithm = info["encryptionAlgorithm"]["algorithm"]
+    encrypted = bytes(info["encryptedData"])
+    if algorithm == _JCEKS_KEY_PROTECTOR:
+        parameters = parameters_of(info["encryptionAlgorithm"])
         params, _ = ber_decoder.decode(parameters, asn1Spec=rfc8018.PBEParameter())
-        return int(params["iterationCount"]) * kdf.JCEKS_WEIGHT
-    if algorithm["algorithm"] == _JKS_KEY_PROTECTOR:
+        iterations = int(params["iterationCount"])
+        cost = iterations * kdf.JCEKS_WEIGHT
+        return _ProtectedKey(algorithm, encrypted, bytes(params["salt"]), iterations, cost)
+    if algorithm == _JKS_KEY_PROTECTOR:
         # one SHA-1 of the password per 20 bytes of key stream, and one to check the result
-        return (len(bytes(info["encryptedData"])) // 20 + 2) * kdf.PYTHON_HASH_WEIGHTS["sha1"]
-    return 0  # pyjks refuses other algorithms without deriving anything
+        cost = (len(encrypted) // 20 + 2) * kdf.PYTHON_HASH_WEIGHTS["sha1"]
+        return _ProtectedKey(algorithm, encrypted, cost=cost)
+    return _ProtectedKey(algorithm, encrypted)  # refused below without deriving anything
+
+
+def _jks_private_key(
+    alias: str, protected: _ProtectedKey, store_type: str, password: str
+) -> tuple[PrivateKey | None, str]:
+    """The entry's key, or None and the reason it cannot be taken.
+
+    The decryption is pyjks's (Java's key protector, and JCEKS's PBEWithMD5AndTripleDES), fed
+    with what _protected_key read: pyjks's own decrypt() would decode the entry again, and the
+    decrypted PKCS#8 too, which cryptography parses anyway.
+    """
+    what = f"The key '{alias}'"
+    try:
+        if protected.algorithm == _JKS_KEY_PROTECTOR:
+            plain = jks.sun_crypto.jks_pkey_decrypt(protected.encrypted, password)
+        elif protected.algorithm == _JCEKS_KEY_PROTECTOR and store_type == "jceks":
+            plain = jks.sun_crypto.jce_pbe_decrypt(
+                protected.encrypted, password, protected.salt, protected.iterations
+            )
+        else:
+            return None, f"{what} is protected by an algorithm that is not supported."
+    except (jks.util.BadHashCheckException, jks.util.BadPaddingException):
+        return None, (
+            f"{what} is protected by a password other than the keystore password; "
+            "give it the keystore password and try again."
+        )
+    except Exception:
+        return None, f"{what} could not be decrypted; it may be damaged."
+    try:
+        return keys.uploaded_key(keys.loaded_key(plain, what), what), ""
+    except CryptoError as error:
+        return None, str(error)

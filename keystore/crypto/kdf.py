@@ -215,7 +215,8 @@ def pkcs12_kdf(
     encryption schemes, with the MAC's own hash for the MAC key. cryptography has it inside
     its PKCS#12 reader only, which derives every key of a file with no price asked."""
     hash_function = getattr(hashlib, digest)  # looked up once: the loop below is hot
-    u, v = hash_function().digest_size, hash_function().block_size  # output, input bytes
+    u: int = hash_function().digest_size  # output bytes
+    v: int = hash_function().block_size  # input bytes
 
     def fill(value: bytes) -> bytes:
         if not value:
@@ -227,7 +228,7 @@ def pkcs12_kdf(
     i_block = fill(salt) + fill(secret)
     output = b""
     while len(output) < size:
-        a = hash_function(diversifier + i_block).digest()
+        a: bytes = hash_function(diversifier + i_block).digest()
         for _ in range(iterations - 1):
             a = hash_function(a).digest()
         output += a

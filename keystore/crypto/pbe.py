@@ -113,6 +113,7 @@ def _pkcs12_pbe_decrypt(
     if not data or len(data) % 8:
         return None
     # Legacy (OpenSSL 1.x / Windows) files encrypt certificates with RC2; we only decrypt.
-    rc2 = ARC2.new(key, ARC2.MODE_CBC, iv=iv, effective_keylen=rc2_bits)  # noqa: S304
+    # pycryptodomex's stub omits effective_keylen, which ARC2.new takes (40 or 128 bits here)
+    rc2 = ARC2.new(key, ARC2.MODE_CBC, iv=iv, effective_keylen=rc2_bits)  # type: ignore[call-arg]  # noqa: S304
     plain: bytes = rc2.decrypt(data)
     return _unpad(plain, 64)

@@ -239,4 +239,5 @@ def sealed_pfx(contents: list[Any], password: str, rounds: int) -> bytes:
         digest="sha256",
     )
     mac_data["mac"]["digest"] = hmac.new(mac_key, content, hashlib.sha256).digest()
-    return der_encoder.encode(pfx)
+    encoded: bytes = der_encoder.encode(pfx)
+    return encoded
