@@ -90,13 +90,19 @@ def may(user: AnyUser, perm: str, tenant: Tenant | int) -> bool:
     return perm in _perm_map(user).get(_tenant_id(tenant), frozenset())
 
 
+def actor_may(actor: Actor, perm: str, tenant: Tenant | int) -> bool:
+    """For services: `actor` None is the system itself (the scheduler, commands run by the
+    operator, the demo seed), which may do anything."""
+    return actor is None or may(actor, perm, tenant)
+
+
 def require_of_actor(
     actor: Actor, perm: str, tenant: Tenant, refusal: type[Exception], doing: str = "do this"
 ) -> None:
     """The services' one check: raise `refusal` ("You are not allowed to <doing> in tenant
     <slug>.") unless `actor` holds `perm` on the tenant. `actor` None is the system itself (the
     scheduler, commands run by the operator, the demo seed), which may do anything."""
-    if actor is not None and not may(actor, perm, tenant):
+    if not actor_may(actor, perm, tenant):
         raise refusal(f"You are not allowed to {doing} in tenant {tenant.slug}.")
 
 

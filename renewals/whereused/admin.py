@@ -32,6 +32,7 @@ from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantFactsAdmin, T
 from keystore.downloads import file_response
 from keystore.models import EntryType, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
+from renewals.whereused import conf as restart_conf
 from renewals.whereused import importing, pack, restart
 from renewals.whereused.errors import WhereUsedError
 from renewals.whereused.forms import CappedTemporaryFileUploadHandler, FlowImportForm
@@ -240,7 +241,9 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             if not result.ok:
                 self.message_user(request, result.message, messages.ERROR)
         if done:
-            what = "restarted" if restart.restart_callable() is not None else "restart recorded"
+            what = (
+                "restarted" if restart_conf.restart_callable() is not None else "restart recorded"
+            )
             names = ", ".join(str(result.flow) for result in done)
             self.message_user(request, f"{len(done)} flows {what}: {names}.", messages.SUCCESS)
 

@@ -16,53 +16,27 @@ WHEREUSED_RESTART_CALLABLE  dotted path of a callable taking one IntegrationFlow
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from keystore import permissions
+from keystore.audit import actor_label, record_audit
 from keystore.models import AuditAction, Tenant
-from keystore.services import actor_label, record_audit
+from renewals.whereused import conf
 from renewals.whereused.errors import one_line
 from renewals.whereused.models import IntegrationFlow
 
 logger = logging.getLogger(__name__)
 
-RestartCallable = Callable[..., object]
-
-
-def restart_callable() -> RestartCallable | None:
-    """The configured callable, or None when restarts are only recorded (read on every use)."""
-    path = getattr(settings, "WHEREUSED_RESTART_CALLABLE", None)
-    if path is None or path == "":
-        return None
-    if callable(path):
-        return path
-    if not isinstance(path, str):
-        raise ImproperlyConfigured(
-            "WHEREUSED_RESTART_CALLABLE must be a dotted path to a callable, or None."
-        )
-    try:
-        found = import_string(path)
-    except ImportError as error:
-        raise ImproperlyConfigured(
-            f"WHEREUSED_RESTART_CALLABLE {path!r} cannot be imported: {error}"
-        )
-    if not callable(found):
-        raise ImproperlyConfigured(f"WHEREUSED_RESTART_CALLABLE {path!r} is not callable.")
-    return found
-
 
 def describe() -> str:
     """For pages: what "Restart" does in this deployment."""
-    if restart_callable() is None:
+    if conf.restart_callable() is None:
         return (
             "Restart records who restarted the flow and when; restart (or redeploy) the flow "
             "in Cloud Integration yourself."
@@ -101,14 +75,14 @@ def restart_flows(flows: Iterable[IntegrationFlow], *, actor=None) -> list[Resta
     the mark stays and the result carries the error. Flows in tenants where the actor may not
     change content are refused one by one.
     """
-    run = restart_callable()
+    run = conf.restart_callable()
     if hasattr(flows, "select_related"):
         flows = flows.select_related("tenant")
     label = actor_label(actor)
     results = []
     for flow in flows:
         # Permission check (DEPLOY on the flow's tenant), refused flow by flow:
-        if actor is not None and not permissions.may(actor, permissions.DEPLOY, flow.tenant_id):
+        if not permissions.actor_may(actor, permissions.DEPLOY, flow.tenant_id):
             results.append(
                 RestartResult(
                     flow,
