@@ -2,7 +2,10 @@
 open for us (PKCS#12 safes and bags, password-based encryption parameters).
 
 pyasn1's BER decoder, not DER: PKCS#12 files written on Windows and by older Java use
-indefinite lengths.
+indefinite lengths. cryptography's own declarative ASN.1 module (cryptography 47 and later)
+would decode much faster, but it reads DER only, is not yet covered by cryptography's
+compatibility policy (its documentation says so), and cannot express an optional ANY (the
+parameters of an AlgorithmIdentifier).
 """
 
 from __future__ import annotations

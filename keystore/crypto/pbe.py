@@ -4,10 +4,11 @@ cryptography's key loader lacks (two-key 3DES, 128-bit RC2, 40-bit RC4).
 
 cryptography decrypts PKCS#8 keys (keystore.crypto.keys.untrusted_key), and its PKCS#12 reader
 decrypts safes, but only together with every key and the MAC of the file, none of them priced
-(see keystore.crypto.pkcs12_import). The ciphers and PBKDF2 here are cryptography's, except
-RC2 with 40-bit keys: cryptography's RC2 takes 128-bit keys only, and 40-bit RC2 is what
-OpenSSL 1.x and Windows encrypt certificates with, so RC2 comes from pycryptodomex, which pyjks
-needs anyway.
+(see keystore.crypto.pkcs12_import). AES, 3DES, RC4, PBKDF2 and scrypt here are cryptography's;
+the PKCS#12 key derivation is ours (keystore.crypto.kdf.pkcs12_kdf). RC2 is pycryptodomex's:
+cryptography's RC2 takes 128-bit keys only, and 40-bit RC2 is what OpenSSL 1.x and Windows
+encrypt certificates with, so one RC2 serves both key sizes; pycryptodomex is installed for
+pyjks anyway.
 """
 
 from __future__ import annotations
