@@ -27,8 +27,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from keystore import permissions
+from keystore.audit import actor_label, record_audit, record_audits
 from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, KeystoreEntry, Tenant
-from keystore.services import actor_label, record_audit
 from renewals.whereused.errors import WhereUsedError, one_line
 from renewals.whereused.models import USAGE_FIELDS, IntegrationFlow, KeyUsageRecord
 from renewals.whereused.parser import (
@@ -78,7 +78,7 @@ def import_flow_exports(
     nothing is read).
     """
     # Permission check (DEPLOY on the tenant):
-    if actor is not None and not permissions.may(actor, permissions.DEPLOY, tenant):
+    if not permissions.actor_may(actor, permissions.DEPLOY, tenant):
         raise WhereUsedError(
             f"You are not allowed to import integration flows into tenant {tenant.slug}."
         )
@@ -380,11 +380,6 @@ def _audit_detail(flow: IntegrationFlow, usage_count: int, replaced: bool) -> st
 
 # TODO(keystore.audit): this bulk form of record_audit belongs in keystore/audit.py, which is
 # being written; it moves there with it.
-def record_audits(rows: list[AuditEvent]) -> list[AuditEvent]:
-    """Store many audit records with one statement (an import writes one per file)."""
-    return AuditEvent.objects.bulk_create(rows)
-
-
 # -- removing flows from the index ---------------------------------------------------------
 
 
@@ -409,7 +404,7 @@ def remove_flows(
     WhereUsedError when the actor may not change the tenant's content (then nothing changes).
     """
     # Permission check (DEPLOY on the tenant):
-    if actor is not None and not permissions.may(actor, permissions.DEPLOY, tenant):
+    if not permissions.actor_may(actor, permissions.DEPLOY, tenant):
         raise WhereUsedError(
             f"You are not allowed to remove integration flows from tenant {tenant.slug}."
         )
