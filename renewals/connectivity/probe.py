@@ -937,12 +937,12 @@ def _handshake(
             verdict = "handshake"
             if result.tls_version == "TLSv1.3" and observer.requested is not False:
                 window = min(ALERT_WINDOW, max(deadline - time.monotonic(), _POLL_SLICE))
-                verdict, exc = _listen_for_verdict(tls, observer, window)
-                if exc is not None:
-                    code = _alert_code(exc, observer)
-                    raise _client_alert_failure(code, exc, observer, client) or _protocol_failure(
-                        exc, code, label
-                    )
+                verdict, alert_error = _listen_for_verdict(tls, observer, window)
+                if alert_error is not None:
+                    code = _alert_code(alert_error, observer)
+                    raise _client_alert_failure(
+                        code, alert_error, observer, client
+                    ) or _protocol_failure(alert_error, code, label)
     _fill_client_fields(result, observer, client)
     if verdict == "closed" and result.client_certificate_sent:
         result.client_certificate_accepted = None

@@ -16,6 +16,7 @@ Other admin pages link here with `where_used_buttons`, `where_used_cell` and
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -28,9 +29,16 @@ from django.views.decorators.http import require_safe
 
 from keystore import admin as keystore_admin
 from keystore import permissions
-from keystore.adminmixins import FORM_METHODS, NoAdminForms, TenantFactsAdmin, TenantFilter
+from keystore.adminmixins import (
+    FORM_METHODS,
+    AdminRoute,
+    NoAdminForms,
+    TenantFactsAdmin,
+    TenantFilter,
+    acting_user,
+)
 from keystore.downloads import file_response
-from keystore.models import EntryType, KeystoreEntry, Tenant
+from keystore.models import EntryType, KeyMaterial, KeystoreEntry, Tenant
 from renewals.models import PendingSapKey
 from renewals.whereused import conf as restart_conf
 from renewals.whereused import importing, pack, restart
@@ -38,6 +46,15 @@ from renewals.whereused.errors import WhereUsedError
 from renewals.whereused.forms import CappedTemporaryFileUploadHandler, FlowImportForm
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
 from renewals.whereused.report import where_used
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _UsageCount(TypedDict):
+        usage_count: int
+
+    #: A flow of the flow list, with the number of its key usages (FlowQuerySet.with_usage_count).
+    FlowWithUsageCount = WithAnnotations[IntegrationFlow, _UsageCount]
 
 TRUE_VALUES = ("1", "true", "yes", "on")
 
@@ -182,7 +199,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     # ---- columns and fields ----------------------------------------------------------------
 
     @admin.display(description="key usages", ordering="usage_count")
-    def usage_count(self, flow: IntegrationFlow) -> int:
+    def usage_count(self, flow: FlowWithUsageCount) -> int:
         return flow.usage_count
 
     @admin.display(description="restart", ordering="restart_required")
@@ -235,7 +252,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
                 messages.ERROR,
             )
         flows = IntegrationFlow.objects.filter(pk__in=allowed).order_by("bundle_name")
-        results = restart.restart_flows(flows, actor=request.user)
+        results = restart.restart_flows(flows, actor=acting_user(request))
         done = [result for result in results if result.ok]
         for result in results:
             if not result.ok:
@@ -284,7 +301,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             by_tenant.setdefault(flow.tenant, []).append(flow.bundle_id)
         for tenant, bundle_ids in by_tenant.items():
             try:
-                results = importing.remove_flows(tenant, bundle_ids, actor=request.user)
+                results = importing.remove_flows(tenant, bundle_ids, actor=acting_user(request))
             except WhereUsedError as error:
                 self.message_user(request, str(error), messages.ERROR)
                 continue
@@ -303,7 +320,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     def get_urls(self):
         # csrf_exempt only defers the check: import_view swaps the upload handlers (which must
         # happen before the body is read) and then runs the CSRF check itself.
-        routes = [
+        routes: list[AdminRoute] = [
             ("import/", csrf_exempt(self.import_view), "import", FORM_METHODS),
             (
                 "where-used/<int:tenant_id>/<path:alias>/",
@@ -353,7 +370,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
                     results = importing.import_flow_exports(
                         tenant,
                         ((upload.name, upload) for upload in uploads),
-                        actor=request.user,
+                        actor=acting_user(request),
                     )
                 except WhereUsedError as error:
                     form.add_error(None, str(error))
@@ -388,33 +405,35 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     # ---- where-used and renewal pack -------------------------------------------------------
 
     @staticmethod
-    def _material(request: HttpRequest, tenant_id: int, alias: str):
+    def _material(
+        request: HttpRequest, tenant_id: int, alias: str
+    ) -> tuple[PendingSapKey | KeystoreEntry, bool]:
         """(entry or pending key, pending?) for a where-used URL; 404 before anything is read
         about a tenant the user may not see."""
         permissions.require(request.user, permissions.READ, tenant_id)
         pending = request.GET.get("pending", "").lower() in TRUE_VALUES
         if pending:
-            material = (
+            new_key = (
                 PendingSapKey.objects.select_related("tenant", "entry")
                 .defer("sealed_private_key", "entry__sealed_private_key")
                 .filter(tenant_id=tenant_id, entry__alias=alias)
                 .first()
             )
-            if material is None:
+            if new_key is None:
                 raise Http404("No new SAP key is waiting for this alias.")
-        else:
-            material = (
-                KeystoreEntry.objects.select_related("tenant")
-                .defer("sealed_private_key")
-                .filter(tenant_id=tenant_id, alias=alias)
-                .first()
-            )
-            if material is None:
-                raise Http404("No keystore entry with this alias.")
-        return material, pending
+            return new_key, pending
+        entry = (
+            KeystoreEntry.objects.select_related("tenant")
+            .defer("sealed_private_key")
+            .filter(tenant_id=tenant_id, alias=alias)
+            .first()
+        )
+        if entry is None:
+            raise Http404("No keystore entry with this alias.")
+        return entry, pending
 
     @staticmethod
-    def _key_pair(material) -> bool:
+    def _key_pair(material: KeyMaterial) -> bool:
         entry_type = getattr(material, "entry_type", EntryType.KEY_PAIR)
         return entry_type == EntryType.KEY_PAIR
 
@@ -427,7 +446,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         if output == "csv":
             return file_response(pack.csv_download(report, pending=pending))
         url = whereused_url(tenant_id, alias, pending)
-        entry = material.entry if pending else material
+        entry = material.entry if isinstance(material, PendingSapKey) else material
         for _key, _title, backends in report.sections:
             for backend in backends:
                 for flow in backend.flows:
@@ -445,7 +464,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             csv_url=_with_query(url, "format=csv"),
             pack_url=renewal_pack_url(tenant_id, alias, pending),
             other_url=whereused_url(tenant_id, alias, True) if not pending else url,
-            has_pending=pending or PendingSapKey.objects.filter(entry=material).exists(),
+            has_pending=pending or PendingSapKey.objects.filter(entry=entry).exists(),
             entry_url=reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
             flows_url=reverse(self.url_name("changelist")) + f"?tenant={tenant_id}",
             restart_url=reverse(self.url_name("changelist"))

@@ -68,7 +68,9 @@ class FlowImportForm(forms.Form):
             "required": "Choose a tenant.",
         },
     )
-    files = MultipleFileField(
+    # The field keeps its public name (templates, tests and scripts post "files"); the form
+    # metaclass moves it into base_fields, so BaseForm.files (the uploads) is not shadowed.
+    files = MultipleFileField(  # type: ignore[assignment]  # the name, not the attribute, clashes
         label="Integration flow exports",
         help_text="One or more ZIP files exported from Cloud Integration (Export on the "
         "integration flow), up to {limit} at a time. A flow imported before is replaced.",
@@ -81,7 +83,9 @@ class FlowImportForm(forms.Form):
         # Django refuses a request with more files than this before the form sees it.
         files.help_text = files.help_text.format(limit=settings.DATA_UPLOAD_MAX_NUMBER_FILES)
         tenants = Tenant.objects.visible_to(user, permissions.DEPLOY)
-        self.fields["tenant"].queryset = tenants
+        tenant_field = self.fields["tenant"]
+        assert isinstance(tenant_field, forms.ModelChoiceField)
+        tenant_field.queryset = tenants
         if not self.is_bound:
             only = list(tenants[:2])
             if len(only) == 1:

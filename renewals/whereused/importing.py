@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from os import PathLike
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -40,11 +40,14 @@ from renewals.whereused.parser import (
     parse_flow_zip,
 )
 
+if TYPE_CHECKING:
+    from keystore.audit import Actor
+
 logger = logging.getLogger(__name__)
 
 MAX_STORED_WARNINGS = 50
 
-FlowSource = BinaryIO | bytes | str | PathLike
+FlowSource = BinaryIO | bytes | str | PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class FlowImportResult:
 
 
 def import_flow_exports(
-    tenant: Tenant, sources: Iterable[tuple[str, FlowSource]], *, actor=None
+    tenant: Tenant, sources: Iterable[tuple[str, FlowSource]], *, actor: Actor = None
 ) -> list[FlowImportResult]:
     """Index each flow export ZIP of `sources` ((name, file) pairs) for the tenant.
 
@@ -105,7 +108,9 @@ def import_flow_exports(
         else:
             finished = True
         group.finish()
-    return results  # type: ignore[return-value]  # every None was filled in
+    filled = [result for result in results if result is not None]
+    assert len(filled) == len(results)  # each group's finish() filled in its files' results
+    return filled
 
 
 # Files written together (see import_flow_exports); the seconds bound how long a file's results
@@ -133,8 +138,15 @@ def _read_one(
     return export
 
 
+def _max_length(model: type[models.Model], name: str) -> int:
+    """The max_length of one of the model's CharFields."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.CharField) and field.max_length is not None
+    return field.max_length
+
+
 _USAGE_MAX = {
-    name: KeyUsageRecord._meta.get_field(name).max_length
+    name: _max_length(KeyUsageRecord, name)
     for name in (
         "component_id",
         "component_name",
@@ -146,8 +158,7 @@ _USAGE_MAX = {
     )
 }
 _FLOW_MAX = {
-    name: IntegrationFlow._meta.get_field(name).max_length
-    for name in ("bundle_id", "bundle_name", "version")
+    name: _max_length(IntegrationFlow, name) for name in ("bundle_id", "bundle_name", "version")
 }
 # The flow columns an import writes: a re-import updates these and keeps the restart marks.
 IMPORT_FIELDS = (
@@ -234,7 +245,9 @@ class _Group:
     in one transaction. If that fails, it is rolled back and each file is written again on its
     own, each in its own transaction, each reporting its own error."""
 
-    def __init__(self, tenant: Tenant, actor, results: list[FlowImportResult | None]) -> None:
+    def __init__(
+        self, tenant: Tenant, actor: Actor, results: list[FlowImportResult | None]
+    ) -> None:
         self.tenant, self.actor, self.results = tenant, actor, results
         self.label = actor_label(actor)
         self.files: list[_Pending] = []
@@ -282,7 +295,7 @@ class _Group:
         return p.result()
 
 
-def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
+def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> None:
     """The one write path: store `files` (distinct bundles) in the caller's transaction.
 
     The bundles imported before are locked first. Their flow rows are updated with one upsert
@@ -300,10 +313,12 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
         .order_by()  # the model's ordering joins the tenant, whose row needs no lock
         .values_list("bundle_id", "pk")
     )
-    new, again = [], []
+    new: list[IntegrationFlow] = []
+    again: list[IntegrationFlow] = []
+    written: list[tuple[_Pending, IntegrationFlow]] = []
     for p in files:
         p.replaced = p.bundle_id in reimported
-        p.flow = IntegrationFlow(
+        p.flow = flow = IntegrationFlow(
             tenant=tenant,
             bundle_id=p.bundle_id,
             bundle_name=p.bundle_name,
@@ -314,7 +329,8 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
             imported_by_label=label,
             warnings=_stored_warnings(p.warnings),
         )
-        (again if p.replaced else new).append(p.flow)
+        (again if p.replaced else new).append(flow)
+        written.append((p, flow))
     IntegrationFlow.objects.bulk_create(new)
     if again:
         IntegrationFlow.objects.bulk_create(
@@ -325,7 +341,7 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
         )
         KeyUsageRecord.objects.filter(flow_id__in=reimported.values()).delete()
     KeyUsageRecord.objects.bulk_create(
-        [_usage_record(tenant.pk, p.flow.pk, usage) for p in files for usage in p.usages]
+        [_usage_record(tenant.pk, flow.pk, usage) for p, flow in written for usage in p.usages]
     )
     record_audits(
         [
@@ -336,9 +352,9 @@ def _write(tenant: Tenant, actor, label: str, files: list[_Pending]) -> None:
                 actor=actor,
                 actor_label=label,
                 at=p.imported_at,
-                detail=_audit_detail(p.flow, len(p.usages), p.replaced),
+                detail=_audit_detail(flow, len(p.usages), p.replaced),
             )
-            for p in files
+            for p, flow in written
         ]
     )
 
@@ -351,7 +367,10 @@ def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageReco
     m = _USAGE_MAX
     # Positional arguments in USAGE_COLUMNS order are Django's quick way to make an instance:
     # half the cost of keyword arguments, which took a quarter of the time a usage row costs.
-    return KeyUsageRecord(
+    # django-stubs maps positions onto its list of settable names, which holds each ForeignKey
+    # twice (tenant_id, tenant), so it checks the ids against the wrong fields; Django fills the
+    # concrete fields in order, by attname (tenant_id, flow_id), which are what is passed here.
+    return KeyUsageRecord(  # type: ignore[misc]  # django-stubs: positions vs ForeignKeys, above
         None,
         tenant_id,
         flow_id,
@@ -393,7 +412,7 @@ class FlowRemovalResult:
 
 
 def remove_flows(
-    tenant: Tenant, bundle_ids: Iterable[str], *, actor=None
+    tenant: Tenant, bundle_ids: Iterable[str], *, actor: Actor = None
 ) -> list[FlowRemovalResult]:
     """Remove flows from the tenant's where-used index, with their key usages: flows undeployed
     or deleted in the tenant, so that Where-used stops listing them. Importing a flow again

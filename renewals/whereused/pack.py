@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from keystore.models import KeyMaterial
 from keystore.services import Download, KeystoreError, public_download
+from renewals.models import PendingSapKey, SapKeyBackup
 from renewals.whereused.errors import WhereUsedError
 from renewals.whereused.parser import Usage
 from renewals.whereused.report import BackendUse, WhereUsedReport
@@ -100,10 +101,9 @@ def _utc(value: datetime | None) -> str:
 
 
 def _material_kind(material: KeyMaterial) -> str:
-    model = material._meta.model_name
-    if model == "pendingsapkey":
+    if isinstance(material, PendingSapKey):
         return "the new SAP key waiting for activation (New SAP Keys)"
-    if model == "sapkeybackup":
+    if isinstance(material, SapKeyBackup):
         return f"a backup from SAP Key History (active until {_utc(material.active_until)})"
     return "the current key of the keystore entry"
 
@@ -147,7 +147,9 @@ def _actions(usage: str, files: dict[str, str], material: KeyMaterial) -> list[s
     ]
 
 
-def _backend_lines(backends: list[BackendUse], files: dict[str, str], material) -> list[str]:
+def _backend_lines(
+    backends: list[BackendUse], files: dict[str, str], material: KeyMaterial
+) -> list[str]:
     lines: list[str] = []
     for number, backend in enumerate(backends, start=1):
         if backend.is_backend:
@@ -262,6 +264,6 @@ def renewal_pack(material: KeyMaterial, report: WhereUsedReport) -> Download:
         for download in downloads.values():
             archive.writestr(download.filename, download.content)
         archive.writestr("INSTRUCTIONS.txt", sheet.encode("utf-8"))
-    suffix = "_new_key" if material._meta.model_name == "pendingsapkey" else ""
+    suffix = "_new_key" if isinstance(material, PendingSapKey) else ""
     stem = public_download_stem(material.alias)
     return Download(f"{stem}{suffix}_renewal_pack.zip", "application/zip", buffer.getvalue())

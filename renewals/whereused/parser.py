@@ -58,7 +58,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 from xml.etree import ElementTree as ET
 
 import defusedxml.ElementTree as DefusedET
@@ -599,20 +599,24 @@ class _Context:
                 return {}
         else:
             return {}
+        fast: dict[str | None, str]
         try:
             # Fast path for what exports contain: <key> then <value> in every ifl:property.
-            props = {k.text: v.text or "" for k, v in child if k.tag == "key"}
+            fast = {k.text: v.text or "" for k, v in child if k.tag == "key"}
         except ValueError:  # a property without exactly two children
-            props = {}
-        if len(props) != len(child):  # other order, namespaced, duplicates: read each slowly
+            fast = {}
+        props: dict[str, str]
+        if len(fast) != len(child):  # other order, namespaced, duplicates: read each slowly
             props = _properties_leniently(child)
-        props.pop(None, None)  # type: ignore[call-overload]  # an empty <key/>
+        else:
+            fast.pop(None, None)  # an empty <key/>
+            props = cast("dict[str, str]", fast)  # no None key left
         # One search of the joined values spares a look at each value of most components.
         if self.has_references and "{{" in "\0".join(props.values()):
             for key, value in props.items():
                 if "{{" in value:
                     props[key] = self.resolve(value, el)
-        return props  # type: ignore[return-value]
+        return props
 
     def resolve(self, value: str, el: ET.Element) -> str:
         parameters = self.parameters
@@ -682,9 +686,11 @@ def _parse_xml(data: bytes, label: str) -> ET.Element:
     except ET.ParseError as exc:
         raise FlowParseError(f"{label}: malformed XML ({_one_line(exc)})")
     # Level by level, no recursion; C-level iteration skips the leaves (most elements).
-    level = [root]
+    level: list[ET.Element] = [root]
     for _ in range(MAX_XML_DEPTH):
-        level = list(chain.from_iterable(filter(len, level)))
+        # Its own statement: inside chain.from_iterable() mypy picks filter's TypeGuard overload.
+        branches = filter(len, level)
+        level = list(chain.from_iterable(branches))
         if not level:
             return root
     raise FlowParseError(_too_deep(label))
@@ -1245,10 +1251,11 @@ def _script_usages(
 ) -> list[KeyUsage]:
     name = path.rsplit("/", 1)[-1]
     if isinstance(script, bytes):
+        raw = script
         try:
-            script = script.decode("utf-8")
+            script = raw.decode("utf-8")
         except UnicodeDecodeError:
-            script = script.decode("utf-8", errors="replace")
+            script = raw.decode("utf-8", errors="replace")
             warnings.append(f"script {_one_line(name)!r} is not UTF-8; read with replacements")
     return [
         KeyUsage(

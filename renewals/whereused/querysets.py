@@ -21,7 +21,7 @@ def may_use_q(prefix: str = "") -> Q:
     return Q(**{f"{prefix}alias": ANY_KEY}) | Q(**{f"{prefix}certainty": Certainty.MAY_USE})
 
 
-def component_key():
+def component_key() -> Concat:
     """One value per component of a flow: component ids repeat across flows ("MessageFlow_1")."""
     return Concat(Cast("flow_id", CharField()), Value("/"), "component_id")
 

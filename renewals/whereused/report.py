@@ -12,15 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from keystore.models import Tenant
 from renewals.whereused.models import USAGE_FIELDS, KeyUsageRecord
 from renewals.whereused.parser import ANY_KEY, Certainty, Usage
 from renewals.whereused.querysets import component_key
+
+#: Any queryset of rows with a tenant and an alias (see annotate_usage_counts).
+_QS = TypeVar("_QS", bound=QuerySet[Any])
 
 NO_BACKEND = ("", "")
 
@@ -60,6 +63,8 @@ class FlowUse:
     restart_required: bool
     restart_required_since: datetime | None
     components: list[ComponentUse] = field(default_factory=list)
+    #: The flow's admin change page; set by the admin's where-used page, which links each flow.
+    admin_url: str = ""
 
     @property
     def component_count(self) -> int:
@@ -160,11 +165,11 @@ class WhereUsedReport:
         return not self.uses and not self.may_use
 
 
-def _flow_order(flow: FlowUse) -> tuple:
+def _flow_order(flow: FlowUse) -> tuple[str, str]:
     return (flow.bundle_name.lower(), flow.bundle_id)
 
 
-def _backend_order(backend: BackendUse) -> tuple:
+def _backend_order(backend: BackendUse) -> tuple[bool, str, str]:
     # Named backends first; steps and scripts without a backend last.
     return (not backend.is_backend, backend.system.lower(), backend.address.lower())
 
@@ -262,13 +267,15 @@ def usage_counts(tenant: Tenant | int, aliases: Iterable[str]) -> dict[str, Usag
     return {alias: UsageCounts(uses.get(alias, 0), may_use) for alias in aliases}
 
 
-def annotate_usage_counts(queryset, *, tenant_field: str = "tenant_id", alias_field: str = "alias"):
+def annotate_usage_counts(
+    queryset: _QS, *, tenant_field: str = "tenant_id", alias_field: str = "alias"
+) -> _QS:
     """`queryset` (rows with a tenant and an alias, e.g. New SAP Keys) annotated with
     `where_used_uses` and `where_used_may_use` (components, as in usage_counts): still one query
     for the whole list."""
     usages = KeyUsageRecord.objects.filter(tenant_id=OuterRef(tenant_field)).order_by()
 
-    def count(rows) -> Coalesce:
+    def count(rows: QuerySet[KeyUsageRecord]) -> Coalesce:
         per_tenant = (
             rows.values("tenant_id").annotate(n=Count(component_key(), distinct=True)).values("n")
         )

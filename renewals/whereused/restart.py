@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Q
@@ -30,6 +31,9 @@ from keystore.models import AuditAction, Tenant
 from renewals.whereused import conf
 from renewals.whereused.errors import one_line
 from renewals.whereused.models import IntegrationFlow
+
+if TYPE_CHECKING:
+    from keystore.audit import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class RestartResult:
     message: str
 
 
-def restart_flows(flows: Iterable[IntegrationFlow], *, actor=None) -> list[RestartResult]:
+def restart_flows(flows: Iterable[IntegrationFlow], *, actor: Actor = None) -> list[RestartResult]:
     """Restart each flow through WHEREUSED_RESTART_CALLABLE (default: only record it).
 
     On success the "restart required" mark is cleared (unless a newer activation marked the flow

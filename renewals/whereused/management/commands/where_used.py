@@ -10,7 +10,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from keystore.management.commands import get_tenant
-from keystore.models import EntryType, KeystoreEntry
+from keystore.models import EntryType, KeyMaterial, KeystoreEntry
 from renewals.models import PendingSapKey
 from renewals.whereused.report import BackendUse, WhereUsedReport, where_used
 
@@ -46,7 +46,7 @@ def backend_json(backends: list[BackendUse]) -> list[dict]:
     ]
 
 
-def report_json(report: WhereUsedReport, material, pending: bool) -> dict:
+def report_json(report: WhereUsedReport, material: KeyMaterial, pending: bool) -> dict:
     counts = report.counts
     return {
         "alias": report.alias,
@@ -115,18 +115,19 @@ class Command(BaseCommand):
         tenant = get_tenant(options["tenant"])
         alias = options["alias"]
         pending = options["pending"]
+        material: KeyMaterial
         if pending:
-            material = PendingSapKey.objects.filter(tenant=tenant, entry__alias=alias).first()
-            if material is None:
+            new_key = PendingSapKey.objects.filter(tenant=tenant, entry__alias=alias).first()
+            if new_key is None:
                 raise CommandError(
                     f"No new SAP key is waiting for {alias!r} in tenant {tenant.slug!r}."
                 )
-            key_pair = True
+            material, key_pair = new_key, True
         else:
-            material = KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first()
-            if material is None:
+            entry = KeystoreEntry.objects.filter(tenant=tenant, alias=alias).first()
+            if entry is None:
                 raise CommandError(f"No entry with alias {alias!r} in tenant {tenant.slug!r}.")
-            key_pair = material.entry_type == EntryType.KEY_PAIR
+            material, key_pair = entry, entry.entry_type == EntryType.KEY_PAIR
         report = where_used(tenant, alias, key_pair=key_pair)
         if options["json"]:
             self.stdout.write(json.dumps(report_json(report, material, pending), indent=2))
