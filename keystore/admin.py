@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_safe
 
-from keystore import crypto, permissions, roles, services
+from keystore import crypto, merging, permissions, roles, services
 from keystore.adminmixins import (
     FORM_METHODS,
     AdminRoute,
@@ -585,7 +585,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 
     def add_keystore_view(self, request):
         def store(form, tenant, data):
-            summary = services.import_keystore(
+            summary = merging.import_keystore(
                 tenant,
                 data,
                 form.cleaned_data["password"],

@@ -68,6 +68,13 @@ class EntryQuerySet(TenantScopedQuerySet["KeystoreEntry"]):
         case, by the same expression as the database's unique constraint."""
         return self.alias(alias_folded=Lower("alias")).filter(alias_folded=Lower(Value(alias)))
 
+    def with_any_alias(self, aliases: list[str]) -> Self:
+        """The entries with any of these aliases, each compared as in `with_alias` (at most a
+        few hundred at a time: each alias is a query parameter)."""
+        return self.alias(alias_folded=Lower("alias")).filter(
+            alias_folded__in=[Lower(Value(alias)) for alias in aliases]
+        )
+
     def key_pairs(self) -> Self:
         return self.filter(entry_type="key_pair")
 

@@ -12,7 +12,8 @@ system itself (management commands run by the operator, the scheduler, the demo 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -21,10 +22,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from keystore import crypto, permissions, sealing
-from keystore.audit import actor_label, record_audit
+from keystore.audit import actor_label, audit_event, record_audit, record_audits
 from keystore.models import (
     ALIAS_MAX_LENGTH,
     AuditAction,
+    AuditEvent,
     EntryType,
     KeyMaterial,
     KeystoreEntry,
@@ -97,6 +99,60 @@ def validated_chain(
 # -- writing entries -------------------------------------------------------------------------
 
 
+def refuse_overwrite(existing: KeystoreEntry, alias: str, *, owner: str, overwrite: bool) -> None:
+    """Refuse to write `alias` over `existing` (the same alias, perhaps in other letter case)
+    unless the operator chose overwrite and SAP does not own it."""
+    same = repr(alias) if existing.alias == alias else f"{existing.alias!r} (case ignored)"
+    if not overwrite:
+        raise KeystoreError(f"An entry with alias {same} exists already.")
+    if existing.owner == Owner.SAP and owner != Owner.SAP:
+        raise KeystoreError(f"{same} is owned by SAP and cannot be overwritten.")
+
+
+def entry_to_write(
+    tenant: Tenant,
+    alias: str,
+    chain: list[x509.Certificate],
+    private_key: crypto.PrivateKey | None,
+    existing: KeystoreEntry | None,
+    *,
+    owner: str,
+    actor: Actor,
+    label: str | None,
+) -> tuple[KeystoreEntry, str]:
+    """The unsaved entry for `alias`: `existing` (locked, checked by refuse_overwrite) with its
+    next version, or a new row. Returns it with the fingerprint it replaces ("" for a new row).
+    An alias that differs from an existing one only in case is the same alias: the entry keeps
+    its stored spelling."""
+    if existing is not None:
+        entry, old_fingerprint = existing, existing.fingerprint_sha256
+        entry.version += 1
+    else:
+        entry, old_fingerprint = KeystoreEntry(tenant=tenant, alias=alias, created_by=actor), ""
+    entry.owner = owner
+    entry.entry_type = EntryType.KEY_PAIR if private_key is not None else EntryType.CERTIFICATE
+    entry.modified_by = actor
+    entry.modified_by_label = label or actor_label(actor)
+    entry.set_material(chain, private_key)
+    entry.active_since = timezone.now()
+    return entry, old_fingerprint
+
+
+def stored_event(
+    entry: KeystoreEntry, old_fingerprint: str, actor: Actor, label: str | None, detail: str = ""
+) -> AuditEvent:
+    return audit_event(
+        entry.tenant,
+        entry.alias,
+        AuditAction.OVERWRITE if old_fingerprint else AuditAction.ADD,
+        actor,
+        label=label,
+        old_fingerprint=old_fingerprint,
+        new_fingerprint=entry.fingerprint_sha256,
+        detail=detail or f"{entry.get_entry_type_display()} {entry.subject}",
+    )
+
+
 def _store(
     tenant: Tenant,
     alias: str,
@@ -109,44 +165,21 @@ def _store(
     label: str | None = None,
     detail: str = "",
 ) -> tuple[KeystoreEntry, bool]:
-    """Insert or overwrite one entry with its audit record; returns (entry, overwritten). An
-    alias that differs from an existing one only in case is the same alias: the entry keeps
-    its stored spelling."""
+    """Insert or overwrite one entry with its audit record; returns (entry, overwritten)."""
     existing = (
         KeystoreEntry.objects.select_for_update().filter(tenant=tenant).with_alias(alias).first()
     )
     if existing is not None:
-        same = repr(alias) if existing.alias == alias else f"{existing.alias!r} (case ignored)"
-        if not overwrite:
-            raise KeystoreError(f"An entry with alias {same} exists already.")
-        if existing.owner == Owner.SAP and owner != Owner.SAP:
-            raise KeystoreError(f"{same} is owned by SAP and cannot be overwritten.")
-        alias = existing.alias
-        entry, old_fingerprint = existing, existing.fingerprint_sha256
-        entry.version += 1
-    else:
-        entry, old_fingerprint = KeystoreEntry(tenant=tenant, alias=alias, created_by=actor), ""
-    entry.owner = owner
-    entry.entry_type = EntryType.KEY_PAIR if private_key is not None else EntryType.CERTIFICATE
-    entry.modified_by = actor
-    entry.modified_by_label = label or actor_label(actor)
-    entry.set_material(chain, private_key)
-    entry.active_since = timezone.now()
+        refuse_overwrite(existing, alias, owner=owner, overwrite=overwrite)
+    entry, old_fingerprint = entry_to_write(
+        tenant, alias, chain, private_key, existing, owner=owner, actor=actor, label=label
+    )
     try:
         with transaction.atomic():
             entry.save()
     except IntegrityError:
         raise KeystoreError(f"An entry with alias {alias!r} exists already.")
-    record_audit(
-        tenant,
-        alias,
-        AuditAction.OVERWRITE if existing else AuditAction.ADD,
-        actor,
-        label=label,
-        old_fingerprint=old_fingerprint,
-        new_fingerprint=entry.fingerprint_sha256,
-        detail=detail or f"{entry.get_entry_type_display()} {entry.subject}",
-    )
+    record_audits([stored_event(entry, old_fingerprint, actor, label, detail)])
     return entry, existing is not None
 
 
@@ -290,42 +323,35 @@ def signing_request(entry: KeystoreEntry, *, actor: Actor = None) -> Download:
     return Download(f"{_file_stem(entry.alias)}.csr", "application/pkcs10", request)
 
 
-def _trusted_certificates(tenant: Tenant) -> list[x509.Certificate]:
-    return [
-        cert
-        for entry in KeystoreEntry.objects.for_tenant(tenant).filter(
-            entry_type=EntryType.CERTIFICATE
-        )
-        for cert in entry.certificate_chain()
-    ]
-
-
-def _completed_from_keystore(
+def trusted_index(
     tenant: Tenant,
-    chain: list[x509.Certificate],
-    trusted: list[x509.Certificate] | None = None,
-) -> list[x509.Certificate]:
-    """The chain, extended towards its root with the tenant's trusted certificates (a CA often
-    answers with the signed certificate alone)."""
-    if trusted is None:
-        trusted = _trusted_certificates(tenant)
-    chain = list(chain)
-    while not crypto.certificate_facts(chain[-1]).self_signed:
-        top = chain[-1]
-        issuer = next(
-            (
-                cert
-                for cert in trusted
-                if cert.subject == top.issuer
-                and cert not in chain
-                and crypto.order_chain([top, cert]) == [top, cert]
-            ),
-            None,
-        )
-        if issuer is None:
-            break
-        chain.append(issuer)
-    return chain
+    *,
+    also: Iterable[x509.Certificate] = (),
+    excluding: Iterable[int] = (),
+) -> crypto.IssuerIndex:
+    """The tenant's trusted certificates (those of its certificate entries, less the rows
+    `excluding` names, plus `also`) by the names that make them issuers."""
+    pems = (
+        KeystoreEntry.objects.for_tenant(tenant)
+        .certificates()
+        .exclude(pk__in=list(excluding))
+        .values_list("chain_pem", flat=True)
+    )
+    stored = [cert for pem in pems for cert in x509.load_pem_x509_certificates(pem.encode())]
+    return crypto.IssuerIndex([*stored, *also])
+
+
+def chain_event(entry: KeystoreEntry, actor: Actor) -> AuditEvent:
+    return audit_event(
+        entry.tenant,
+        entry.alias,
+        AuditAction.CHAIN,
+        actor,
+        old_fingerprint=entry.fingerprint_sha256,
+        new_fingerprint=entry.fingerprint_sha256,
+        detail=f"chain completed up to {entry.root_subject}"
+        + ("" if entry.root_known else " (its root is still not known)"),
+    )
 
 
 def complete_chains(tenant: Tenant, *, actor: Actor = None) -> list[KeystoreEntry]:
@@ -333,30 +359,24 @@ def complete_chains(tenant: Tenant, *, actor: Actor = None) -> list[KeystoreEntr
     certificates: called whenever a certificate is added, so a signed response imported before
     its CA was trusted gets its root. The leaf and the private key stay as they are."""
     candidates = list(
-        KeystoreEntry.objects.select_for_update().for_tenant(tenant).filter(root_known=False)
+        KeystoreEntry.objects.select_for_update()
+        .for_tenant(tenant)
+        .filter(root_known=False)
+        .order_by("pk")
     )
     if not candidates:
         return []
-    trusted = _trusted_certificates(tenant)
+    trusted = trusted_index(tenant)
     completed = []
     for entry in candidates:
         chain = entry.certificate_chain()
-        longer = _completed_from_keystore(tenant, chain, trusted)
+        longer = crypto.extend_chain(chain, trusted)
         if len(longer) == len(chain):
             continue
         entry.set_chain(longer)
         entry.save()
-        record_audit(
-            tenant,
-            entry.alias,
-            AuditAction.CHAIN,
-            actor,
-            old_fingerprint=entry.fingerprint_sha256,
-            new_fingerprint=entry.fingerprint_sha256,
-            detail=f"chain completed up to {entry.root_subject}"
-            + ("" if entry.root_known else " (its root is still not known)"),
-        )
         completed.append(entry)
+    record_audits([chain_event(entry, actor) for entry in completed])
     return completed
 
 
@@ -395,7 +415,8 @@ def apply_signing_response(
                 "The certificate of this key pair must be the one at the bottom of the chain; "
                 "the file holds certificates issued by it."
             )
-        chain, warnings = validated_chain(_completed_from_keystore(locked.tenant, ordered), key)
+        completed = crypto.extend_chain(ordered, trusted_index(locked.tenant))
+        chain, warnings = validated_chain(completed, key)
         leaf = crypto.certificate_facts(chain[0])
         if leaf.fingerprint_sha256 == locked.fingerprint_sha256:
             raise KeystoreError(
@@ -466,108 +487,6 @@ def load_key_pair_file(data: bytes, password: str, many: str) -> KeyPairFile:
     if len(pairs) > 1:
         raise KeystoreError(f"The PKCS#12 file holds {len(pairs)} key pairs; {many}.")
     return pairs[0]
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    alias: str
-    result: str  # "added", "overwritten" or "rejected"
-    reason: str = ""
-    entry_type: str = ""
-    fingerprint: str = ""
-
-
-@dataclass
-class ImportSummary:
-    outcomes: list[ImportOutcome] = field(default_factory=list)
-    # Entries (already stored or just merged) whose chain the merge's certificates extended.
-    chains_completed: list[str] = field(default_factory=list)
-
-    def _of(self, result: str) -> list[ImportOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.result == result]
-
-    @property
-    def added(self) -> list[ImportOutcome]:
-        return self._of("added")
-
-    @property
-    def overwritten(self) -> list[ImportOutcome]:
-        return self._of("overwritten")
-
-    @property
-    def rejected(self) -> list[ImportOutcome]:
-        return self._of("rejected")
-
-    def as_dict(self) -> dict[str, list[str] | list[dict[str, str]]]:
-        """The summary as JSON data (import_keystore --json)."""
-        return {
-            "added": [o.alias for o in self.added],
-            "overwritten": [o.alias for o in self.overwritten],
-            "rejected": [{"alias": o.alias, "reason": o.reason} for o in self.rejected],
-            "chains_completed": list(self.chains_completed),
-        }
-
-
-def import_keystore(
-    tenant: Tenant,
-    data: bytes,
-    password: str,
-    *,
-    actor: Actor = None,
-    overwrite: bool = False,
-) -> ImportSummary:
-    """Merge a whole PKCS#12 or JKS keystore; each entry is added, overwritten or rejected."""
-    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
-    items = load_keystore_file(data, password)
-    summary = ImportSummary()
-    seen: set[str] = set()
-    with transaction.atomic():
-        for item in items:
-            alias = item.alias
-            # An entry the reader could not take (item.problem) is always a key.
-            is_key = item.private_key is not None or bool(item.problem)
-            kind = EntryType.KEY_PAIR if is_key else EntryType.CERTIFICATE
-            try:
-                if item.problem:
-                    raise KeystoreError(item.problem)
-                if not alias:
-                    raise KeystoreError("The entry has no alias (friendly name) in the file.")
-                validate_alias(alias)
-                if alias.casefold() in seen:
-                    raise KeystoreError(
-                        "The alias appears twice in the file (aliases ignore case)."
-                    )
-                seen.add(alias.casefold())
-                chain, _warnings = validated_chain(item.chain, item.private_key)
-                with transaction.atomic():
-                    entry, overwritten = _store(
-                        tenant,
-                        alias,
-                        chain,
-                        item.private_key,
-                        owner=Owner.TENANT,
-                        actor=actor,
-                        overwrite=overwrite,
-                    )
-            except KeystoreError as error:
-                reason = str(error)
-                if not overwrite and "exists already" in reason:
-                    reason += " Choose overwrite to replace it."
-                summary.outcomes.append(ImportOutcome(alias or "(none)", "rejected", reason, kind))
-                continue
-            summary.outcomes.append(
-                ImportOutcome(
-                    alias,
-                    "overwritten" if overwritten else "added",
-                    entry_type=kind,
-                    fingerprint=entry.fingerprint_sha256,
-                )
-            )
-        if summary.added or summary.overwritten:
-            summary.chains_completed = [
-                entry.alias for entry in complete_chains(tenant, actor=actor)
-            ]
-    return summary
 
 
 def create_sap_entry(

@@ -7,7 +7,7 @@ written as JKS by pyjks and converted to PKCS#12 by keytool (the way Java users 
 PKCS#12 files). EC keys, because the site refuses keystore files over 1 MiB: a thousand RSA-2048
 key pairs do not fit (about 2 KB each), a thousand EC key pairs do.
 
-The import is the site's one path (`keystore.services.import_keystore`) into an empty tenant:
+The import is the site's one path (`keystore.merging.import_keystore`) into an empty tenant:
 parse, verify each chain, check each key, seal each key, write each row and its audit record.
 keytool is timed around the whole process (JVM start included, as the operator waits for it);
 the JVM start alone (`keytool -help`) is reported too.
@@ -155,8 +155,8 @@ def _jvm_start_seconds(repeat: int) -> float:
 def _import_seconds(data: bytes, label: str, entries: int, number: int) -> float:
     """Import `data` into a new, empty tenant through the site's one import path."""
     from keystore.crypto import facts, signatures
+    from keystore.merging import import_keystore
     from keystore.models import Tenant
-    from keystore.services import import_keystore
 
     tenant = Tenant.objects.create(name=f"{label} {number}", slug=f"import-{label}-{number}")
     # A worker meets a new file with nothing of it remembered: no verified signature, no facts.

@@ -44,6 +44,8 @@ from keystore.crypto.certfiles import (
 )
 from keystore.crypto.chains import (
     MAX_SIGNATURE_WORK,
+    IssuerIndex,
+    extend_chain,
     order_chain,
     root_certificate,
     verify_chain,
@@ -105,11 +107,13 @@ __all__ = [
     "PKCS12_KDF_ROUNDS",
     "CertificateFacts",
     "CryptoError",
+    "IssuerIndex",
     "KeystoreItem",
     "PrivateKey",
     "certificate_facts",
     "certificate_signing_request",
     "check_strength",
+    "extend_chain",
     "generate_key_pair",
     "is_self_signed",
     "issue_certificate",

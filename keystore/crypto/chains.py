@@ -24,6 +24,7 @@ from cryptography import x509
 from keystore.crypto import signatures
 from keystore.crypto.errors import CryptoError
 from keystore.crypto.facts import describe
+from keystore.crypto.signatures import is_self_signed
 
 #: The signature checks one file (or one call of order_chain) may cost, in checks with an
 #: RSA-2048 key (about 50 µs each on the machine of docs/performance.md, so about 2.5 s).
@@ -230,6 +231,29 @@ def chain_from(leaf: x509.Certificate, index: IssuerIndex) -> list[x509.Certific
                 for candidate in index.candidates(chain[-1])
                 if all(candidate != member for member in chain)
                 and index.signed(chain[-1], candidate)
+            ),
+            None,
+        )
+        if parent is None:
+            break
+        chain.append(parent)
+    return chain
+
+
+def extend_chain(chain: Sequence[x509.Certificate], trusted: IssuerIndex) -> list[x509.Certificate]:
+    """``chain`` continued from its top certificate through ``trusted`` (a keystore's trusted
+    certificates) until a self-signed root or a gap: a CA often answers with the signed
+    certificate alone, and a JKS key entry may hold its leaf alone. The certificates of
+    ``chain`` stay as they are; each link added is checked by its signature."""
+    chain = list(chain)
+    while not is_self_signed(chain[-1]):
+        top = chain[-1]
+        parent = next(
+            (
+                candidate
+                for candidate in trusted.candidates(top)
+                if all(candidate != member for member in chain)
+                and signatures.signed_by(top, candidate)
             ),
             None,
         )

@@ -41,7 +41,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc5280, rfc5652, rfc5958, rfc7292, rfc7914, rfc8018
 
 from keystore import admin as keystore_admin
-from keystore import crypto, services
+from keystore import crypto, merging, services
 from keystore.crypto import certfiles, jks_import, pkcs12_export, pkcs12_import
 from keystore.models import AuditEvent, KeystoreEntry
 from renewals.activation import RenewalError, import_sap_key
@@ -811,7 +811,7 @@ def test_every_reader_refuses_a_hostile_keystore_and_changes_nothing(
     entries, events = KeystoreEntry.objects.count(), AuditEvent.objects.count()
 
     with pytest.raises(services.KeystoreError, match=re.escape(message)):
-        services.import_keystore(tenant, data, PASSWORD)
+        merging.import_keystore(tenant, data, PASSWORD)
     with pytest.raises(services.KeystoreError, match=re.escape(message)):
         services.import_key_pair(tenant, "hostile", data, PASSWORD)
     with pytest.raises(RenewalError, match=re.escape(message)):
@@ -862,7 +862,7 @@ def test_an_rsa_key_of_16384_bits_is_refused_by_every_reader_before_it_is_used(
     slowest = 0.0
     for kind, data in files.items():
         started = time.perf_counter()
-        summary = services.import_keystore(tenant, data, PASSWORD, overwrite=True)
+        summary = merging.import_keystore(tenant, data, PASSWORD, overwrite=True)
         slowest = max(slowest, time.perf_counter() - started)
         [outcome] = [outcome for outcome in summary.outcomes if outcome.alias == sap_entry.alias]
         assert (outcome.result, outcome.reason) == ("rejected", message), kind
@@ -1003,7 +1003,7 @@ def test_500_key_pairs_under_namesake_issuers_are_refused_before_any_signature_c
         slowest = max(slowest, time.perf_counter() - started)
         assert str(refused.value) == message
     with pytest.raises(services.KeystoreError, match=re.escape(message)):
-        services.import_keystore(tenant, data, PASSWORD)
+        merging.import_keystore(tenant, data, PASSWORD)
 
     assert sum(checks.values()) == 0
     assert (KeystoreEntry.objects.count(), AuditEvent.objects.count()) == (entries, events)
@@ -1091,7 +1091,7 @@ def test_size_caps_apply_before_parsing(parsers_forbidden, tmp_path):
 def test_size_caps_apply_before_parsing_in_the_services(parsers_forbidden, tenant, sap_entry):
     keystore = b"\xfe\xed\xfe\xed" + b"0" * crypto.MAX_KEYSTORE_BYTES
     with pytest.raises(services.KeystoreError, match="larger than 1 MiB"):
-        services.import_keystore(tenant, keystore, PASSWORD)
+        merging.import_keystore(tenant, keystore, PASSWORD)
     with pytest.raises(services.KeystoreError, match="larger than 1 MiB"):
         services.import_key_pair(tenant, "big", keystore, PASSWORD)
     with pytest.raises(services.KeystoreError, match="larger than 64 KiB"):

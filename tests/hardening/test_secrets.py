@@ -24,7 +24,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from keystore import sealing, services
+from keystore import merging, sealing, services
 from keystore.models import AuditEvent, KeystoreEntry
 from keystore.sealing import SealingError
 from renewals.activation import RenewalError, activate_pending_key
@@ -54,7 +54,7 @@ def keys_everywhere(tenant, key_pair_entry, sap_entry, provide, users):
     """Key pairs in the keystore (PKCS#12 and JKS imports), a new SAP key, a backup."""
     pki = pki_factory.make_pki("Dump", kind="ec", size=256)
     jks = pki_factory.make_jks([("jks_pair", pki.leaf_key, pki.chain)], "jks-password")
-    services.import_keystore(tenant, jks, "jks-password")
+    merging.import_keystore(tenant, jks, "jks-password")
     provide(tenant)
     activate_pending_key(tenant, SAP_ALIAS, actor=users["Administrator"])
     provide(tenant)

@@ -8,7 +8,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-from keystore import services
+from keystore import merging, services
 from keystore.aliases import skeleton
 from keystore.crypto import to_der
 from keystore.models import AuditEvent, KeystoreEntry, Owner
@@ -68,7 +68,7 @@ def test_a_merged_look_alike_is_rejected_with_its_reason(db, tenant, pki, tmp_pa
     data = pki_factory.make_pkcs12(
         [("ѕap_fake", pki.leaf_key, pki.chain), ("partner", None, [pki.root])], "secret-pw"
     )
-    summary = services.import_keystore(tenant, data, "secret-pw")
+    summary = merging.import_keystore(tenant, data, "secret-pw")
     assert [o.alias for o in summary.added] == ["partner"]
     [rejected] = summary.rejected
     assert rejected.alias == "ѕap_fake" and "reserved for SAP" in rejected.reason
@@ -101,12 +101,12 @@ def test_a_merge_meeting_a_case_only_twin(db, tenant, pki):
     services.import_certificate(tenant, "Partner_Root_CA", to_der(pki.root))
     # JKS stores aliases in lower case: a merge meets the twin as in real life.
     data = pki_factory.make_jks([("partner_root_ca", None, [pki.inter])], "secret-pw")
-    summary = services.import_keystore(tenant, data, "secret-pw")
+    summary = merging.import_keystore(tenant, data, "secret-pw")
     [rejected] = summary.rejected
     assert "'Partner_Root_CA' (case ignored) exists already" in rejected.reason
     assert "Choose overwrite" in rejected.reason
     assert KeystoreEntry.objects.get().certificate() == pki.root
-    summary = services.import_keystore(tenant, data, "secret-pw", overwrite=True)
+    summary = merging.import_keystore(tenant, data, "secret-pw", overwrite=True)
     assert [o.alias for o in summary.overwritten] == ["partner_root_ca"]
     entry = KeystoreEntry.objects.get()
     assert entry.alias == "Partner_Root_CA" and entry.certificate() == pki.inter
@@ -122,7 +122,7 @@ def test_case_twins_in_one_file_keep_the_first(db, tenant, pki):
         ],
         "a-Long-export-Passw0rd",
     )
-    summary = services.import_keystore(tenant, data, "a-Long-export-Passw0rd")
+    summary = merging.import_keystore(tenant, data, "a-Long-export-Passw0rd")
     assert [o.alias for o in summary.added] == ["Partner"]
     [rejected] = summary.rejected
     assert rejected.alias == "partner" and "appears twice in the file" in rejected.reason

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1_modules import rfc5652, rfc5958, rfc8018
 
-from keystore import crypto, services
+from keystore import crypto, merging, services
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
 from tests import pki as pki_factory
 from tests.conftest import client_for
@@ -104,7 +104,7 @@ def test_restore_brings_the_tenant_entries_back(keystore, other_tenant):
     # A lost tenant key pair and a changed certificate: the upload with overwrite restores both.
     KeystoreEntry.objects.get(tenant=keystore, alias="ec_signer").delete()
     services.delete_entry(KeystoreEntry.objects.get(tenant=keystore, alias="partner_root"))
-    summary = services.import_keystore(keystore, backup, PASSWORD, overwrite=True)
+    summary = merging.import_keystore(keystore, backup, PASSWORD, overwrite=True)
     results = {outcome.alias: outcome.result for outcome in summary.outcomes}
     assert results["ec_signer"] == "added" and results["partner_root"] == "added"
     assert results["client_key"] == "overwritten"

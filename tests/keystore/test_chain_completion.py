@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 from django.urls import reverse
 
-from keystore import services
+from keystore import merging, services
 from keystore.crypto import to_der
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
 from keystore.services import KeystoreError
@@ -55,7 +55,7 @@ def test_a_merge_with_the_root_completes_chains(tenant, pki, leaf_only):
     data = pki_factory.make_pkcs12(
         [("issuing_ca", None, [pki.inter]), ("root_ca", None, [pki.root])], "secret-pw"
     )
-    summary = services.import_keystore(tenant, data, "secret-pw")
+    summary = merging.import_keystore(tenant, data, "secret-pw")
     # The intermediate's own entry is completed with the root too.
     assert sorted(summary.chains_completed) == ["client_key", "issuing_ca"]
     assert sorted(summary.as_dict()["chains_completed"]) == ["client_key", "issuing_ca"]

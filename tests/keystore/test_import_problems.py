@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keystore import services
+from keystore import merging, services
 from keystore.models import AuditEvent, KeystoreEntry
 from renewals.activation import RenewalError, import_sap_key
 from tests import pki as pki_factory
@@ -50,7 +50,7 @@ def eight_and_a_dsa_key(tmp_path) -> tuple[bytes, list[str]]:
 def test_a_dsa_key_among_eight_is_rejected_alone(tenant, eight_and_a_dsa_key):
     data, aliases = eight_and_a_dsa_key
 
-    summary = services.import_keystore(tenant, data, PASSWORD)
+    summary = merging.import_keystore(tenant, data, PASSWORD)
 
     assert sorted(outcome.alias for outcome in summary.added) == aliases
     [rejected] = summary.rejected

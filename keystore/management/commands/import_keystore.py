@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from keystore import services
+from keystore import merging, services
 from keystore.management.commands import get_tenant, password_from_env, read_input_file
 
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         password = password_from_env(options["password_env"])
         data = read_input_file(options["file"])
         try:
-            summary = services.import_keystore(
+            summary = merging.import_keystore(
                 tenant, data, password, overwrite=options["overwrite"]
             )
         except services.KeystoreError as error:
@@ -50,7 +50,7 @@ class Command(BaseCommand):
                 else "Nothing was imported: every entry was rejected."
             )
 
-    def _print(self, summary: services.ImportSummary) -> None:
+    def _print(self, summary: merging.ImportSummary) -> None:
         for title, outcomes in (("Added", summary.added), ("Overwritten", summary.overwritten)):
             self.stdout.write(f"{title} ({len(outcomes)}):")
             for outcome in outcomes:
