@@ -70,11 +70,10 @@ class FlowQuerySet(TenantScopedQuerySet):
     def holding_connections_with(self, tenant, alias: str) -> FlowQuerySet:
         """Flows whose outbound connections authenticate with this alias or with any key: after
         an activation they keep the old key in their TLS sockets until restarted."""
-        from renewals.whereused.models import KeyUsageRecord
-
-        usages = (
-            KeyUsageRecord.objects.filter(tenant=tenant)
-            .outbound()
-            .filter(Q(alias=alias) | Q(alias=ANY_KEY))
+        # Through the flows' usages, so that this module needs no model (models import it).
+        connected = self.filter(
+            Q(usages__alias=alias) | Q(usages__alias=ANY_KEY),
+            usages__tenant=tenant,
+            usages__outbound=True,
         )
-        return self.filter(tenant=tenant, pk__in=usages.values("flow_id"))
+        return self.filter(tenant=tenant, pk__in=connected.values("pk"))
