@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -475,8 +474,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 
     @staticmethod
     def _require_deploy_somewhere(request) -> None:
-        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
-            raise PermissionDenied("You may not change keystore content in any tenant.")
+        permissions.require_anywhere(request.user, permissions.DEPLOY, "change keystore content")
 
     def _refuse_sap_owned(self, request, entry: KeystoreEntry) -> HttpResponseRedirect:
         self.message_user(
@@ -875,8 +873,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         )
 
     def backup_view(self, request):
-        if not permissions.may_anywhere(request.user, permissions.READ_SECURITY):
-            raise PermissionDenied("You may not back up a keystore in any tenant.")
+        permissions.require_anywhere(request.user, permissions.READ_SECURITY, "back up a keystore")
         if request.method == "POST":
             self.check_posted_tenant(
                 request, permissions.READ_SECURITY, "You may not back up this tenant's keystore."

@@ -182,7 +182,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         before the form would quietly answer "choose a tenant"."""
         raw = request.POST.get("tenant", "").strip()
         if raw.isdigit() and not permissions.may(request.user, perm, int(raw)):
-            raise PermissionDenied(refusal)
+            raise permissions.Refusal(refusal, perm=perm, tenant=int(raw))
 
     def filter_selection(self, request: HttpRequest, queryset, perm: str):
         """Re-filter an action's selection: the user acts only where they hold `perm`."""

@@ -106,6 +106,23 @@ def require_of_actor(
         raise refusal(f"You are not allowed to {doing} in tenant {tenant.slug}.")
 
 
+class Refusal(PermissionDenied):
+    """A 403 that knows what it needed: the permission and, where one is involved, the tenant
+    (its id), so that the refusal page can name them and the roles that hold the permission."""
+
+    def __init__(
+        self, message: str, *, perm: str | None = None, tenant: Tenant | int | None = None
+    ):
+        super().__init__(message)
+        self.perm = perm
+        self.tenant_id = None if tenant is None else _tenant_id(tenant)
+
+
+def roles_holding(perm: str) -> list[str]:
+    """The roles whose groups hold `perm`, as Cloud Integration names them."""
+    return [f"AuthGroup.{role}" for role, perms in ROLES.items() if perm in perms]
+
+
 def require(user: AnyUser, perm: str, tenant: Tenant | int) -> None:
     """403 for a role without `perm` on a tenant the user sees; 404 for a tenant the user does
     not see at all, like a missing object, so that sequential ids reveal nothing."""
@@ -113,7 +130,14 @@ def require(user: AnyUser, perm: str, tenant: Tenant | int) -> None:
         return
     if not may(user, READ, tenant):
         raise Http404("No such object.")
-    raise PermissionDenied("You do not have the permission for this tenant.")
+    raise Refusal("You do not have the permission for this tenant.", perm=perm, tenant=tenant)
+
+
+def require_anywhere(user: AnyUser, perm: str, doing: str) -> None:
+    """403 ("You may not <doing> in any tenant.") unless the user holds `perm` in some tenant:
+    for pages that let the user choose the tenant."""
+    if not may_anywhere(user, perm):
+        raise Refusal(f"You may not {doing} in any tenant.", perm=perm)
 
 
 def tenant_ids(user: AnyUser, perm: str = READ) -> set[int]:

@@ -292,10 +292,16 @@ except ValueError as _error:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"refusals": {"()": "keystore_site.logfilters.RefusalRecordFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
-    # axes logs every login at INFO; its warnings (failures, lockouts) are what matters.
-    "loggers": {"django_q": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        # axes logs every login at INFO; its warnings (failures, lockouts) are what matters.
+        "django_q": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # A refusal is logged once, as one line, by keystore_site.refusals (no traceback).
+        "django.request": {"filters": ["refusals"]},
+    },
 }
 
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.

@@ -13,6 +13,9 @@ admin.site.site_header = "Keystore Monitor"
 admin.site.site_title = "Keystore Monitor"
 admin.site.index_title = "Tenant keystores"
 
+# A refusal in the site's frame that names the permission, the roles and the tenant.
+handler403 = "keystore_site.refusals.permission_denied"
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.admin_view(dashboard.index), name="dashboard"),

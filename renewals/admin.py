@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -131,8 +130,7 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
 
     @staticmethod
     def require_deploy_somewhere(request: HttpRequest) -> None:
-        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
-            raise PermissionDenied("You may not activate or revert keys in any tenant.")
+        permissions.require_anywhere(request.user, permissions.DEPLOY, "activate or revert keys")
 
 
 @admin.register(PendingSapKey)

@@ -13,7 +13,6 @@ import re
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -162,8 +161,9 @@ class ConnectivityTestRunAdmin(NoAdminForms, TenantScopedAdmin):
         return initial
 
     def run_view(self, request: HttpRequest) -> HttpResponse:
-        if not permissions.may_anywhere(request.user, permissions.READ_CREDENTIALS):
-            raise PermissionDenied("You may not run connectivity tests in any tenant.")
+        permissions.require_anywhere(
+            request.user, permissions.READ_CREDENTIALS, "run connectivity tests"
+        )
         if request.method == "POST":
             self.check_posted_tenant(
                 request,

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -346,8 +345,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
     # ---- import ----------------------------------------------------------------------------
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        if not permissions.may_anywhere(request.user, permissions.DEPLOY):
-            raise PermissionDenied("You may not import integration flows in any tenant.")
+        permissions.require_anywhere(request.user, permissions.DEPLOY, "import integration flows")
         if request.method == "POST":
             # Every upload goes to a temporary file, so a batch is never held in memory.
             request.upload_handlers = [CappedTemporaryFileUploadHandler(request)]
