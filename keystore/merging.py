@@ -107,7 +107,7 @@ def _checked_items(
             if alias.casefold() in seen:
                 raise KeystoreError("The alias appears twice in the file (aliases ignore case).")
             seen.add(alias.casefold())
-            chain, _warnings = validated_chain(item.chain, item.private_key)
+            chain, _warnings = validated_chain(item.chain, item.private_key, alias=alias)
         except KeystoreError as error:
             outcomes[position] = ImportOutcome(alias or "(none)", "rejected", str(error), kind)
             continue

@@ -223,7 +223,7 @@ class KeystoreEntry(KeyMaterial):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    modified_by_label = models.CharField(max_length=150, blank=True)
+    modified_by_label = models.CharField("modified by", max_length=150, blank=True)
     # When the current key material became active (creation, overwrite or activation).
     active_since = models.DateTimeField(default=timezone.now)
 
@@ -261,6 +261,9 @@ class AuditAction(models.TextChoices):
     ROLE = "role", "Role assigned"
     LOCKOUT = "lockout", "Login locked"
     CHAIN = "chain", "Chain completed"
+    FLOW_IMPORT = "flow_import", "Flow imported"
+    FLOW_REMOVE = "flow_remove", "Flow removed"
+    FLOW_RESTART = "flow_restart", "Flow restarted"
     OTHER = "other", "Other"
 
 
@@ -278,7 +281,7 @@ class AuditEvent(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    actor_label = models.CharField(max_length=150, blank=True)
+    actor_label = models.CharField("actor", max_length=150, blank=True)
     at = models.DateTimeField(db_index=True)
     old_fingerprint = models.CharField(max_length=95, blank=True)
     new_fingerprint = models.CharField(max_length=95, blank=True)

@@ -70,14 +70,16 @@ def validated_chain(
     certificates: list[x509.Certificate],
     private_key: crypto.PrivateKey | None = None,
     *,
+    alias: str | None = None,
     now: datetime | None = None,
     allow_expired: bool = False,
 ) -> tuple[list[x509.Certificate], list[str]]:
-    """Order, verify and check a chain (and its key); returns the chain and warnings."""
+    """Order, verify and check a chain (and its key); returns the chain and warnings. Refusals
+    about the leaf name it by `alias`, as the operator knows it."""
     try:
         chain = crypto.order_chain(certificates)
         crypto.verify_chain(chain)
-        warnings = crypto.check_strength(chain)
+        warnings = crypto.check_strength(chain, leaf_name=alias)
     except crypto.CryptoError as error:
         raise KeystoreError(str(error))
     if private_key is not None and not crypto.private_key_matches(private_key, chain[0]):
@@ -199,7 +201,7 @@ def import_certificate(
         certificates = crypto.load_certificates(data)
     except crypto.CryptoError as error:
         raise KeystoreError(str(error))
-    chain, _warnings = validated_chain(certificates, allow_expired=allow_expired)
+    chain, _warnings = validated_chain(certificates, alias=alias, allow_expired=allow_expired)
     with transaction.atomic():
         entry, _ = _store(
             tenant, alias, chain, None, owner=Owner.TENANT, actor=actor, overwrite=overwrite
@@ -221,7 +223,7 @@ def import_key_pair(
     permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
     alias = validate_alias(alias)
     item = load_key_pair_file(data, password, "upload it as a keystore instead")
-    chain, _warnings = validated_chain(item.chain, item.private_key)
+    chain, _warnings = validated_chain(item.chain, item.private_key, alias=alias)
     with transaction.atomic():
         entry, _ = _store(
             tenant,
@@ -416,7 +418,7 @@ def apply_signing_response(
                 "the file holds certificates issued by it."
             )
         completed = crypto.extend_chain(ordered, trusted_index(locked.tenant))
-        chain, warnings = validated_chain(completed, key)
+        chain, warnings = validated_chain(completed, key, alias=locked.alias)
         leaf = crypto.certificate_facts(chain[0])
         if leaf.fingerprint_sha256 == locked.fingerprint_sha256:
             raise KeystoreError(
@@ -501,7 +503,7 @@ def create_sap_entry(
     validate_alias(alias, owner=Owner.SAP)
     if not is_sap_alias(alias):
         raise KeystoreError("SAP-owned aliases start with 'sap_' or 'hcicertificate'.")
-    chain, _warnings = validated_chain(chain, private_key, allow_expired=True)
+    chain, _warnings = validated_chain(chain, private_key, alias=alias, allow_expired=True)
     with transaction.atomic():
         entry, _ = _store(
             tenant,

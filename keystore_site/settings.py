@@ -170,6 +170,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One date format on every page (see keystore_site/formats).
+FORMAT_MODULE_PATH = ["keystore_site.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -199,10 +199,10 @@ def _store_pending(
 
 
 def _checked_chain(
-    chain: list[x509.Certificate], private_key: crypto.PrivateKey, now: datetime
+    chain: list[x509.Certificate], private_key: crypto.PrivateKey, now: datetime, alias: str
 ) -> list[x509.Certificate]:
     try:
-        checked, _warnings = validated_chain(chain, private_key, now=now)
+        checked, _warnings = validated_chain(chain, private_key, alias=alias, now=now)
     except RenewalError:
         raise
     except KeystoreError as error:
@@ -241,7 +241,7 @@ def provision_sap_key(
         not_before=not_before,
         not_after=not_before + timedelta(days=valid_days),
     )
-    chain = _checked_chain(chain, key, now)
+    chain = _checked_chain(chain, key, now, alias)
     return _store_pending(
         tenant,
         alias,
@@ -279,7 +279,7 @@ def import_sap_key(
             f"The file's key pair is named {item.alias!r}, not {alias!r}; a renewed SAP key "
             "keeps its alias."
         )
-    chain = _checked_chain(item.chain, item.private_key, now)
+    chain = _checked_chain(item.chain, item.private_key, now, alias)
     return _store_pending(
         tenant,
         alias,

@@ -48,7 +48,7 @@ class PendingSapKey(KeyMaterial):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    provided_by_label = models.CharField(max_length=150, blank=True)
+    provided_by_label = models.CharField("provided by", max_length=150, blank=True)
     reverted_from = models.ForeignKey(
         "SapKeyBackup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -112,7 +112,7 @@ class SapKeyBackup(KeyMaterial):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    activated_by_label = models.CharField(max_length=150)
+    activated_by_label = models.CharField("activated by", max_length=150)
 
     objects = HistoryQuerySet.as_manager()
 

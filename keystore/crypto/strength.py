@@ -38,8 +38,9 @@ def _weak_signature_hash(cert: x509.Certificate) -> str | None:
     return None
 
 
-def check_strength(chain: list[x509.Certificate]) -> list[str]:
-    """Reject weak keys and signatures in a chain; return warnings that do not block.
+def check_strength(chain: list[x509.Certificate], leaf_name: str | None = None) -> list[str]:
+    """Reject weak keys and signatures in a chain; return warnings that do not block. Messages
+    name each certificate by its subject, the leaf by `leaf_name` (its alias) when given.
 
     Refused: RSA keys under 2048 bits, elliptic curves under 256 bits, DSA keys, and SHA-1 or
     MD5 signatures. The one exception is the self-signature of the root at the top of the
@@ -48,7 +49,7 @@ def check_strength(chain: list[x509.Certificate]) -> list[str]:
     problems: list[str] = []
     warnings: list[str] = []
     for index, cert in enumerate(chain):
-        name = describe(cert)
+        name = leaf_name if index == 0 and leaf_name else describe(cert)
         key = cert.public_key()
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
             problems.append(

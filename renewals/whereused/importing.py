@@ -348,7 +348,7 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
             AuditEvent(
                 tenant=tenant,
                 alias="",
-                action=AuditAction.OTHER,
+                action=AuditAction.FLOW_IMPORT,
                 actor=actor,
                 actor_label=label,
                 at=p.imported_at,
@@ -459,7 +459,7 @@ def remove_flows(
             record_audit(
                 tenant,
                 "",
-                AuditAction.OTHER,
+                AuditAction.FLOW_REMOVE,
                 actor,
                 label=label,
                 detail=f"flow removed from the where-used index: {flow.bundle_name} "

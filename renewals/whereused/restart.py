@@ -115,7 +115,7 @@ def restart_flows(flows: Iterable[IntegrationFlow], *, actor: Actor = None) -> l
             record_audit(
                 flow.tenant,
                 "",
-                AuditAction.OTHER,
+                AuditAction.FLOW_RESTART,
                 actor,
                 label=label,
                 detail=f"flow restarted: {flow.bundle_name} ({flow.bundle_id})"
