@@ -827,6 +827,10 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 messages.SUCCESS,
             )
             return self._changelist_redirect()
+        # Where-used (renewals) names the flows and backends that fail without the alias.
+        uses: dict = {}
+        for extension in ENTRY_PAGE_EXTENSIONS:
+            uses.update(extension(request, entry)[1])
         return self.render_page(
             request,
             "entry_form.html",
@@ -837,6 +841,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             "that use its alias will fail.",
             submit_label="Yes, delete",
             danger=True,
+            **uses,
         )
 
     def export_view(self, request, pk: int):

@@ -258,17 +258,25 @@ class PendingSapKeyAdmin(RenewalAdmin):
         if request.method == "POST":
             return self._activate(request, pending, history_url)
         entry = pending.entry
+        now = request_now(request)
+        attention = pending.attention(now)
         return self.render_page(
             request,
             "activate.html",
-            f"Activate the new SAP key {pending.alias}",
+            f"Activate the older key {pending.alias} again"
+            if pending.is_revert
+            else f"Activate the new SAP key {pending.alias}",
             pending=pending,
             entry=entry,
             rows=comparison(entry, pending),
             root_changed=entry.root_fingerprint_sha256 != pending.root_fingerprint_sha256,
-            not_yet_valid=pending.valid_from > request_now(request),
-            auto_activation_at=utc(pending.auto_activation_at),
-            attention=pending.attention(request_now(request)),
+            not_yet_valid=pending.valid_from > now,
+            # The scheduler's promise only where it holds: no attention, and the date falls
+            # before the key's own expiry.
+            auto_activation_at=utc(pending.auto_activation_at)
+            if not attention and pending.auto_activation_at < pending.valid_until
+            else "",
+            attention=attention,
             **whereused_admin.where_used_context(pending.tenant, pending.alias, pending=True),
         )
 
@@ -407,6 +415,8 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             )
         entry = backup.entry
         waiting = PendingSapKey.objects.filter(entry=entry).first()
+        where_used = whereused_admin.where_used_context(backup.tenant, backup.alias)
+        counts = where_used["where_used"]["counts"]
         return self.render_page(
             request,
             "revert.html",

@@ -81,18 +81,29 @@ class PendingSapKey(KeyMaterial):
         PendingQuerySet.needing_attention, in words for the list, the activation page and the
         mail."""
         current = self.entry.valid_until
+        key = "This older key" if self.is_revert else "This new key"
         if self.valid_until <= now:
             return (
-                f"This new key expired on {utc(self.valid_until, label=True)}: it is never "
+                f"{key} expired on {utc(self.valid_until, label=True)}: it is never "
                 "activated automatically, and cannot be activated."
             )
         if self.valid_until <= current:
+            advice = (
+                "Activate it here if the backends need it back."
+                if self.is_revert
+                else "Ask SAP for a correct key."
+            )
             return (
-                f"This new key expires on {utc(self.valid_until, label=True)}, not after the "
+                f"{key} expires on {utc(self.valid_until, label=True)}, not after the "
                 f"current key ({utc(current, label=True)}): it is never activated automatically. "
-                "Ask SAP for a correct key."
+                + advice
             )
         return ""
+
+    @property
+    def is_revert(self) -> bool:
+        """An older key added back from SAP Key History, not one SAP provided."""
+        return self.source == PendingSource.REVERTED
 
 
 class SapKeyBackup(KeyMaterial):

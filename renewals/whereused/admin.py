@@ -109,6 +109,11 @@ def where_used_context(
             "pending": pending,
             "counts": report.counts,
             "flows_to_restart": report.flows_to_restart_after_activation,
+            # Named on the delete confirmation: what fails when the alias is gone.
+            "using_flows": sorted({flow.bundle_name for b in report.uses for flow in b.flows}),
+            "using_backends": sorted(
+                {" ".join(filter(None, (b.system, b.address))) for b in report.uses if b.is_backend}
+            ),
             "url": whereused_url(tenant.pk, alias, pending),
             "csv_url": _with_query(whereused_url(tenant.pk, alias, pending), "format=csv"),
             "pack_url": renewal_pack_url(tenant.pk, alias, pending),
@@ -142,6 +147,8 @@ class KeyUsageInline(NoAdminForms, admin.TabularInline):
         "system",
         "address",
         "outbound",
+        "reason",
+        "script_file",
     )
     readonly_fields = fields
     ordering = ("component_name", "component_id", "id")
@@ -189,6 +196,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         "restart_reason",
         "last_restart",
         "warnings_text",
+        "unresolved_parameters_text",
     )
     readonly_fields = fields
 
@@ -233,7 +241,26 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in flow.warnings))
         )
 
+    @admin.display(description="unset parameters")
+    def unresolved_parameters_text(self, flow: IntegrationFlow) -> str:
+        if not flow.unresolved_parameters:
+            return "None"
+        return ", ".join(f"{{{{{name}}}}}" for name in flow.unresolved_parameters)
+
     # ---- the Restart action ----------------------------------------------------------------
+
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        if "restart_selected" in actions and restart_conf.restart_callable() is None:
+            # Without a restart hook the action restarts nothing: it records a restart made in
+            # Cloud Integration, and says so.
+            function, name, _ = actions["restart_selected"]
+            actions["restart_selected"] = (
+                function,
+                name,
+                "Record a restart made in Cloud Integration (clears “restart required”)",
+            )
+        return actions
 
     @admin.action(description="Restart (clears “restart required”)", permissions=("deploy",))
     def restart_selected(self, request: HttpRequest, queryset) -> None:
