@@ -28,15 +28,15 @@ from django.utils import timezone
 
 from keystore import permissions
 from keystore.audit import actor_label, record_audit, record_audits
-from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, KeystoreEntry, Tenant
+from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, Tenant
 from renewals.whereused.errors import WhereUsedError, one_line
 from renewals.whereused.models import USAGE_FIELDS, IntegrationFlow, KeyUsageRecord
 from renewals.whereused.parser import (
+    ANY_KEY,
     FlowExport,
     FlowParseError,
     KeyUsage,
-    KnownAliases,
-    alias_lookup,
+    Usage,
     parse_flow_zip,
 )
 
@@ -63,6 +63,7 @@ class FlowImportResult:
     replaced: bool = False
     warnings: tuple[str, ...] = ()
     flow_id: int | None = None
+    unresolved_parameters: tuple[str, ...] = ()  # `{{name}}` references the export leaves unset
 
 
 def import_flow_exports(
@@ -85,11 +86,6 @@ def import_flow_exports(
         raise WhereUsedError(
             f"You are not allowed to import integration flows into tenant {tenant.slug}."
         )
-    # Scripts are matched against the tenant's real aliases (in the keystore's spelling); the
-    # lookup is built once for all files.
-    known_aliases = alias_lookup(
-        KeystoreEntry.objects.for_tenant(tenant).values_list("alias", flat=True)
-    )
     results: list[FlowImportResult | None] = []
     remaining = iter(sources)
     finished = False
@@ -97,7 +93,7 @@ def import_flow_exports(
         group = _Group(tenant, actor, results)
         started = time.monotonic()
         for count, (name, source) in enumerate(remaining, start=1):
-            export = _read_one(name, source, known_aliases)
+            export = _read_one(name, source)
             if isinstance(export, FlowImportResult):
                 results.append(export)
             else:
@@ -119,12 +115,10 @@ STORE_GROUP = 100
 STORE_GROUP_SECONDS = 1.0
 
 
-def _read_one(
-    name: str, source: FlowSource, known_aliases: KnownAliases
-) -> FlowExport | FlowImportResult:
+def _read_one(name: str, source: FlowSource) -> FlowExport | FlowImportResult:
     """The parsed and checked file, or the result that refuses it."""
     try:
-        export = parse_flow_zip(source, known_aliases=known_aliases)
+        export = parse_flow_zip(source)
     except FlowParseError as error:
         return FlowImportResult(name, False, str(error))
     except Exception:
@@ -155,6 +149,8 @@ _USAGE_MAX = {
         "property_key",
         "system",
         "address",
+        "reason",
+        "script_file",
     )
 }
 _FLOW_MAX = {
@@ -169,6 +165,7 @@ IMPORT_FIELDS = (
     "imported_by",
     "imported_by_label",
     "warnings",
+    "unresolved_parameters",
 )
 
 
@@ -237,6 +234,7 @@ class _Pending:
             replaced=self.replaced,
             warnings=tuple(self.warnings),
             flow_id=flow.pk,
+            unresolved_parameters=tuple(self.export.unresolved_parameters),
         )
 
 
@@ -328,6 +326,7 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
             imported_by=actor,
             imported_by_label=label,
             warnings=_stored_warnings(p.warnings),
+            unresolved_parameters=list(p.export.unresolved_parameters),
         )
         (again if p.replaced else new).append(flow)
         written.append((p, flow))
@@ -360,7 +359,7 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
 
 
 # A usage row's columns in the model's order: rows are made positionally (see _usage_record).
-USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS)
+USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS, "script_alias")
 
 
 def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageRecord:
@@ -385,6 +384,12 @@ def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageReco
         usage.system[: m["system"]],
         usage.address[: m["address"]],
         usage.outbound,
+        usage.reason[: m["reason"]],
+        usage.script_file[: m["script_file"]],
+        # What the script passes to the keystore, matched ignoring case when where-used asks.
+        usage.alias.lower()
+        if usage.usage is Usage.NAMED_IN_SCRIPT and usage.alias != ANY_KEY
+        else None,
     )
 
 

@@ -2,8 +2,10 @@
 
 One `IntegrationFlow` row per flow export (bundle) and tenant, one `KeyUsageRecord` per usage the
 parser found in it. Re-importing a bundle replaces its usage rows. The where-used pages, counts and
-renewal packs read these rows only; no flow file is parsed at request time. `tenant` is repeated
-on the usage rows so the index answers "who uses alias X in tenant T" from one table.
+renewal packs read these rows only; no flow file is parsed at request time. Script rows keep
+what the script passes to keystore APIs and are matched to aliases when where-used is asked.
+`tenant` is repeated on the usage rows so the index answers "who uses alias X in tenant T" from
+one table.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class IntegrationFlow(models.Model):
     )
     imported_by_label = models.CharField("imported by", max_length=150, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # `{{name}}` references the export's parameters.prop does not set (see parser.FlowExport).
+    unresolved_parameters = models.JSONField(default=list, blank=True)
 
     # Set when a key this flow uses on an outbound connection was activated: the TLS socket
     # keeps the old key for up to 24 hours until the flow is restarted.
@@ -84,6 +88,16 @@ class KeyUsageRecord(models.Model):
         help_text="Client-certificate key on a connection Cloud Integration opens: the flow "
         "must be restarted after an activation.",
     )
+    reason = models.CharField(
+        max_length=255, blank=True, help_text="Why a component may use the key."
+    )
+    script_file = models.CharField(
+        max_length=255, blank=True, help_text="The script file, for usages found in a script."
+    )
+    # What a script passes to a keystore API, lower-cased; NULL on every other row. Matched when
+    # where-used is asked (Cloud Integration's aliases ignore case), so a key created after the
+    # import is found without importing again. NULL keeps the rows out of its partial index.
+    script_alias = models.CharField(max_length=ALIAS_MAX_LENGTH, null=True, blank=True)
 
     objects = UsageQuerySet.as_manager()
 
@@ -94,6 +108,11 @@ class KeyUsageRecord(models.Model):
         indexes = [
             models.Index(fields=["tenant", "alias"], name="whereused_usage_alias"),
             models.Index(fields=["tenant", "certainty"], name="whereused_usage_certainty"),
+            models.Index(
+                fields=["tenant", "script_alias"],
+                condition=models.Q(script_alias__isnull=False),
+                name="whereused_usage_script_alias",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -117,4 +136,6 @@ USAGE_FIELDS = (
     "system",
     "address",
     "outbound",
+    "reason",
+    "script_file",
 )

@@ -107,6 +107,11 @@ class Certainty(StrEnum):
 
 ANY_KEY = ""  # alias value meaning "any key"
 
+# Reasons of the usual "may use" rows (KeyUsage.reason).
+NO_ALIAS = "client certificate without an alias"
+SIGNER_WITHOUT_ALIAS = "signer without an alias"
+TRIES_EVERY_KEY = "decryption tries every key"
+
 
 @dataclass(frozen=True, slots=True)
 class KeyUsage:
@@ -121,6 +126,9 @@ class KeyUsage:
     system: str  # backend participant name ("" if none)
     address: str  # endpoint address/URL/host ("" if none)
     outbound: bool  # client-certificate usage on a connection CPI opens -> restart after activation
+    # Why a "may use" row may use the key ("signer without an alias", the unset parameter, ...).
+    reason: str = ""
+    script_file: str = ""  # scripts: the file inside the ZIP (the component is its step)
 
 
 @dataclass(frozen=True)
@@ -131,11 +139,22 @@ class FlowExport:
     flow_names: list[str]  # .iflw file names without the suffix
     usages: list[KeyUsage]
     warnings: list[str] = field(default_factory=list)
+    # `{{name}}` references parameters.prop does not set, in order of first use: Cloud
+    # Integration allows them (the parameter is configured in the tenant or left empty).
+    unresolved_parameters: list[str] = field(default_factory=list)
 
 
 class ScriptAlias(NamedTuple):
-    alias: str
-    call: str  # keystore API method the literal was passed to, "" for a plain literal
+    alias: str  # what reaches the keystore API, as written; ANY_KEY for a runtime value
+    call: str  # the keystore API method it is passed to
+
+
+class ScriptStep(NamedTuple):
+    """A step that runs a script file (its `script` property names the file)."""
+
+    script: str  # the property's value: a file name, or a path below the script folder
+    component_id: str
+    component_name: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +168,11 @@ def parse_flow_zip(
 ) -> FlowExport:
     """Parse one integration flow export.
 
-    `known_aliases` (the tenant's aliases) lets scripts be matched against real aliases; see
-    `find_script_aliases`. Raises FlowParseError with a one-line message for anything unusable.
+    Raises FlowParseError with a one-line message for anything unusable. `known_aliases` is
+    ignored: scripts are matched against the tenant's aliases when where-used is asked, not when
+    the file is read (see `find_script_aliases`); it is still accepted for older callers.
     """
+    del known_aliases
     with _open_source(source) as fp:
         declared = _declared_entry_count(fp)
         if declared is not None and declared > MAX_ZIP_ENTRIES:
@@ -164,7 +185,7 @@ def parse_flow_zip(
             raise FlowParseError(f"not a readable ZIP file ({_one_line(exc)})")
         with archive:
             try:
-                return _parse_archive(archive, known_aliases)
+                return _parse_archive(archive)
             except FlowParseError:
                 raise
             except (IndexError, LookupError, ValueError, EOFError, OSError) as exc:
@@ -278,7 +299,7 @@ class _MemberReader:
         return data
 
 
-def _parse_archive(archive: zipfile.ZipFile, known_aliases: Iterable[str] | None) -> FlowExport:
+def _parse_archive(archive: zipfile.ZipFile) -> FlowExport:
     infos = archive.infolist()
     if len(infos) > MAX_ZIP_ENTRIES:
         raise FlowParseError(_too_many_entries(len(infos)))
@@ -330,19 +351,36 @@ def _parse_archive(archive: zipfile.ZipFile, known_aliases: Iterable[str] | None
     warnings: list[str] = []
     usages: list[KeyUsage] = []
     flow_names: list[str] = []
+    unresolved: list[str] = []
+    script_steps: list[ScriptStep] = []
     for name, info in flows.items():
         flow_name = name.rsplit("/", 1)[-1][: -len(".iflw")]
         flow_names.append(flow_name)
         # One member in memory at a time: read, parse, drop.
-        usages += parse_iflw(reader.read(info), parameters, flow_name=flow_name, warnings=warnings)
+        usages += parse_iflw(
+            reader.read(info),
+            parameters,
+            flow_name=flow_name,
+            warnings=warnings,
+            unresolved_parameters=unresolved,
+            script_steps=script_steps,
+        )
     if len(flows) > 1:
         warnings.append(f"the export holds {len(flows)} integration flows; all were indexed")
 
-    known = _alias_lookup(known_aliases)
     for name, info in scripts.items():
-        usages += _script_usages(name, reader.read(info), known, warnings)
+        steps = _steps_running(name, script_steps)
+        usages += _script_usages(name, reader.read(info), steps, warnings)
 
-    return FlowExport(bundle_id, bundle_name, version, flow_names, usages, warnings)
+    return FlowExport(
+        bundle_id,
+        bundle_name,
+        version,
+        flow_names,
+        usages,
+        warnings,
+        list(dict.fromkeys(unresolved)),
+    )
 
 
 def _parse_manifest(data: bytes) -> dict[str, str]:
@@ -488,18 +526,27 @@ _POLLING_ADAPTERS = frozenset(
     {"SFTP", "FTP", "Mail", "OData", "SuccessFactors", "Ariba", "AMQP", "Kafka"}
 )
 _SSH_ADAPTERS = frozenset({"SFTP"})
+# Address-bearing keys seen in exports, the usual ones first: AS2 spells its receiver's URL
+# "receipientURL", AS4 "endpointUrl"; SFTP and Mail name a host (maybe with a port beside it).
 _ADDRESS_KEYS = (
     "address",
     "Address",
     "httpAddressWithoutQuery",
+    "receipientURL",
+    "recipientURL",
+    "endpointUrl",
+    "endpointURL",
     "url",
     "URL",
+    "addressURL",
+    "hostUrl",
+    "urlPath",
     "host",
     "Host",
     "server",
-    "recipientURL",
-    "urlPath",
 )
+_HOST_KEYS = frozenset({"host", "Host", "server"})
+_PORT_KEYS = ("port", "Port")
 _AUTH_KEYS = frozenset(
     {"authentication", "authenticationmethod", "authenticationtype", "authtype", "authmethod"}
 )
@@ -522,12 +569,17 @@ def parse_iflw(
     *,
     flow_name: str = "",
     warnings: list[str] | None = None,
+    unresolved_parameters: list[str] | None = None,
+    script_steps: list[ScriptStep] | None = None,
 ) -> list[KeyUsage]:
     """Key usages of one `.iflw` document, in document order (channels, then steps).
 
-    `parameters` resolves `{{name}}` references (a missing one raises FlowParseError); with None
-    values are left as they are. Warnings (runtime-expression aliases) are appended to `warnings`.
-    One parse, then one walk over the collaboration and the processes; the diagram is skipped.
+    `parameters` resolves `{{name}}` references; with None values are left as they are. A name
+    `parameters` does not hold is left as written and appended to `unresolved_parameters`: it
+    changes nothing unless an alias or authentication property holds it, which then becomes a
+    "may use" row naming the parameter. Warnings (runtime-expression aliases) are appended to
+    `warnings`, the steps that run scripts to `script_steps`. One parse, then one walk over the
+    collaboration and the processes; the diagram is skipped.
     """
     label = f"integration flow {flow_name!r}" if flow_name else "integration flow"
     root = _parse_xml(xml, label)
@@ -537,7 +589,14 @@ def parse_iflw(
         raise FlowParseError(
             f"{label}: not a BPMN integration flow (root element {tag[len(ns) :]})"
         )
-    ctx = _Context(ns, parameters, label, warnings if warnings is not None else [])
+    ctx = _Context(
+        ns,
+        parameters,
+        label,
+        warnings if warnings is not None else [],
+        unresolved_parameters if unresolved_parameters is not None else [],
+        script_steps if script_steps is not None else [],
+    )
     # Single-byte searches (memchr, unlike multi-byte ones) spare the per-value check in a
     # document without references; a character reference or UTF-16 could hide the braces.
     ctx.has_references = parameters is not None and (
@@ -574,12 +633,31 @@ def _extract(root: ET.Element, ctx: _Context) -> list[KeyUsage]:
 
 
 class _Context:
-    """Per-document constants and the shared warning list."""
+    """Per-document constants, the shared result lists, and the parameters the component being
+    read left unresolved."""
 
-    __slots__ = ("ns", "ext", "doc", "sub", "parameters", "has_references", "label", "warnings")
+    __slots__ = (
+        "ns",
+        "ext",
+        "doc",
+        "sub",
+        "parameters",
+        "has_references",
+        "label",
+        "warnings",
+        "unresolved",
+        "script_steps",
+        "unset",
+    )
 
     def __init__(
-        self, ns: str, parameters: Mapping[str, str] | None, label: str, warnings: list[str]
+        self,
+        ns: str,
+        parameters: Mapping[str, str] | None,
+        label: str,
+        warnings: list[str],
+        unresolved: list[str],
+        script_steps: list[ScriptStep],
     ) -> None:
         self.ns = ns
         self.ext = ns + "extensionElements"
@@ -589,9 +667,23 @@ class _Context:
         self.has_references = False  # False when the bytes prove there is no "{{" reference
         self.label = label
         self.warnings = warnings
+        self.unresolved = unresolved
+        self.script_steps = script_steps
+        # Parameter names the current component's properties left unresolved (usually empty).
+        self.unset: frozenset[str] = frozenset()
+
+    def unset_parameter(self, value: str) -> str:
+        """The first parameter of `value` that parameters.prop does not set, or ""."""
+        if self.unset and "{{" in value:
+            for match in _PARAMETER.finditer(value):
+                if match.group(1) in self.unset:
+                    return match.group(1)
+        return ""
 
     def properties(self, el: ET.Element) -> dict[str, str]:
         """The element's ifl:property pairs, parameters resolved ({} when it has none)."""
+        if self.unset:
+            self.unset = frozenset()
         for child in el:
             if child.tag == self.ext:
                 break
@@ -615,10 +707,11 @@ class _Context:
         if self.has_references and "{{" in "\0".join(props.values()):
             for key, value in props.items():
                 if "{{" in value:
-                    props[key] = self.resolve(value, el)
+                    props[key] = self.resolve(value)
         return props
 
-    def resolve(self, value: str, el: ET.Element) -> str:
+    def resolve(self, value: str) -> str:
+        """`value` with its parameters resolved; unset ones stay as written (see parse_iflw)."""
         parameters = self.parameters
         assert parameters is not None
 
@@ -628,11 +721,9 @@ class _Context:
                 return parameters[name]
             if name.strip() in parameters:
                 return parameters[name.strip()]
-            component = el.get("name") or el.get("id") or "a component"
-            raise FlowParseError(
-                f"{self.label}: parameter {{{{{_one_line(name)}}}}} used by "
-                f"{_one_line(component)!r} is not defined in parameters.prop"
-            )
+            self.unresolved.append(name)
+            self.unset |= {name}
+            return match.group(0)
 
         return _PARAMETER.sub(replace, value)
 
@@ -753,6 +844,11 @@ def _walk_process(process: ET.Element, ctx: _Context, usages: list[KeyUsage]) ->
             props = ctx.properties(el)
             if props:
                 usages += _step_usages(el, props, ctx)
+                script = props.get("script")
+                if script:  # a script step: its usages come from the file (_script_usages)
+                    ctx.script_steps.append(
+                        ScriptStep(script.strip(), el.get("id", ""), el.get("name", ""))
+                    )
             if el.tag == ctx.sub:  # exception and event subprocesses hold steps of their own
                 stack.append(iter(el))
                 break  # its steps first, then this level's next sibling
@@ -821,26 +917,76 @@ def _flag_allows(props: Mapping[str, str], op: str) -> bool:
     return not seen_off
 
 
-def _wss_allows(props: Mapping[str, str]) -> dict[str, bool] | None:
-    """Which operations SOAP WS-Security enables, or None when the channel has no WS-Security."""
-    groups: dict[str, list[str]] = {}
+_WSS_DIRECTIONS = ("outbound", "inbound")
+
+
+def _wss_allows(props: Mapping[str, str], direction: str) -> dict[str, bool] | None:
+    """Which operations SOAP WS-Security enables, or None when the channel has no WS-Security.
+
+    `WSSecurity_outbound` (receivers) and `WSSecurity_inbound` (senders) switch it on or off:
+    when the channel's direction has a switch, only that direction counts, and a switch that is
+    off ("None") turns off everything of WS-Security, whatever stale type, algorithm or alias
+    properties the channel still carries. Settings without a direction
+    (`WSSecurity_SignatureAlgorithm`) are never switches.
+    """
+    switches: dict[str, str] = {}
+    types: dict[str, list[str]] = {}
     for key, value in props.items():
         kl = key.lower()
-        if kl.startswith("wssecurity"):
-            groups.setdefault(kl.partition("_")[2], []).append(value.strip().lower())
-    if not groups:
+        if not kl.startswith("wssecurity"):
+            continue
+        head, _, suffix = kl.partition("_")
+        if suffix in _WSS_DIRECTIONS:
+            vl = value.strip().lower()
+            if head == "wssecurity":
+                switches[suffix] = vl
+            else:  # WSSecurityType_outbound: which operations
+                types.setdefault(suffix, []).append(vl)
+    if not switches and not types:
         return None
-    # Within one direction (key suffix) every switch must be on: WSSecurity_outbound "None"
-    # turns off a stale WSSecurityType_outbound "SignMessage".
-    text = " ".join(
-        " ".join(values) for values in groups.values() if all(v and v not in _OFF for v in values)
-    )
-    if not text:
+    own = "inbound" if direction == "Sender" else "outbound"
+    if own in switches or own in types:
+        directions: Iterable[str] = (own,)
+    else:
+        directions = _WSS_DIRECTIONS
+    texts = []
+    for name in directions:
+        values = [switches[name]] if name in switches else []
+        values += types.get(name, [])
+        # Every switch of the direction must be on: "None" turns off a stale "SignMessage".
+        if values and all(v and v not in _OFF for v in values):
+            texts.append(" ".join(values))
+    if not texts:
         return {"sign": False, "encrypt": False}
-    sign, encrypt = "sign" in text, "encrypt" in text
+    text = " ".join(texts)
+    sign, encrypt = "sign" in text or "verif" in text, "crypt" in text
     if not sign and not encrypt:  # e.g. based on WSDL policies: every configured alias counts
         return {"sign": True, "encrypt": True}
     return {"sign": sign, "encrypt": encrypt}
+
+
+def _channel_address(props: Mapping[str, str]) -> str:
+    """The endpoint of a channel: the first address-bearing key with a value (a host with the
+    port beside it), else any other key whose name says URL, address or host."""
+    for key in _ADDRESS_KEYS:
+        value = props.get(key, "").strip()
+        if value:
+            if key in _HOST_KEYS and ":" not in value:
+                port = next((props[k].strip() for k in _PORT_KEYS if props.get(k, "").strip()), "")
+                if port:
+                    return f"{value}:{port}"
+            return value
+    for key, value in props.items():
+        kl = key.lower()
+        if (
+            kl.endswith(("url", "address", "host"))
+            and not kl.startswith("proxy")
+            and "mdn" not in kl  # where the partner returns MDNs: Cloud Integration's own URL
+            and "wsdl" not in kl
+            and value.strip()
+        ):
+            return value.strip()
+    return ""
 
 
 def _adapter_name(props: Mapping[str, str]) -> str:
@@ -850,11 +996,14 @@ def _adapter_name(props: Mapping[str, str]) -> str:
     return _ADAPTER_NAMES.get(raw.lower(), raw)
 
 
-def _client_cert_state(props: Mapping[str, str], adapter: str, keys: str) -> bool | None:
+def _client_cert_state(
+    props: Mapping[str, str], adapter: str, keys: str, ctx: _Context
+) -> bool | str | None:
     """True if the channel authenticates with a client certificate (SFTP: with an SSH key),
-    False if it authenticates some other way, None if it has no authentication setting.
+    False if it authenticates some other way, None if it has no authentication setting, or the
+    name of the unset parameter its authentication comes from (it may be a client certificate).
     `keys` is `_joined_keys(props)`."""
-    state: bool | None = None
+    state: bool | str | None = None
     if "auth" not in keys:
         return state
     for kl, value in zip(keys.split("\0"), props.values(), strict=True):
@@ -864,12 +1013,17 @@ def _client_cert_state(props: Mapping[str, str], adapter: str, keys: str) -> boo
             kl.endswith(("authentication", "authenticationmethod", "authenticationtype"))
             and not kl.startswith("proxy")
         ):
+            unset = ctx.unset_parameter(value)
+            if unset:
+                state = unset
+                continue
             vl = re.sub(r"[^a-z0-9]", "", value.lower())
             if "clientcert" in vl or vl in ("certificate", "x509", "certificatebased"):
                 return True
             if adapter in _SSH_ADAPTERS and ("publickey" in vl or "dual" in vl):
                 return True
-            state = False
+            if state is None:
+                state = False
     return state
 
 
@@ -897,8 +1051,20 @@ class _Component:
         self.usages: list[KeyUsage] = []
 
     def add(
-        self, usage: Usage, key: str, value: str, *, outbound: bool = False, any_key: bool = False
+        self,
+        usage: Usage,
+        key: str,
+        value: str,
+        *,
+        outbound: bool = False,
+        any_key: bool = False,
+        may: bool = False,
+        reason: str = "",
     ) -> None:
+        """One row: `value` is the alias. `any_key`: no alias, any fitting key may be used;
+        `may`: this alias may be used (the switch deciding it is not known); `reason` says why
+        for "may use" rows."""
+        unset = self.ctx.unset_parameter(value)
         if any_key:
             alias, certainty = ANY_KEY, Certainty.MAY_USE
         elif "${" in value:
@@ -908,6 +1074,13 @@ class _Component:
                 f"from the runtime expression {_one_line(value)!r}; listed as 'may use' any key"
             )
             alias, certainty = ANY_KEY, Certainty.MAY_USE
+            reason = f"alias from the runtime expression {_one_line(value)}"
+        elif unset:
+            # Set in the tenant, or not at all: nobody can say which key from the export.
+            alias, certainty = ANY_KEY, Certainty.MAY_USE
+            reason = f"alias from parameter {{{{{_one_line(unset)}}}}}, not set in the export"
+        elif may:
+            alias, certainty = value, Certainty.MAY_USE
         else:
             alias, certainty = value, Certainty.USES
         self.usages.append(
@@ -923,6 +1096,7 @@ class _Component:
                 system=self.system,
                 address=self.address,
                 outbound=outbound,
+                reason=reason,
             )
         )
 
@@ -1043,8 +1217,7 @@ def _channel_usages(
     else:
         other = target if target in participants else source
     system = (participants.get(other) or props.get("system", "")).strip()
-    address = next((props[k].strip() for k in _ADDRESS_KEYS if props.get(k, "").strip()), "")
-    comp = _Component(el, adapter, ctx, direction, system, address)
+    comp = _Component(el, adapter, ctx, direction, system, _channel_address(props))
 
     unhandled: list[_AliasEntry] = []
     plain: list[_AliasEntry] = []  # client-certificate alias candidates
@@ -1061,7 +1234,7 @@ def _channel_usages(
         if not entry.value:
             continue
         if wss is False:
-            wss = _wss_allows(props)
+            wss = _wss_allows(props, direction)
         if isinstance(wss, dict) and op in ("sign", "verify", "encrypt", "decrypt"):
             allowed = wss["sign"] if op in ("sign", "verify") else wss["encrypt"]
         else:
@@ -1069,19 +1242,36 @@ def _channel_usages(
         if allowed:
             comp.add(_OPS[op][0], entry.key, entry.value)
 
-    state = _client_cert_state(props, adapter, keys)
+    state = _client_cert_state(props, adapter, keys, ctx)
     # CPI opens the connection for receivers and polling senders; a sender channel's client
     # certificate setting is about the caller's certificate, not a key of this keystore.
     opens_connection = direction != "Sender" or adapter in _POLLING_ADAPTERS
-    if state is True and opens_connection:
+    if state is not None and state is not False and opens_connection:
+        # True, or the unset parameter that decides it: then the channel only "may" use it.
+        may = state is not True
+        reason = f"authentication from parameter {{{{{_one_line(state)}}}}}" if may else ""
         plain.sort(key=_client_cert_rank)
         named = next((e for e in plain if e.value), None)
         if named is not None:
-            comp.add(Usage.CLIENT_CERTIFICATE, named.key, named.value, outbound=True)
+            comp.add(
+                Usage.CLIENT_CERTIFICATE,
+                named.key,
+                named.value,
+                outbound=True,
+                may=may,
+                reason=reason + (", not set in the export" if may else ""),
+            )
         elif adapter not in _SSH_ADAPTERS:  # SFTP counts only with a named SSH key
             key = plain[0].key if plain else ""
-            comp.add(Usage.CLIENT_CERTIFICATE, key, "", outbound=True, any_key=True)
-    elif state is None or (state is True and not opens_connection):
+            comp.add(
+                Usage.CLIENT_CERTIFICATE,
+                key,
+                "",
+                outbound=True,
+                any_key=True,
+                reason=(reason + ", not set in the export; no alias") if may else NO_ALIAS,
+            )
+    elif state is None or (state is not False and not opens_connection):
         unhandled += plain
     # state False: Basic/OAuth/None authentication switches a leftover alias off.
 
@@ -1100,6 +1290,8 @@ def _step_kind(props: Mapping[str, str]) -> tuple[str, str]:
     if "decrypt" in text:
         return "decryptor", "XML decryptor" if xml else "PKCS#7 decryptor"
     if "verif" in text:
+        if "simple" in text:
+            return "verifier", "Simple verifier"
         return "verifier", "XML verifier" if xml else "PKCS#7 verifier"
     if "encrypt" in text:
         return "encryptor", "XML encryptor" if xml else "PKCS#7 encryptor"
@@ -1131,15 +1323,20 @@ _STEP_PRIMARY_OPS = {
 
 def _step_usages(el: ET.Element, props: dict[str, str], ctx: _Context) -> list[KeyUsage]:
     entries = _alias_entries(props, _joined_keys(props))
-    if not entries and "crypt" not in _cname(props).lower() + props.get("activityType", ""):
-        return []  # the usual step: no alias, not a decryptor
+    if not entries:
+        text = _cname(props).lower() + props.get("activityType", "").lower()
+        if "crypt" not in text and "sign" not in text:
+            return []  # the usual step: no alias, neither a decryptor nor a signer
     kind, comp_type = _step_kind(props)
-    if not entries and kind != "decryptor":
+    if not entries and kind not in ("decryptor", "signer"):
         return []
     comp = _Component(el, comp_type, ctx)
     if kind == "decryptor":
         # PKCS#7 decryption tries every key pair in the keystore that fits the message.
-        comp.add(Usage.DECRYPTION, "", "", any_key=True)
+        comp.add(Usage.DECRYPTION, "", "", any_key=True, reason=TRIES_EVERY_KEY)
+    elif kind == "signer" and not any(entry.value for entry in entries):
+        # No alias configured (real PKCS#7 signers come without the property): any key pair.
+        comp.add(Usage.SIGNING, "", "", any_key=True, reason=SIGNER_WITHOUT_ALIAS)
 
     unhandled: list[_AliasEntry] = []
     for entry in entries:
@@ -1159,96 +1356,108 @@ def _step_usages(el: ET.Element, props: dict[str, str], ctx: _Context) -> list[K
 # ---------------------------------------------------------------------------------------------
 # Scripts
 
-_STRING_LITERAL = re.compile(r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|`([^`\\]*)`""")
+# Keystore methods whose first argument is a key alias: CPI's KeystoreService (getKey,
+# getKeyPair, getCertificate, getKeyManagers) and java.security.KeyStore.
 _KEYSTORE_CALL = re.compile(
-    r"\b(getKey|getCertificate|getCertificateChain|getKeyPair|getPrivateKey|getPublicKey"
-    r"|getEntry|getKeyStoreEntry|containsAlias|isKeyEntry|isCertificateEntry|getCertificateAlias"
-    r""")\s*\(\s*(?:"([^"\\\n$]*)"|'([^'\\\n]*)')"""
+    r"\b(getKey|getKeyPair|getKeyManagers|getCertificate|getCertificateChain|getEntry"
+    r"|containsAlias|isKeyEntry|isCertificateEntry|getCreationDate)\s*\(\s*"
 )
-_SAP_PREFIXES = ("sap_", "hcicertificate")
+_LITERAL = re.compile(r""""((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)'|`([^`\\]*)`""")
+_ARGUMENT_END = re.compile(r"\s*[,)]")
+# A variable or constant (`alias`, `this.ALIAS`, `Keys.SIGNING`): its last name is looked up.
+_NAME_ARGUMENT = re.compile(r"(?:[A-Za-z_$][\w$]*\s*\.\s*)*([A-Za-z_$][\w$]*)\s*[,)]")
+_ASSIGNMENT = re.compile(r"(?<![\w$.])([A-Za-z_$][\w$]*)\s*=(?![=~])\s*")
+_STATEMENT_END = re.compile(r"[ \t]*(?:;|\r|\n|//|/\*|,|\)|\}|$)")
 
 
-def find_script_aliases(
-    script: str, known_aliases: Iterable[str] | None = None
-) -> list[ScriptAlias]:
-    """Aliases a Groovy or JavaScript source names as string literals, in order of first mention.
+def find_script_aliases(script: str) -> list[ScriptAlias]:
+    """What a Groovy or JavaScript source passes to keystore APIs that take a key alias, in
+    order of first mention.
 
-    A literal counts when
-    (a) it equals one of `known_aliases` (case-insensitively; reported in the known spelling), or
-    (b) it is the first argument of a keystore API call: `getKey("x")`, `getCertificate('x')`,
-        `getCertificateChain`, `getKeyPair`, `getPrivateKey`, `getPublicKey`, `getEntry`,
-        `containsAlias`, ... (CPI's `KeystoreService` and `java.security.KeyStore`).
-    With `known_aliases=None` (the tenant is unknown): (b), plus literals that start with `sap_` or
-    `hcicertificate` (SAP-owned aliases, the ones that get renewed).
-    Other identifier-like literals are not reported: scripts are full of header and property
-    names, and reporting them would bury the real hits. Interpolated strings (`"${alias}"`) and
-    variables cannot be resolved and are not reported.
+    Counted: the first argument of `getKey`, `getKeyPair`, `getKeyManagers`, `getCertificate`,
+    `getCertificateChain`, `getEntry`, `containsAlias`, ... (CPI's `KeystoreService` and
+    `java.security.KeyStore`) when it is a string literal, or a variable or constant of the same
+    script assigned string literals (each of them). An argument known only at runtime (an
+    interpolated string, a header, a variable assigned anything else) is reported as ANY_KEY.
+    Nothing counts unless the script mentions a keystore at all (a `getEntry` on a ZIP file is
+    no key). Literals passed to credential and secure-parameter APIs (`getUserCredential`,
+    `getSecureParameter`, OAuth token look-ups) name credentials, never keys, and other literals
+    are header and property names: neither is reported.
+
+    The literals are kept as written; the where-used report matches them against the tenant's
+    aliases when it is asked, so a key created after the import is found.
     """
-    return _scan_script(script, _alias_lookup(known_aliases))
+    if "keystore" not in script.lower():
+        return []
+    constants: dict[str, list[str]] = {}  # variable -> string literals assigned to it
+    runtime: set[str] = set()  # variables assigned something else
+    for match in _ASSIGNMENT.finditer(script):
+        literal = _literal_at(script, match.end(), _STATEMENT_END)
+        if literal is None:
+            runtime.add(match.group(1))
+        else:
+            constants.setdefault(match.group(1), []).append(literal)
+
+    hits: dict[str, str] = {}  # alias (or ANY_KEY) -> API call, in order of first mention
+    for call in _KEYSTORE_CALL.finditer(script):
+        method, pos = call.group(1), call.end()
+        if script.startswith(")", pos):
+            continue  # no argument: Map.Entry.getKey(), not the keystore
+        literal = _literal_at(script, pos, _ARGUMENT_END)
+        values: list[str | None]
+        if literal is not None:
+            values = [literal]
+        else:
+            name = _NAME_ARGUMENT.match(script, pos)
+            variable = name.group(1) if name else ""
+            values = list(constants.get(variable, ()))
+            if not values or variable in runtime:
+                values.append(None)
+        for value in values:
+            alias = ANY_KEY if value is None else value.strip()
+            if (value is None or alias) and alias not in hits:
+                hits[alias] = method
+    return [ScriptAlias(alias, method) for alias, method in hits.items()]
 
 
-class KnownAliases(dict[str, str]):
-    """lower-cased alias -> the tenant's spelling; see `alias_lookup`."""
+def _literal_at(script: str, pos: int, end: re.Pattern[str]) -> str | None:
+    """The string literal at `pos` if it is the whole expression there (followed by `end`),
+    else None; an interpolated string ("${x}", `${x}`) is a runtime value, so None too."""
+    match = _LITERAL.match(script, pos)
+    if match is None or end.match(script, match.end()) is None:
+        return None
+    text = next(g for g in match.groups() if g is not None)
+    if "${" in text and not match.group(0).startswith("'"):
+        return None
+    return text
 
 
-def alias_lookup(known_aliases: Iterable[str]) -> KnownAliases:
-    """The tenant's aliases prepared once for many `parse_flow_zip` calls (an import of many
-    files would otherwise rebuild the lookup for every file)."""
-    return KnownAliases((alias.lower(), alias) for alias in known_aliases)
+def script_usages(path: str, script: bytes | str) -> list[KeyUsage]:
+    """`find_script_aliases` as KeyUsage rows of a script no step runs: "named in script",
+    component type "Script", component id = `path` (inside the ZIP), name = the file name."""
+    return _script_usages(path, script, [], [])
 
 
-def _alias_lookup(known_aliases: Iterable[str] | None) -> Mapping[str, str] | None:
-    """lower-cased alias -> the tenant's spelling (keystore aliases are case-insensitive)."""
-    if known_aliases is None or isinstance(known_aliases, KnownAliases):
-        return known_aliases
-    return {alias.lower(): alias for alias in known_aliases}
-
-
-def _scan_script(script: str, known: Mapping[str, str] | None) -> list[ScriptAlias]:
-    hits: dict[str, tuple[int, str]] = {}  # alias -> (first position, API call)
-
-    def hit(alias: str, pos: int, call: str) -> None:
-        first = hits.get(alias)
-        if first is None:
-            hits[alias] = (pos, call)
-        else:  # keep the earliest position, and the API call if any mention had one
-            hits[alias] = (min(first[0], pos), first[1] or call)
-
-    for match in _KEYSTORE_CALL.finditer(script):
-        group = 2 if match.group(2) is not None else 3
-        alias = match.group(group).strip()
-        if alias:
-            if known is not None:
-                alias = known.get(alias.lower(), alias)
-            hit(alias, match.start(group), match.group(1))
-    for match in _STRING_LITERAL.finditer(script):
-        literal = next(g for g in match.groups() if g is not None)
-        if not literal or len(literal) > 250:
-            continue
-        if known is not None:
-            alias = known.get(literal.lower())
-            if alias is not None:
-                hit(alias, match.start(), "")
-        elif literal.lower().startswith(_SAP_PREFIXES) and not any(c.isspace() for c in literal):
-            hit(literal, match.start(), "")
-    return [ScriptAlias(alias, call) for alias, (_, call) in sorted(hits.items(), key=_position)]
-
-
-def _position(item: tuple[str, tuple[int, str]]) -> int:
-    return item[1][0]
-
-
-def script_usages(
-    path: str, script: bytes | str, known_aliases: Iterable[str] | None = None
-) -> list[KeyUsage]:
-    """`find_script_aliases` as KeyUsage rows: "named in script", component type "Script",
-    component id = `path` (inside the ZIP), component name = the file name."""
-    return _script_usages(path, script, _alias_lookup(known_aliases), [])
+def _steps_running(path: str, steps: Iterable[ScriptStep]) -> list[ScriptStep]:
+    """The steps whose `script` property names the file at `path` (inside the ZIP)."""
+    relative = path[len(SCRIPT_DIR) :] if path.lower().startswith(SCRIPT_DIR) else path
+    file_name = relative.rsplit("/", 1)[-1]
+    found: dict[str, ScriptStep] = {}
+    for step in steps:
+        ref = step.script.replace("\\", "/").lstrip("/")
+        for prefix in (SCRIPT_DIR, "script/"):
+            if ref.lower().startswith(prefix):
+                ref = ref[len(prefix) :]
+        if ref == relative or ("/" not in ref and ref == file_name):
+            found.setdefault(step.component_id, step)
+    return list(found.values())
 
 
 def _script_usages(
-    path: str, script: bytes | str, known: Mapping[str, str] | None, warnings: list[str]
+    path: str, script: bytes | str, steps: list[ScriptStep], warnings: list[str]
 ) -> list[KeyUsage]:
+    """Rows for what the script passes to keystore APIs: one set per step that runs it (the
+    component), or with the file as the component when no step names it."""
     name = path.rsplit("/", 1)[-1]
     if isinstance(script, bytes):
         raw = script
@@ -1257,22 +1466,39 @@ def _script_usages(
         except UnicodeDecodeError:
             script = raw.decode("utf-8", errors="replace")
             warnings.append(f"script {_one_line(name)!r} is not UTF-8; read with replacements")
-    return [
-        KeyUsage(
-            component_id=path,
-            component_name=name,
-            component_type="Script",
-            direction="",
-            usage=Usage.NAMED_IN_SCRIPT,
-            certainty=Certainty.USES,
-            alias=found.alias,
-            property_key=found.call,
-            system="",
-            address="",
-            outbound=False,
-        )
-        for found in _scan_script(script, known)
-    ]
+    found = find_script_aliases(script)
+    if not found:
+        return []
+    components = [(step.component_id, step.component_name) for step in steps] or [(path, name)]
+    usages = []
+    for found_alias in found:
+        runtime = found_alias.alias == ANY_KEY
+        if runtime:
+            warnings.append(
+                f"script {_one_line(name)!r} passes a value known only at runtime to "
+                f"{found_alias.call}(); listed as 'may use' any key"
+            )
+        usages += [
+            KeyUsage(
+                component_id=component_id,
+                component_name=component_name,
+                component_type="Script",
+                direction="",
+                usage=Usage.NAMED_IN_SCRIPT,
+                certainty=Certainty.MAY_USE if runtime else Certainty.USES,
+                alias=found_alias.alias,
+                property_key=found_alias.call,
+                system="",
+                address="",
+                outbound=False,
+                reason=f"{found_alias.call}() with a value known only at runtime"
+                if runtime
+                else "",
+                script_file=path,
+            )
+            for component_id, component_name in components
+        ]
+    return usages
 
 
 def _one_line(value: object, limit: int = 200) -> str:

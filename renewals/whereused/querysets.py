@@ -1,8 +1,12 @@
 """Business filters over the where-used index, in the domain's words.
 
-"Uses" an alias: a component names exactly this alias (aliases are compared as stored; the
-keystore keeps them case-sensitive). "May use" it: a component names no alias (any fitting key),
-tries every key (decryptors), or takes its alias from a runtime expression.
+"Uses" an alias: a component names exactly this alias (configured aliases are compared as
+stored), or a script passes it to a keystore API (compared ignoring case, as the keystore does,
+through `script_alias`: matched now, not when the flow was imported). "May use" it: a component
+names no alias (any fitting key), tries every key (decryptors), takes its alias from a runtime
+expression or an unset parameter (all stored as ANY_KEY), or names this alias behind a switch
+nobody can read from the export (an authentication taken from an unset parameter: certainty
+"may use" with the alias).
 """
 
 from __future__ import annotations
@@ -17,40 +21,42 @@ from renewals.whereused.parser import ANY_KEY, Certainty, Usage
 PRIVATE_KEY_USAGES = (Usage.CLIENT_CERTIFICATE, Usage.SIGNING, Usage.DECRYPTION)
 
 
-def may_use_q(prefix: str = "") -> Q:
-    return Q(**{f"{prefix}alias": ANY_KEY}) | Q(**{f"{prefix}certainty": Certainty.MAY_USE})
-
-
 def component_key() -> Concat:
     """One value per component of a flow: component ids repeat across flows ("MessageFlow_1")."""
     return Concat(Cast("flow_id", CharField()), Value("/"), "component_id")
 
 
+def uses_q(alias: str) -> Q:
+    """Rows that use `alias`: configured with it (not merely "may use"), or a script passing it."""
+    return (Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE)) | Q(script_alias=alias.lower())
+
+
 class UsageQuerySet(TenantScopedQuerySet):
     def uses(self, alias: str) -> UsageQuerySet:
-        """Components configured with exactly this alias."""
-        return self.filter(alias=alias).exclude(certainty=Certainty.MAY_USE)
+        """Components configured with exactly this alias, and scripts passing it to the
+        keystore."""
+        return self.filter(uses_q(alias))
 
     def may_use(self, *, key_pair: bool = True) -> UsageQuerySet:
         """Components that may pick any key; for a certificate entry (no private key) only those
         that could use a public certificate."""
-        found = self.filter(may_use_q())
+        found = self.filter(alias=ANY_KEY)
         return found if key_pair else found.exclude(usage__in=PRIVATE_KEY_USAGES)
 
     def for_alias(self, alias: str, *, key_pair: bool = True, tenant=None) -> UsageQuerySet:
         """Everything where-used shows for an alias: its uses and the "may use" rows.
 
-        With `tenant`, each branch names the tenant itself, `(tenant AND uses) OR (tenant AND
-        no alias) OR (tenant AND may use)`, so each is an index lookup ((tenant, alias),
-        (tenant, certainty)) and the cost follows the answer, not the tenant's whole index; a
-        separate tenant filter lets SQLite read every usage of the tenant instead.
+        With `tenant`, each branch names the tenant itself, `(tenant AND this alias) OR (tenant
+        AND no alias) OR (tenant AND a script passing it)`, so each is an index lookup ((tenant,
+        alias) twice, (tenant, script_alias)) and the cost follows the answer, not the tenant's
+        whole index; a separate tenant filter lets SQLite read every usage of the tenant instead.
         """
         scope = Q(tenant=tenant) if tenant is not None else Q()
         others = Q() if key_pair else ~Q(usage__in=PRIVATE_KEY_USAGES)
         return self.filter(
-            (scope & Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE))
+            (scope & Q(alias=alias))
             | (scope & Q(alias=ANY_KEY) & others)
-            | (scope & Q(certainty=Certainty.MAY_USE) & others)
+            | (scope & Q(script_alias=alias.lower()))
         )
 
     def outbound(self) -> UsageQuerySet:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Lower
 
 from keystore.models import Tenant
 from renewals.whereused.models import USAGE_FIELDS, KeyUsageRecord
@@ -39,6 +39,8 @@ class ComponentUse(NamedTuple):
     property_key: str
     alias: str  # ANY_KEY for "may use" rows
     outbound: bool
+    reason: str = ""  # why a "may use" row may use the key
+    script_file: str = ""  # scripts: the file the step runs
 
     @property
     def label(self) -> str:
@@ -188,8 +190,11 @@ _REPORT_FIELDS = (
 def where_used(tenant: Tenant | int, alias: str, *, key_pair: bool = True) -> WhereUsedReport:
     """Where the tenant's flows use `alias`, from the index, in one query.
 
-    `uses`: components configured with this alias. `may_use`: components that name no alias
-    (any fitting key), decryptors (they try every key) and runtime-expression aliases. Both are
+    `uses`: components configured with this alias, and script steps passing it to a keystore
+    API (ignoring case, matched now: a key created after the import is found). `may_use`:
+    components that name no alias (any fitting key), decryptors (they try every key), signers
+    without an alias, aliases from runtime expressions or unset parameters, and components
+    naming this alias behind an authentication nobody can read from the export. Both are
     grouped backend (system, address) -> flow -> component. `key_pair=False` (a trusted
     certificate entry) leaves out "may use" rows that need a private key.
     """
@@ -225,6 +230,8 @@ def where_used(tenant: Tenant | int, alias: str, *, key_pair: bool = True) -> Wh
                 property_key=record["property_key"],
                 alias=record["alias"],
                 outbound=record["outbound"],
+                reason=record["reason"],
+                script_file=record["script_file"],
             )
         )
 
@@ -254,17 +261,38 @@ def usage_counts(tenant: Tenant | int, aliases: Iterable[str]) -> dict[str, Usag
     """Components that use / may use each alias (key pairs), for list pages: two queries for
     any number of aliases. The numbers match where_used(...).counts."""
     aliases = list(dict.fromkeys(aliases))
+    if not aliases:
+        return {}
     usages = KeyUsageRecord.objects.for_tenant(tenant)
-    uses = dict(
-        usages.filter(alias__in=aliases)
-        .exclude(certainty=Certainty.MAY_USE)
-        .order_by()
-        .values("alias")
-        .annotate(n=Count(component_key(), distinct=True))
-        .values_list("alias", "n")
+    # The rows naming the aliases (a handful each), each with whether its component also has an
+    # any-key row: the "may use" sections count a component once.
+    with_any_key = usages.filter(
+        flow_id=OuterRef("flow_id"), component_id=OuterRef("component_id"), alias=ANY_KEY
     )
-    may_use = usages.may_use().component_count() if aliases else 0
-    return {alias: UsageCounts(uses.get(alias, 0), may_use) for alias in aliases}
+    named = (
+        usages.filter(
+            Q(alias__in=aliases) | Q(script_alias__in={alias.lower() for alias in aliases})
+        )
+        .order_by()
+        .values_list("alias", "script_alias", "certainty", component_key())
+        .annotate(any_key=Exists(with_any_key))
+    )
+    uses: dict[str, set[str]] = {alias: set() for alias in aliases}
+    may_by_name: dict[str, set[str]] = {alias: set() for alias in aliases}
+    by_lower = {alias.lower(): alias for alias in aliases}
+    for alias, script_alias, certainty, component, any_key in named:
+        if certainty == Certainty.MAY_USE:
+            if alias in may_by_name and not any_key:
+                may_by_name[alias].add(component)
+            continue
+        if alias in uses:
+            uses[alias].add(component)
+        if script_alias in by_lower:
+            uses[by_lower[script_alias]].add(component)
+    may_use = usages.may_use().component_count()
+    return {
+        alias: UsageCounts(len(uses[alias]), may_use + len(may_by_name[alias])) for alias in aliases
+    }
 
 
 def annotate_usage_counts(
@@ -274,6 +302,7 @@ def annotate_usage_counts(
     `where_used_uses` and `where_used_may_use` (components, as in usage_counts): still one query
     for the whole list."""
     usages = KeyUsageRecord.objects.filter(tenant_id=OuterRef(tenant_field)).order_by()
+    alias = OuterRef(alias_field)
 
     def count(rows: QuerySet[KeyUsageRecord]) -> Coalesce:
         per_tenant = (
@@ -283,7 +312,11 @@ def annotate_usage_counts(
 
     return queryset.annotate(
         where_used_uses=count(
-            usages.filter(alias=OuterRef(alias_field)).exclude(certainty=Certainty.MAY_USE)
+            usages.filter(
+                (Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE)) | Q(script_alias=Lower(alias))
+            )
         ),
-        where_used_may_use=count(usages.may_use()),
+        where_used_may_use=count(
+            usages.filter(Q(alias=ANY_KEY) | Q(alias=alias, certainty=Certainty.MAY_USE))
+        ),
     )

@@ -121,6 +121,8 @@ def test_where_used_text_and_json(tenant, sap_entry):
             "alias": SAP_ALIAS,
             "property_key": "privateKeyAlias",
             "outbound": True,
+            "reason": "",
+            "script_file": "",
         }
     ]
     may_use_flows = {f["bundle_name"] for b in data["may_use"] for f in b["flows"]}

@@ -29,11 +29,23 @@ from renewals.whereused.parser import (
 from tests.renewals.flowfactory import (
     FLOW_DIR,
     SCRIPT_DIR,
+    as2_receiver,
     channel,
+    credential_script,
+    encryptor_step,
     flow_zip,
+    groovy_script,
     iflw,
+    keystore_script,
+    mail_receiver_with_unset_parameter,
     manifest,
+    pkcs7_signer_without_alias,
+    script_step,
+    sftp_receiver,
+    soap_receiver_with_ws_security_off,
+    soap_sender_with_ws_security,
     step,
+    verifier_step,
     zip_bytes,
 )
 
@@ -321,6 +333,91 @@ def test_ws_security_off_uses_nothing(switch):
     assert usages_of(channel("MF", "x", "SOAP", props={**switch, **WSS_ALIASES})) == []
 
 
+def test_ws_security_switched_off_ignores_leftover_signing_settings():
+    """A real SOAP receiver: WSSecurity_outbound=None with a stale SignMessage type, signature
+    algorithm and signing alias. Nothing of WS-Security counts."""
+    assert usages_of(soap_receiver_with_ws_security_off()) == []
+    # The same channel with the switch on signs with the alias.
+    on = soap_receiver_with_ws_security_off(WSSecurity_outbound="ManualConfiguration")
+    u = only(usages_of(on))
+    assert (u.usage, u.certainty, u.alias) == (
+        Usage.SIGNING,
+        Certainty.USES,
+        "sap_cloudintegrationcertificate",
+    )
+
+
+def test_ws_security_on_the_sender_side_follows_its_own_switch():
+    assert usages_of(soap_sender_with_ws_security("None")) == []
+    u = only(usages_of(soap_sender_with_ws_security("ManualConfiguration")))
+    assert (u.usage, u.alias, u.direction) == (Usage.VERIFICATION, "partner_root", "Sender")
+
+
+def test_a_signer_without_an_alias_may_use_any_key():
+    u = only(usages_of(pkcs7_signer_without_alias()))
+    assert (u.component_name, u.component_type, u.usage, u.certainty, u.alias) == (
+        "PKCS7 Signer",
+        "PKCS#7 signer",
+        Usage.SIGNING,
+        Certainty.MAY_USE,
+        ANY_KEY,
+    )
+    assert u.reason == "signer without an alias"
+    # Steps whose names merely contain "sign" (an assignment) stay silent.
+    assert usages_of(step("A", "Assign", "Assignment", {"x": "y"})) == []
+
+
+def test_addresses_are_read_from_every_address_bearing_key():
+    as2 = only(
+        usages_of(as2_receiver(props={"publicKeyAliasForEncryption": "p", "encryptMessage": "1"}))
+    )
+    assert (as2.system, as2.address) == ("AS2_PARTNER", "https://as2.partner.example/as2")
+    sftp = only(usages_of(sftp_receiver(host="sftp.partner.example", port="2222")))
+    assert sftp.address == "sftp.partner.example:2222"
+
+
+@pytest.mark.parametrize(
+    ("adapter", "key", "address"),
+    [
+        ("AS4", "endpointUrl", "https://as4.example/msh"),
+        ("XI", "Address", "https://pi.example/XISOAPAdapter/MessageServlet"),
+        ("Anaplan", "anaplanHost", "api.anaplan.example"),  # by its name: a key ending in "host"
+    ],
+)
+def test_other_adapters_name_their_address(adapter, key, address):
+    props = {**CERT_AUTH, "privateKeyAlias": "k", key: address}
+    found = usages_of(channel("MF", adapter, adapter, props=props, address=None))
+    assert only(found).address == address
+
+
+def test_certificate_uses_verifiers_encryptors_and_as2():
+    found = usages_of(
+        verifier_step("V1", "XML", "partner_root"),
+        verifier_step("V2", "PKCS7", "partner_root", alias_key="publicKeyAlias"),
+        verifier_step("V3", "Simple", "partner_root"),
+        encryptor_step("E1", "XML", "partner_root"),
+        encryptor_step("E2", "PKCS7", "partner_root"),
+        as2_receiver(
+            props={
+                "publicKeyAliasForEncryption": "partner_root",
+                "encryptMessage": "true",
+                "publicKeyAliasForMDNVerification": "partner_root",
+                "requestMdnSigned": "true",
+            }
+        ),
+    )
+    assert [(u.component_type, u.usage, u.alias) for u in found] == [
+        ("AS2", Usage.ENCRYPTION, "partner_root"),
+        ("AS2", Usage.VERIFICATION, "partner_root"),
+        ("XML verifier", Usage.VERIFICATION, "partner_root"),
+        ("PKCS#7 verifier", Usage.VERIFICATION, "partner_root"),
+        ("Simple verifier", Usage.VERIFICATION, "partner_root"),
+        ("XML encryptor", Usage.ENCRYPTION, "partner_root"),
+        ("PKCS#7 encryptor", Usage.ENCRYPTION, "partner_root"),
+    ]
+    assert {u.certainty for u in found} == {Certainty.USES}
+
+
 AS2_OFF = {
     "authentication": "Basic",
     "privateKeyAliasForSigning": "own_as2",
@@ -379,15 +476,50 @@ def test_externalized_alias_and_address_are_resolved():
     )
 
 
-def test_missing_parameter_names_it_and_the_flow():
+def test_an_unset_parameter_in_a_property_no_rule_reads_changes_nothing():
+    """A real Mail receiver: `{{From email address}}` has no line in parameters.prop."""
+    data = flow_zip(
+        "com.example.mail",
+        iflw(
+            mail_receiver_with_unset_parameter(),
+            step("A", "Sign", "PKCS7Signer", {"privateKeyAlias": "signing_key"}),
+        ),
+        parameters={"other": "x"},
+    )
+    export = parse_flow_zip(data)
+    assert export.unresolved_parameters == ["From email address"]
+    assert [(u.component_name, u.certainty, u.alias) for u in export.usages] == [
+        ("Sign", Certainty.USES, "signing_key")
+    ]
+    # No parameters.prop at all: the same.
+    assert parse_flow_zip(flow_zip("b", iflw(mail_receiver_with_unset_parameter()))).usages == []
+
+
+def test_an_unset_parameter_in_an_alias_may_use_any_key_naming_it():
     comp = step("A", "Sign", "PKCS7Signer", {"privateKeyAlias": "{{signing_alias}}"})
-    data = flow_zip("com.example.orders", iflw(comp), parameters={"other": "x"}, flow_name="Orders")
-    with pytest.raises(FlowParseError, match=r"\{\{signing_alias\}\}.*not defined") as err:
-        parse_flow_zip(data)
-    assert "Orders" in str(err.value) and "\n" not in str(err.value)
-    # No parameters.prop at all is the same error.
-    with pytest.raises(FlowParseError, match="signing_alias"):
-        parse_flow_zip(flow_zip("b", iflw(comp), parameters=None))
+    export = parse_flow_zip(flow_zip("com.example.orders", iflw(comp), parameters={"x": "y"}))
+    u = only(export.usages)
+    assert (u.usage, u.certainty, u.alias) == (Usage.SIGNING, Certainty.MAY_USE, ANY_KEY)
+    assert u.reason == "alias from parameter {{signing_alias}}, not set in the export"
+    assert export.unresolved_parameters == ["signing_alias"]
+
+
+def test_an_unset_parameter_in_the_authentication_may_use_the_named_alias():
+    named, unnamed = usages_of(
+        channel(
+            "MF1", "To ERP", "SOAP", props={"authentication": "{{auth}}", "privateKeyAlias": "k1"}
+        ),
+        channel("MF2", "To CRM", "HTTP", props={"authenticationMethod": "{{crm auth}}"}),
+    )
+    assert (named.usage, named.certainty, named.alias, named.outbound) == (
+        Usage.CLIENT_CERTIFICATE,
+        Certainty.MAY_USE,
+        "k1",
+        True,
+    )
+    assert named.reason == "authentication from parameter {{auth}}, not set in the export"
+    assert (unnamed.certainty, unnamed.alias) == (Certainty.MAY_USE, ANY_KEY)
+    assert "{{crm auth}}" in unnamed.reason
 
 
 def test_runtime_expression_alias_may_use_any_key_with_a_warning():
@@ -428,7 +560,7 @@ def Message processData(Message message) {
     def keystore = ITApiFactory.getService(KeystoreService.class, null)
     def key = keystore.getKey("partner_signing")          // API call with a literal
     def cert = keystore.getCertificate('partner_root')
-    def legacy = "sap_cloudintegrationcertificate"
+    def legacy = "sap_cloudintegrationcertificate"        // a literal no keystore API gets
     message.setHeader("Content-Type", "application/xml")  // noise: not an alias
     def dyn = keystore.getKey("${alias}")                 // runtime value: cannot be known
     return message
@@ -436,39 +568,77 @@ def Message processData(Message message) {
 """
 
 
-def test_alias_in_groovy_script_is_named_in_script():
+def test_what_a_script_passes_to_the_keystore_is_named_in_script():
     data = flow_zip(
         "com.example.scripted",
         iflw(),
         parameters={},
         scripts={"Sign.groovy": GROOVY, "notes.txt": "sap_ignored"},
     )
-    found = parse_flow_zip(data).usages
-    assert [(u.alias, u.property_key) for u in found] == [
-        ("partner_signing", "getKey"),
-        ("partner_root", "getCertificate"),
-        ("sap_cloudintegrationcertificate", ""),
+    export = parse_flow_zip(data)
+    assert [(u.alias, u.certainty, u.property_key) for u in export.usages] == [
+        ("partner_signing", Certainty.USES, "getKey"),
+        ("partner_root", Certainty.USES, "getCertificate"),
+        (ANY_KEY, Certainty.MAY_USE, "getKey"),
     ]
-    u = found[0]
-    assert (u.component_type, u.component_name, u.component_id) == (
+    u = export.usages[0]
+    # No step runs the file here: the file is the component.
+    assert (u.component_type, u.component_name, u.component_id, u.script_file) == (
         "Script",
         "Sign.groovy",
         SCRIPT_DIR + "Sign.groovy",
+        SCRIPT_DIR + "Sign.groovy",
     )
-    assert (u.usage, u.certainty, u.outbound) == (Usage.NAMED_IN_SCRIPT, Certainty.USES, False)
+    assert (u.usage, u.outbound) == (Usage.NAMED_IN_SCRIPT, False)
+    assert export.usages[2].reason == "getKey() with a value known only at runtime"
+    assert any("Sign.groovy" in w and "runtime" in w for w in export.warnings)
 
 
-def test_known_aliases_match_script_literals_in_the_tenant_spelling():
-    script = 'var x = "Partner_Root"; var y = "application/xml"; var z = `tenant_key`;'
-    assert find_script_aliases(script, ["partner_root", "tenant_key", "unused"]) == [
-        ScriptAlias("partner_root", ""),
-        ScriptAlias("tenant_key", ""),
+def test_credential_names_in_scripts_are_never_keys():
+    """getUserCredential("AWS_ACCESS_KEY") names a credential, even with the keystore in reach."""
+    assert find_script_aliases(credential_script("AWS_ACCESS_KEY")) == []
+    assert script_usages("s/creds.groovy", credential_script()) == []
+
+
+@pytest.mark.parametrize("through", ["literal", "variable", "constant"])
+def test_an_alias_reaches_the_keystore_directly_or_through_a_variable_or_constant(through):
+    script = keystore_script("Partner_Signing", through=through)
+    assert find_script_aliases(script) == [ScriptAlias("Partner_Signing", "getKeyPair")]
+
+
+@pytest.mark.parametrize("call", ["getKey", "getCertificate", "getKeyPair", "getKeyManagers"])
+def test_each_keystore_api_taking_an_alias_counts(call):
+    assert find_script_aliases(keystore_script("k", call=call)) == [ScriptAlias("k", call)]
+
+
+def test_literals_that_reach_no_keystore_api_are_not_aliases():
+    script = groovy_script(
+        'def unused = "sap_cloudintegrationcertificate"',
+        'message.setProperty("alias", "partner_root")',
+        "def entry = map.entrySet().first().getKey()",
+    )
+    assert find_script_aliases(script) == []
+    # A getEntry in a script without a keystore is a ZIP or map entry, not a key.
+    assert find_script_aliases('def e = zip.getEntry("partner_root")') == []
+
+
+def test_a_script_usage_is_named_after_the_step_that_runs_it():
+    data = flow_zip(
+        "com.example.scripted",
+        iflw(
+            script_step("CallActivity_3", "Sign payload", "sign.groovy"),
+            script_step("CallActivity_4", "Sign again", "/script/sign.groovy"),
+            script_step("CallActivity_5", "Other script", "other.groovy"),
+        ),
+        parameters={},
+        scripts={"sign.groovy": keystore_script("partner_signing"), "other.groovy": "x = 1"},
+    )
+    found = parse_flow_zip(data).usages
+    assert [(u.component_id, u.component_name, u.script_file, u.alias) for u in found] == [
+        ("CallActivity_3", "Sign payload", SCRIPT_DIR + "sign.groovy", "partner_signing"),
+        ("CallActivity_4", "Sign again", SCRIPT_DIR + "sign.groovy", "partner_signing"),
     ]
-    # Without known aliases only API calls and SAP-owned prefixes count.
-    assert find_script_aliases(script, None) == []
-    assert [u.alias for u in script_usages("s/x.js", script.encode(), {"tenant_key"})] == [
-        "tenant_key"
-    ]
+    assert {u.component_type for u in found} == {"Script"}
 
 
 # --- ZIP ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Import integration flow exports (ZIP files, or folders of them) into a tenant's where-used index.
 
 The same function as the admin's "Import integration flows" page. One line per file:
-`OK  name: bundle X, N usages (replaced)` or `FAIL name: message`; files are read one at a time.
-Exit status 1 if any file failed (the others are imported all the same).
+`OK  name: bundle X, N usages (replaced)` or `FAIL name: message`, then the file's warnings and
+`    unset parameters: {{a}}, {{b}}` when its parameters.prop leaves references unset; files are
+read one at a time. Exit status 1 if any file failed (the others are imported all the same).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"OK  {result.name}: {result.message}")
                 for warning in result.warnings:
                     self.stdout.write(f"    warning: {warning}")
+                if result.unresolved_parameters:
+                    names = ", ".join(f"{{{{{name}}}}}" for name in result.unresolved_parameters)
+                    self.stdout.write(f"    unset parameters: {names}")
             else:
                 self.stdout.write(f"FAIL {result.name}: {result.message}")
         total = len(results)

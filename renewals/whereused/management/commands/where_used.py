@@ -35,6 +35,8 @@ def backend_json(backends: list[BackendUse]) -> list[dict]:
                             "alias": component.alias,
                             "property_key": component.property_key,
                             "outbound": component.outbound,
+                            "reason": component.reason,
+                            "script_file": component.script_file,
                         }
                         for component in flow.components
                     ],
@@ -87,9 +89,11 @@ def report_lines(report: WhereUsedReport, pending: bool) -> list[str]:
                 lines.append(f"    {flow.bundle_name} ({flow.bundle_id}){restart}")
                 for component in flow.components:
                     via = f" via {component.property_key}" if component.property_key else ""
+                    script = f" in {component.script_file}" if component.script_file else ""
+                    reason = f" ({component.reason})" if component.reason else ""
                     lines.append(
                         f"      {component.label} ({component.kind or 'component'}): "
-                        f"{component.usage}, {component.alias_label}{via}"
+                        f"{component.usage}, {component.alias_label}{via}{script}{reason}"
                     )
     restart_flows = report.flows_to_restart_after_activation
     if restart_flows:
