@@ -427,6 +427,11 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             rows=comparison(entry, backup),
             active_until=utc(backup.active_until, seconds=True),
             expired=backup.valid_until <= request_now(request),
+            # Warn of failing backends only where some are known to use the alias, or where
+            # the backup's root is not the one backends trust now.
+            known_users=counts.uses + counts.may_use,
+            root_differs=backup.root_fingerprint_sha256 != entry.root_fingerprint_sha256,
+            **where_used,
         )
 
 

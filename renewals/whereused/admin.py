@@ -16,7 +16,7 @@ Other admin pages link here with `where_used_buttons`, `where_used_cell` and
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin, messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -147,8 +147,6 @@ class KeyUsageInline(NoAdminForms, admin.TabularInline):
         "system",
         "address",
         "outbound",
-        "reason",
-        "script_file",
     )
     readonly_fields = fields
     ordering = ("component_name", "component_id", "id")
@@ -196,7 +194,6 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         "restart_reason",
         "last_restart",
         "warnings_text",
-        "unresolved_parameters_text",
     )
     readonly_fields = fields
 
@@ -241,20 +238,15 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
             "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in flow.warnings))
         )
 
-    @admin.display(description="unset parameters")
-    def unresolved_parameters_text(self, flow: IntegrationFlow) -> str:
-        if not flow.unresolved_parameters:
-            return "None"
-        return ", ".join(f"{{{{{name}}}}}" for name in flow.unresolved_parameters)
-
     # ---- the Restart action ----------------------------------------------------------------
 
-    def get_actions(self, request: HttpRequest):
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
-        if "restart_selected" in actions and restart_conf.restart_callable() is None:
+        restart_action = actions.get("restart_selected")
+        if restart_action is not None and restart_conf.restart_callable() is None:
             # Without a restart hook the action restarts nothing: it records a restart made in
             # Cloud Integration, and says so.
-            function, name, _ = actions["restart_selected"]
+            function, name, _ = restart_action
             actions["restart_selected"] = (
                 function,
                 name,
