@@ -157,15 +157,18 @@ def _seed_user(username: str, role: str, tenant: Tenant) -> DemoLogin:
     return DemoLogin(username, password, role, tenant.slug, email)
 
 
-def _seed_pending_key(tenant: Tenant) -> None:
-    """Let the renewals app add one New SAP Key, when it offers a demo hook."""
+def _seed_renewals(tenant: Tenant) -> None:
+    """Let the renewals app add one New SAP Key and its demo flows, when it offers a demo hook
+    (the keystore app does not import renewals)."""
     try:
         renewals_demo = importlib.import_module("renewals.demo")
     except ModuleNotFoundError as error:
         if error.name not in {"renewals.demo", "renewals"}:
             raise  # renewals.demo exists but is broken: say so
         return
-    renewals_demo.seed_pending_key(tenant)
+    for hook in ("seed_pending_key", "seed_flows"):
+        if hasattr(renewals_demo, hook):
+            getattr(renewals_demo, hook)(tenant)
 
 
 def seed(*, now: datetime | None = None) -> SeedResult:
@@ -215,7 +218,7 @@ def seed(*, now: datetime | None = None) -> SeedResult:
         )
 
         result.logins = [_seed_user(username, role, demo) for username, role in DEMO_USERS]
-        _seed_pending_key(demo)
+        _seed_renewals(demo)
     return result
 
 
@@ -230,4 +233,8 @@ def login_table(logins: list[DemoLogin], url: str = DEMO_URL) -> str:
         "  " + "  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip()
         for row in rows
     ]
+    lines.append(
+        "These users see the demo tenant. To see every tenant (demo and acme) and assign "
+        "roles, create a superuser: python manage.py createsuperuser"
+    )
     return "\n".join(lines)

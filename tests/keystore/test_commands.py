@@ -526,6 +526,29 @@ def test_run_side_by_side_stops_all_on_sigterm(tmp_path):
     assert not _is_running(int(pid_file.read_text()))
 
 
+def test_run_side_by_side_calls_back_once_the_server_listens(tmp_path):
+    """run_demo prints the logins then, after the server's start-up lines."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pid_file = tmp_path / "server.pid"
+    server = _python(
+        "import os, socket, time\n"
+        f"s = socket.create_server(('127.0.0.1', {port}))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)"
+    )
+    calls = []
+    message = run_demo.run_side_by_side(
+        {"server": server, "dying": _after(pid_file, "time.sleep(0.5); sys.exit(5)")},
+        when_listening=(port, lambda: calls.append(port)),
+    )
+    assert calls == [port]  # once, although the loop polled many times after
+    assert message == "dying stopped with exit code 5; the demo was shut down."
+
+
 def test_run_demo_starts_server_and_cluster_beside_each_other():
     command = run_demo.Command()
     children = command.children(8123, with_qcluster=True)

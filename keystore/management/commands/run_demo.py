@@ -8,9 +8,11 @@ never looks healthy.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management import call_command
@@ -42,8 +44,23 @@ class Command(BaseCommand):
             "migrate", interactive=False, verbosity=options["verbosity"], stdout=self.stdout
         )
         result = demo.seed()
-        self.stdout.write(demo.login_table(result.logins, f"http://127.0.0.1:{port}/admin/"))
-        code = run_side_by_side(self.children(port, with_qcluster=not options["no_qcluster"]))
+        logins = demo.login_table(result.logins, f"http://127.0.0.1:{port}/admin/")
+
+        printed = []
+
+        def print_logins() -> None:
+            self.stdout.write(logins)
+            self.stdout.flush()
+            printed.append(True)
+
+        # The logins come last: once the server listens, after its start-up lines (or when the
+        # demo ends before it ever listened).
+        code = run_side_by_side(
+            self.children(port, with_qcluster=not options["no_qcluster"]),
+            when_listening=(port, print_logins),
+        )
+        if not printed:
+            print_logins()
         if code:
             raise CommandError(code)
 
@@ -65,8 +82,22 @@ def _raise_stop(signum, frame) -> None:
     raise _Stop()
 
 
-def run_side_by_side(commands: dict[str, list[str]]) -> str:
-    """Run the commands until one ends or we are told to stop; stop the rest.
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=POLL_SECONDS):
+            return True
+    except OSError:
+        return False
+
+
+def run_side_by_side(
+    commands: dict[str, list[str]],
+    *,
+    when_listening: tuple[int, Callable[[], None]] | None = None,
+) -> str:
+    """Run the commands until one ends or we are told to stop; stop the rest. With
+    `when_listening` (port, callback), the callback runs once 127.0.0.1:port accepts a
+    connection.
 
     Returns "" after Ctrl-C/SIGTERM, else a sentence naming the child that ended first.
     """
@@ -82,6 +113,9 @@ def run_side_by_side(commands: dict[str, list[str]]) -> str:
                 code = process.poll()
                 if code is not None:
                     return f"{name} stopped with exit code {code}; the demo was shut down."
+            if when_listening is not None and _listening(when_listening[0]):
+                when_listening[1]()
+                when_listening = None
             time.sleep(POLL_SECONDS)
     except (_Stop, KeyboardInterrupt):
         return ""
