@@ -23,7 +23,7 @@ from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
 from keystore import crypto, merging, permissions, roles, services
@@ -31,12 +31,14 @@ from keystore.adminmixins import (
     FORM_METHODS,
     AdminRoute,
     NoAdminForms,
+    RowAction,
     TenantFactsAdmin,
     TenantFilter,
     acting_user,
     expiry_badge,
     is_superuser,
     request_now,
+    row_menu,
     visible_rows,
 )
 from keystore.downloads import file_response
@@ -71,6 +73,9 @@ SUMMARY_SESSION_KEY = "keystore_import_summary"
 #: Callables (request, entry) -> (buttons, context) that other apps register to add buttons
 #: and context to an entry's page; buttons are (label, url, css class).
 ENTRY_PAGE_EXTENSIONS: list[Callable[[HttpRequest, KeystoreEntry], tuple[list, dict]]] = []
+#: Callables (request) -> context that other apps register to add to the entry list's page
+#: (renewals puts the Keystore Monitor's tabs there, whose counts are renewal rows).
+ENTRY_LIST_EXTENSIONS: list[Callable[[HttpRequest], dict]] = []
 
 
 # -- list filters ----------------------------------------------------------------------------
@@ -249,7 +254,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 
         @admin.display(description="actions")
         def buttons(entry):
-            return self.render_buttons(self.entry_buttons(request, entry))
+            return row_menu(self.entry_actions(request, entry))
 
         columns = (
             "alias_with_owner",
@@ -287,7 +292,10 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ]
         if permissions.may_anywhere(request.user, permissions.READ_SECURITY):
             tools.append(("Back up keystore", reverse(self.url_name("backup"))))
-        return super().changelist_view(request, {**(extra_context or {}), "upload_tools": tools})
+        context = {**(extra_context or {}), "upload_tools": tools}
+        for extension in ENTRY_LIST_EXTENSIONS:
+            context.update(extension(request))
+        return super().changelist_view(request, context)
 
     @admin.display(description="alias", ordering="alias")
     def alias_with_owner(self, entry: KeystoreEntry):
@@ -368,15 +376,16 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         entry = self.checked_object(request, object_id)
-        buttons = self.entry_buttons(request, entry) + self.signing_buttons(request, entry)
+        # The row's actions in the row's order, then what only the detail page offers.
+        groups = self.entry_actions(request, entry) + [self.signing_buttons(request, entry)]
         context = dict(extra_context or {})
         # Other apps (where-used, in renewals) add to the page through ENTRY_PAGE_EXTENSIONS,
         # so the state app does not import the impact side.
         for extension in ENTRY_PAGE_EXTENSIONS:
             more_buttons, more_context = extension(request, entry)
-            buttons += more_buttons
+            groups.append(more_buttons)
             context.update(more_context)
-        context["entry_buttons"] = buttons
+        context["action_groups"] = [group for group in groups if group]
         return super().change_view(request, object_id, form_url, context)
 
     # ---- buttons -------------------------------------------------------------------------
@@ -393,9 +402,10 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             templates[(name, args)] = template
         return template.replace(f"/{_PK_PLACEHOLDER}/", f"/{int(pk)}/", 1)
 
-    def entry_buttons(self, request, entry: KeystoreEntry) -> list[tuple[str, str, str]]:
-        """(label, url, css class) of what this user may do with this entry."""
-        buttons = [
+    def entry_actions(self, request, entry: KeystoreEntry) -> list[list[RowAction]]:
+        """What this user may do with this entry, in the original's groups: the downloads,
+        then Rename, Delete and Export."""
+        downloads = [
             (label, self.entry_url(request, "download", entry.pk, kind), "download")
             for label, kind in (
                 ("Download Certificate", "cer"),
@@ -404,19 +414,20 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 ("PEM chain", "pem"),
             )
         ]
+        changes: list[RowAction] = []
         if not entry.is_sap_owned and permissions.may(
             request.user, permissions.DEPLOY, entry.tenant_id
         ):
-            buttons.append(("Rename", self.entry_url(request, "rename", entry.pk), "change"))
-            buttons.append(("Delete", self.entry_url(request, "delete_entry", entry.pk), "delete"))
+            changes.append(("Rename", self.entry_url(request, "rename", entry.pk), "change"))
+            changes.append(("Delete", self.entry_url(request, "delete_entry", entry.pk), "delete"))
         if entry.entry_type == EntryType.KEY_PAIR and permissions.may(
             request.user, permissions.READ_SECURITY, entry.tenant_id
         ):
             url = self.entry_url(request, "export", entry.pk)
-            buttons.append(("Export PKCS#12", url, "export"))
-        return buttons
+            changes.append(("Export PKCS#12", url, "export"))
+        return [downloads, changes]
 
-    def signing_buttons(self, request, entry: KeystoreEntry) -> list[tuple[str, str, str]]:
+    def signing_buttons(self, request, entry: KeystoreEntry) -> list[RowAction]:
         """The entry page's buttons for getting a tenant key pair signed by a CA (not in the
         list, whose rows carry only the everyday buttons)."""
         if (
@@ -437,14 +448,6 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 "change",
             ),
         ]
-
-    @staticmethod
-    def render_buttons(buttons: list[tuple[str, str, str]]):
-        return format_html_join(
-            " ",
-            '<a class="button entry-button entry-{}" href="{}">{}</a>',
-            ((css, url, label) for label, url, css in buttons),
-        )
 
     # ---- custom URLs ---------------------------------------------------------------------
 

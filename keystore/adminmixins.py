@@ -19,7 +19,8 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 
 from keystore import conf, permissions
@@ -205,26 +206,117 @@ def request_now(request: HttpRequest) -> datetime:
     return now
 
 
+_MONITOR_ATTR = "_keystore_monitor_tenants"
+
+
+def monitor_tenants(request: HttpRequest) -> tuple[Tenant | None, list[Tenant]]:
+    """(the tenant the Keystore Monitor shows, the tenants the user may read): the list's
+    `tenant` filter when the user may read that tenant, else the user's only tenant, else
+    None (all of the user's tenants). One query per request, however many rows."""
+    cached: tuple[Tenant | None, list[Tenant]] | None = getattr(request, _MONITOR_ATTR, None)
+    if cached is not None:
+        return cached
+    tenants = list(Tenant.objects.visible_to(request.user).order_by("slug", "pk"))
+    raw = request.GET.get(TenantFilter.parameter_name, "")
+    chosen = next((tenant for tenant in tenants if str(tenant.pk) == raw), None)
+    if chosen is None and len(tenants) == 1:
+        chosen = tenants[0]
+    setattr(request, _MONITOR_ATTR, (chosen, tenants))
+    return chosen, tenants
+
+
 def is_superuser(user) -> bool:
     return bool(user.is_active and user.is_superuser)
 
 
-def expiry_badge(valid_until: datetime, now: datetime) -> str:
-    """Valid-until date coloured: red when expired, amber within KEYSTORE_EXPIRY_WARNING_DAYS,
-    green otherwise."""
+def days_left(valid_until: datetime, now: datetime) -> str:
+    """How far the expiry is, in whole days: "in 12 days", "in 1 day", "in less than a day",
+    "expired 3 days ago", "expired less than a day ago"."""
+    left = valid_until - now
+    if left > timedelta(0):
+        days = left.days
+        if days == 0:
+            return "in less than a day"
+        return f"in {days} day{'' if days == 1 else 's'}"
+    days = (-left).days
+    if days == 0:
+        return "expired less than a day ago"
+    return f"expired {days} day{'' if days == 1 else 's'} ago"
+
+
+def expiry_state(valid_until: datetime, now: datetime) -> str:
+    """ "expired", "soon" (within KEYSTORE_EXPIRY_WARNING_DAYS) or "valid": the colour's name."""
     left = valid_until - now
     if left <= timedelta(0):
-        state, title = "expired", "Expired"
-    elif left < timedelta(days=conf.expiry_warning_days()):
-        state, title = "soon", f"Expires in {left.days} days"
-    else:
-        state, title = "valid", f"Valid for {left.days} more days"
+        return "expired"
+    if left < timedelta(days=conf.expiry_warning_days()):
+        return "soon"
+    return "valid"
+
+
+def expiry_badge(valid_until: datetime, now: datetime) -> str:
+    """Valid-until date with the days left next to it, both coloured: red when expired, amber
+    within KEYSTORE_EXPIRY_WARNING_DAYS, green otherwise. The date never wraps; lists put the
+    days left on a line of their own (monitor.css), detail pages beside the date."""
+    state = expiry_state(valid_until, now)
+    left = days_left(valid_until, now)
     return format_html(
-        '<span class="expiry expiry-{}" title="{}">{}</span>',
+        '<span class="expiry expiry-{}" title="{}">{}</span> '
+        '<span class="days-left expiry-{}">{}</span>',
         state,
-        title,
+        "Expired" if state == "expired" else f"Expires {left}",
         utc(valid_until),
+        state,
+        left,
     )
+
+
+# -- one action menu per row ------------------------------------------------------------------
+
+#: (label, url, css class) of one thing a user may do with a row; built only for what the
+#: permissions module allows, so a refused action is never offered.
+RowAction = tuple[str, str, str]
+
+
+def row_menu(
+    groups: list[list[RowAction]], main: RowAction | None = None, *, label: str = "Actions"
+) -> str:
+    """One menu of a row's (or a detail page's) actions, its groups divided by a line, in the
+    original's order: downloads, then Rename / Delete / Export, then Activate or Add to New SAP
+    Keys. `main` is shown beside the menu as a button too, so the action a row is there for
+    stays one click away. A <details> element: it opens without script (monitor.js only
+    closes the other menus), and the site's Content-Security-Policy needs no inline code."""
+    items: list[str] = []
+    for group in (group for group in groups if group):
+        if items:
+            items.append(mark_safe('<li class="row-menu-separator" role="separator"></li>'))
+        items.extend(
+            format_html('<li><a class="row-action-{}" href="{}">{}</a></li>', css, url, text)
+            for text, url, css in group
+        )
+    if not items and main is None:
+        return ""
+    menu = (
+        format_html(
+            '<details class="row-menu"><summary title="All actions">{}</summary>'
+            '<ul class="row-menu-items">{}</ul></details>',
+            label,
+            format_html_join("", "{}", ((item,) for item in items)),
+        )
+        if items
+        else ""
+    )
+    button = (
+        format_html(
+            '<a class="button row-main-action row-action-{}" href="{}">{}</a>',
+            main[2],
+            main[1],
+            main[0],
+        )
+        if main
+        else ""
+    )
+    return format_html('<div class="row-actions">{}{}</div>', button, menu)
 
 
 # -- shared list filter and object pages ----------------------------------------------------

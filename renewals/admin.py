@@ -14,22 +14,27 @@ from datetime import UTC
 from django.contrib import admin, messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_safe
 
+from keystore import admin as keystore_admin
 from keystore import permissions, services
 from keystore.adminmixins import (
     FORM_METHODS,
     AdminRoute,
     NoAdminForms,
+    RowAction,
     TenantFactsAdmin,
     TenantFilter,
     acting_user,
     expiry_badge,
     request_now,
+    row_menu,
 )
 from keystore.downloads import file_response
 from keystore.timefmt import utc
+from renewals import monitor
 from renewals.activation import (
     AlreadyWaiting,
     NothingToActivate,
@@ -52,7 +57,7 @@ FACT_FIELDS = (
     "issuer",
     "serial",
     "valid_from",
-    "valid_until",
+    "valid_until_coloured",
     "key_type",
     "key_size",
     "signature_algorithm",
@@ -92,19 +97,37 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
     def may_deploy(self, request: HttpRequest, obj) -> bool:
         return permissions.may(request.user, permissions.DEPLOY, obj.tenant_id)
 
-    def download_buttons(self, obj) -> list[tuple[str, str, str]]:
+    #: The monitor's tab this list is (renewals.monitor); "" for lists outside the monitor.
+    monitor_tab = ""
+
+    def download_buttons(self, obj) -> list[RowAction]:
         return [
             (label, reverse(self.url_name("download"), args=[obj.pk, kind]), "download")
             for label, kind in DOWNLOADS
         ]
 
-    @staticmethod
-    def render_buttons(buttons: list[tuple[str, str, str]]):
-        return format_html_join(
-            " ",
-            '<a class="button renewal-button renewal-{}" href="{}">{}</a>',
-            ((css, url, label) for label, url, css in buttons),
-        )
+    def row_actions(
+        self, request: HttpRequest, obj
+    ) -> tuple[list[list[RowAction]], RowAction | None]:
+        """(the row's action groups in the original's order, its main action): the same on the
+        list's row menu and on the detail page. Subclasses add their own."""
+        return ([self.download_buttons(obj)] if self.has_downloads else []), None
+
+    @admin.display(description="valid until", ordering="valid_until")
+    def valid_until_coloured(self, obj):
+        return expiry_badge(obj.valid_until, timezone.now())
+
+    def changelist_view(self, request, extra_context=None):
+        context = dict(extra_context or {})
+        if self.monitor_tab:
+            context.update(monitor.monitor_context(request, self.monitor_tab))
+        return super().changelist_view(request, context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.checked_object(request, object_id)
+        groups, _main = self.row_actions(request, obj)
+        context = {**(extra_context or {}), "action_groups": [group for group in groups if group]}
+        return super().change_view(request, object_id, form_url, context)
 
     def get_urls(self):
         routes = self.custom_routes()
@@ -192,19 +215,8 @@ class PendingSapKeyAdmin(RenewalAdmin):
 
         @admin.display(description="Actions")
         def buttons(pending: PendingSapKey):
-            buttons = self.download_buttons(pending)
-            # The Where-used cell links to the list; the pack is the backends' download.
-            buttons += [
-                button
-                for button in whereused_admin.where_used_buttons(
-                    pending.tenant_id, pending.alias, pending=True
-                )
-                if button[0] == "Renewal pack"
-            ]
-            if self.may_deploy(request, pending):
-                url = reverse(self.url_name("activate"), args=[pending.pk])
-                buttons.append(("Activate", url, "activate"))
-            return self.render_buttons(buttons)
+            groups, main = self.row_actions(request, pending)
+            return row_menu(groups, main)
 
         return (
             "alias",
@@ -216,9 +228,31 @@ class PendingSapKeyAdmin(RenewalAdmin):
             buttons,
         )
 
+    monitor_tab = monitor.NEW_SAP_KEYS
+    change_list_template = "admin/keystore/monitor_change_list.html"
+
+    def row_actions(
+        self, request: HttpRequest, obj
+    ) -> tuple[list[list[RowAction]], RowAction | None]:
+        [downloads], _ = super().row_actions(request, obj)
+        # The Where-used cell links to the list; the pack is the backends' download.
+        downloads += [
+            button
+            for button in whereused_admin.where_used_buttons(obj.tenant_id, obj.alias, pending=True)
+            if button[0] == "Renewal pack"
+        ]
+        if not self.may_deploy(request, obj):
+            return [downloads], None
+        activate = ("Activate", reverse(self.url_name("activate"), args=[obj.pk]), "activate")
+        return [downloads, [activate]], activate
+
     @admin.display(description="New key valid (UTC)", ordering="valid_until")
     def new_validity(self, pending: PendingSapKey) -> str:
-        return format_html("{}<br>until {}", utc(pending.valid_from), utc(pending.valid_until))
+        return format_html(
+            "{}<br>until {}",
+            utc(pending.valid_from),
+            expiry_badge(pending.valid_until, timezone.now()),
+        )
 
     @admin.display(description="New key valid from", ordering="valid_from")
     def new_valid_from(self, pending: PendingSapKey) -> str:
@@ -230,7 +264,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
 
     @admin.display(description="Current key valid until (UTC)")
     def current_valid_until(self, pending: PendingSapKey) -> str:
-        return utc(pending.entry.valid_until)
+        return expiry_badge(pending.entry.valid_until, timezone.now())
 
     @admin.display(description="Automatic activation (UTC)", ordering="entry__valid_until")
     def auto_activation(self, pending: PendingSapKey) -> str:
@@ -341,20 +375,36 @@ class SapKeyHistoryAdmin(RenewalAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).defer("chain_pem", "sealed_private_key")
 
+    monitor_tab = monitor.SAP_KEY_HISTORY
+    change_list_template = "admin/keystore/monitor_change_list.html"
+
+    def row_actions(
+        self, request: HttpRequest, obj
+    ) -> tuple[list[list[RowAction]], RowAction | None]:
+        groups, _ = super().row_actions(request, obj)
+        if not self.may_deploy(request, obj):
+            return groups, None
+        url = reverse(self.url_name("revert"), args=[obj.pk])
+        revert = ("Add to New SAP Keys", url, "revert")
+        return [*groups, [revert]], revert
+
     def get_list_display(self, request):
+        now = request_now(request)
+
         @admin.display(description="Actions")
         def buttons(backup: SapKeyBackup):
-            buttons = self.download_buttons(backup)
-            if self.may_deploy(request, backup):
-                url = reverse(self.url_name("revert"), args=[backup.pk])
-                buttons.append(("Add to New SAP Keys", url, "revert"))
-            return self.render_buttons(buttons)
+            groups, main = self.row_actions(request, backup)
+            return row_menu(groups, main)
+
+        @admin.display(description="Key valid until", ordering="valid_until")
+        def key_valid_until(backup: SapKeyBackup):
+            return expiry_badge(backup.valid_until, now)
 
         return (
             "alias",
             "tenant",
             "key_valid_from",
-            "key_valid_until",
+            key_valid_until,
             "active_from_utc",
             "active_until_utc",
             "activated_by_label",
@@ -364,10 +414,6 @@ class SapKeyHistoryAdmin(RenewalAdmin):
     @admin.display(description="Key valid from", ordering="valid_from")
     def key_valid_from(self, backup: SapKeyBackup) -> str:
         return utc(backup.valid_from)
-
-    @admin.display(description="Key valid until", ordering="valid_until")
-    def key_valid_until(self, backup: SapKeyBackup) -> str:
-        return utc(backup.valid_until)
 
     @admin.display(description="Active from (UTC)", ordering="active_from")
     def active_from_utc(self, backup: SapKeyBackup) -> str:
@@ -498,3 +544,10 @@ class ScanRunAdmin(NoAdminForms, admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser
+
+
+# The keystore list is the monitor's first tab; keystore does not import renewals, so the tab
+# header comes to it through its hook.
+keystore_admin.ENTRY_LIST_EXTENSIONS.append(
+    lambda request: monitor.monitor_context(request, monitor.KEYSTORE)
+)

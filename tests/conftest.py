@@ -57,6 +57,24 @@ def make_user(username: str, *, tenant=None, role: str | None = None, email: str
     return user
 
 
+def import_expired_certificate(tenant, alias: str = "old_partner", *, expired_for: timedelta):
+    """A self-signed partner certificate "Old Partner" that expired `expired_for` ago, imported
+    into the tenant's keystore (uploads refuse expired certificates unless told otherwise)."""
+    from datetime import UTC, datetime
+
+    from keystore import services
+
+    now = datetime.now(UTC)
+    cert = pki_factory.make_cert(
+        "Old Partner",
+        pki_factory.make_key(),
+        not_before=now - timedelta(days=400),
+        not_after=now - expired_for,
+        ca=True,
+    )
+    return services.import_certificate(tenant, alias, pki_factory.der(cert), allow_expired=True)
+
+
 @pytest.fixture
 def users(tenant, other_tenant):
     """One user per row of the permission matrix, keyed by ROLE_NAMES."""

@@ -30,7 +30,7 @@ from django.urls import NoReverseMatch, reverse
 from keystore import crypto, services
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry, Tenant, TenantRole
 from tests import pki as pki_factory
-from tests.conftest import ROLE_NAMES, client_for, make_user
+from tests.conftest import ROLE_NAMES, client_for, import_expired_certificate, make_user
 
 
 @pytest.fixture(autouse=True)
@@ -93,18 +93,7 @@ def admin_client(users):
 
 @pytest.fixture
 def expired_entry(tenant):
-    key = pki_factory.make_key()
-    now = datetime.now(UTC)
-    cert = pki_factory.make_cert(
-        "Old Partner",
-        key,
-        not_before=now - timedelta(days=400),
-        not_after=now - timedelta(days=10),
-        ca=True,
-    )
-    return services.import_certificate(
-        tenant, "old_partner", pki_factory.der(cert), allow_expired=True
-    )
+    return import_expired_certificate(tenant, expired_for=timedelta(days=10))
 
 
 @pytest.fixture
