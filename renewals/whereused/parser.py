@@ -776,14 +776,16 @@ def _parse_xml(data: bytes, label: str) -> ET.Element:
         )
     except ET.ParseError as exc:
         raise FlowParseError(f"{label}: malformed XML ({_one_line(exc)})")
-    # Level by level, no recursion; C-level iteration skips the leaves (most elements).
-    level: list[ET.Element] = [root]
-    for _ in range(MAX_XML_DEPTH):
-        # Its own statement: inside chain.from_iterable() mypy picks filter's TypeGuard overload.
-        branches = filter(len, level)
-        level = list(chain.from_iterable(branches))
-        if not level:
+    # Level by level, no recursion, keeping only the elements with children (C-level
+    # iteration): an element at depth MAX_XML_DEPTH + 1 exists exactly when one with children
+    # exists at depth MAX_XML_DEPTH. Leaves (most elements) never enter a level list.
+    branches: list[ET.Element] = [root] if len(root) else []
+    for _ in range(MAX_XML_DEPTH - 1):
+        if not branches:
             return root
+        branches = list(filter(len, chain.from_iterable(branches)))
+    if not branches:
+        return root
     raise FlowParseError(_too_deep(label))
 
 

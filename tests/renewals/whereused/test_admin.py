@@ -28,7 +28,7 @@ from renewals.whereused.report import WhereUsedCounts, annotate_usage_counts
 from renewals.whereused.restart import mark_restart_required
 from tests.conftest import ROLE_NAMES, client_for
 from tests.renewals.conftest import SAP_ALIAS
-from tests.renewals.flowfactory import flow_zip, iflw
+from tests.renewals.flowfactory import flow_zip, iflw, mail_receiver_with_unset_parameter
 from tests.renewals.whereused.flows import (
     ORDERS,
     PARTNER,
@@ -286,6 +286,29 @@ def test_import_several_files_reports_each(users, tenant, sap_entry, monkeypatch
     assert set(IntegrationFlow.objects.values_list("bundle_id", flat=True)) == {ORDERS, PARTNER}
     # Every upload was on disk (streamed), none held in memory.
     assert seen_types and all(t is TemporaryUploadedFile for t in seen_types)
+
+
+def test_import_result_lists_the_unset_parameters_per_flow(users, tenant):
+    mail = flow_zip(
+        "com.example.mail",
+        iflw(mail_receiver_with_unset_parameter(parameter="From email address")),
+        parameters={},
+    )
+    response = client_for(users["Administrator"]).post(
+        IMPORT_URL,
+        {"tenant": tenant.pk, "files": [upload("mail.zip", mail), upload("o.zip", orders_flow())]},
+    )
+    html = response.content.decode()
+    results = html.split('id="import-results"', 1)[1].split("</table>", 1)[0]
+    assert results.count('class="import-ok"') == 2
+    rows = results.split("<tr class=")[1:]
+    assert "<code>{{From email address}}</code>" in rows[0]
+    assert "<code>" not in rows[1]  # the orders flow sets every parameter it uses
+    flow = IntegrationFlow.objects.get(bundle_id="com.example.mail")
+    page = client_for(users["Administrator"]).get(
+        reverse("admin:whereused_integrationflow_change", args=[flow.pk])
+    )
+    assert "{{From email address}}" in page.content.decode()
 
 
 def test_import_again_replaces(users, tenant, sap_entry):

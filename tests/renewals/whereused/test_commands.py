@@ -11,11 +11,20 @@ from django.core.management.base import CommandError
 
 from renewals.whereused.models import IntegrationFlow, KeyUsageRecord
 from tests.renewals.conftest import SAP_ALIAS
-from tests.renewals.flowfactory import flow_zip, iflw, step
+from tests.renewals.flowfactory import (
+    flow_zip,
+    iflw,
+    keystore_script,
+    mail_receiver_with_unset_parameter,
+    pkcs7_signer_without_alias,
+    script_step,
+    step,
+)
 from tests.renewals.whereused.flows import (
     ORDERS,
     PARTNER,
     client_cert_flow,
+    import_all,
     landscape,
     orders_flow,
     partner_flow,
@@ -163,6 +172,39 @@ def test_import_iflows_prints_the_parser_warnings(tenant, tmp_path):
     assert lines[0] == f"OK  {path}: bundle com.example.runtime, 1 usages"
     assert lines[1].startswith("    warning: ") and "${header.alias}" in lines[1]
     assert IntegrationFlow.objects.get().warnings == [lines[1].removeprefix("    warning: ")]
+
+
+def test_import_iflows_prints_the_unset_parameters(tenant, tmp_path):
+    path = tmp_path / "mail.zip"
+    signer = step("A", "Sign", "PKCS7Signer", {"privateKeyAlias": "{{signing alias}}"})
+    mail = mail_receiver_with_unset_parameter(parameter="From email address")
+    path.write_bytes(flow_zip("com.example.mail", iflw(mail, signer), parameters={}))
+    lines = run("import_iflows", str(path), "--tenant", tenant.slug).splitlines()
+    assert lines[0] == f"OK  {path}: bundle com.example.mail, 1 usages"
+    assert lines[1] == "    unset parameters: {{From email address}}, {{signing alias}}"
+    assert lines[2] == f"1 files imported into tenant {tenant.slug}."
+
+
+def test_where_used_names_the_script_step_and_the_reason(tenant, sap_entry):
+    flow = flow_zip(
+        "com.example.scripted",
+        iflw(
+            script_step("CallActivity_1", "Sign payload", "sign.groovy"),
+            pkcs7_signer_without_alias("CallActivity_2"),
+        ),
+        parameters={},
+        scripts={"sign.groovy": keystore_script(SAP_ALIAS)},
+    )
+    import_all(tenant, flow)
+    text = run("where_used", SAP_ALIAS, "--tenant", tenant.slug)
+    assert (
+        "      Sign payload (Script): named in script, "
+        f"{SAP_ALIAS} via getKeyPair in src/main/resources/script/sign.groovy"
+    ) in text
+    assert "PKCS7 Signer (PKCS#7 signer): signing, any key (signer without an alias)" in text
+    data = json.loads(run("where_used", SAP_ALIAS, "--tenant", tenant.slug, "--json"))
+    (signer,) = data["may_use"][0]["flows"][0]["components"]
+    assert (signer["reason"], signer["script_file"]) == ("signer without an alias", "")
 
 
 def test_remove_iflows_removes_and_reports_what_is_not_there(tenant, sap_entry):

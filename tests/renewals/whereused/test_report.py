@@ -18,6 +18,15 @@ from renewals.whereused.report import (
     where_used,
 )
 from tests.renewals.conftest import SAP_ALIAS
+from tests.renewals.flowfactory import (
+    as2_receiver,
+    channel,
+    encryptor_step,
+    flow_zip,
+    iflw,
+    pkcs7_signer_without_alias,
+    verifier_step,
+)
 from tests.renewals.whereused.flows import (
     ORDERS,
     PARTNER,
@@ -116,6 +125,90 @@ def test_counts_for_list_pages_match_the_report(tenant, other_tenant, sap_entry,
         annotated = {e.alias: (e.where_used_uses, e.where_used_may_use) for e in entries}
     assert len(queries) == 1
     assert annotated == {SAP_ALIAS: (6, 2), "client_key": (1, 2)}
+
+
+def test_an_authentication_from_an_unset_parameter_may_use_the_named_alias_only(
+    tenant, sap_entry, key_pair_entry
+):
+    """The channel names client_key but its authentication is an unset parameter: "may use"
+    client_key, in client_key's report only, and counted alike on list pages."""
+    flow = flow_zip(
+        "com.example.unset",
+        iflw(
+            channel(
+                "MessageFlow_1",
+                "To S4",
+                "SOAP",
+                props={"authentication": "{{S4 authentication}}", "privateKeyAlias": "client_key"},
+                receiver="S4",
+                address="https://s4.example/soap",
+            )
+        ),
+        parameters={},
+    )
+    import_all(tenant, flow, signer_only_flow())
+    client = where_used(tenant, "client_key")
+    assert client.uses == []
+    ((component,),) = [flow.components for b in client.may_use for flow in b.flows if b.system]
+    assert (component.alias, component.reason) == (
+        "client_key",
+        "authentication from parameter {{S4 authentication}}, not set in the export",
+    )
+    assert where_used(tenant, SAP_ALIAS).may_use == []  # named: not every key's business
+    counts = usage_counts(tenant, ["client_key", SAP_ALIAS])
+    assert counts == {"client_key": UsageCounts(0, 1), SAP_ALIAS: UsageCounts(1, 0)}
+    annotated = {
+        e.alias: (e.where_used_uses, e.where_used_may_use)
+        for e in annotate_usage_counts(KeystoreEntry.objects.all())
+    }
+    assert annotated == {"client_key": (0, 1), SAP_ALIAS: (1, 0)}
+    # Its connection holds the key: restart after activating client_key.
+    assert [f.bundle_id for f in client.flows_to_restart_after_activation] == ["com.example.unset"]
+
+
+def test_certificate_entries_list_verifiers_encryptors_and_as2(tenant, cert_entry):
+    flow = flow_zip(
+        "com.example.partner.certs",
+        iflw(
+            verifier_step("CallActivity_1", "XML", "partner_root"),
+            verifier_step("CallActivity_2", "Simple", "partner_root"),
+            encryptor_step("CallActivity_3", "PKCS7", "partner_root"),
+            pkcs7_signer_without_alias("CallActivity_4"),
+            as2_receiver(
+                props={
+                    "publicKeyAliasForEncryption": "partner_root",
+                    "encryptMessage": "true",
+                    "publicKeyAliasForMDNVerification": "partner_root",
+                    "requestMdnSigned": "true",
+                }
+            ),
+        ),
+        parameters={},
+    )
+    import_all(tenant, flow)
+    report = where_used(tenant, "partner_root", key_pair=False)
+    assert section(report.uses) == {
+        ("AS2_PARTNER", "https://as2.partner.example/as2"): {
+            "com.example.partner.certs": {
+                ("AS2 to partner", "encryption"),
+                ("AS2 to partner", "signature verification"),
+            }
+        },
+        ("", ""): {
+            "com.example.partner.certs": {
+                ("Verify (XML)", "signature verification"),
+                ("Verify (Simple)", "signature verification"),
+                ("Encrypt (PKCS7)", "encryption"),
+            }
+        },
+    }
+    # A signer without an alias needs a private key: not a certificate's business...
+    assert report.may_use == []
+    # ... but every key pair's.
+    any_pair = where_used(tenant, "any_key_pair")
+    assert section(any_pair.may_use) == {
+        ("", ""): {"com.example.partner.certs": {("PKCS7 Signer", "signing")}}
+    }
 
 
 def test_flows_of_other_tenants_are_not_seen(tenant, other_tenant, sap_entry):
