@@ -35,8 +35,10 @@ from keystore.adminmixins import (
     TenantFactsAdmin,
     TenantFilter,
     acting_user,
+    days_left,
     expiry_badge,
     is_superuser,
+    monitor_columns,
     request_now,
     row_menu,
     visible_rows,
@@ -268,6 +270,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             "last_modified",
             buttons,
         )
+        columns = monitor_columns(request, columns)
         request._keystore_entry_columns = columns
         return columns
 
@@ -509,7 +512,10 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ("Type", entry.get_entry_type_display()),
             ("Subject", entry.subject),
             ("SHA-256 fingerprint", entry.fingerprint_sha256),
-            ("Valid until", utc(entry.valid_until)),
+            (
+                "Valid until",
+                f"{utc(entry.valid_until)} ({days_left(entry.valid_until, timezone.now())})",
+            ),
         ]
 
     def download_view(self, request, pk: int, kind: str):

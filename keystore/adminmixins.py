@@ -225,6 +225,13 @@ def monitor_tenants(request: HttpRequest) -> tuple[Tenant | None, list[Tenant]]:
     return chosen, tenants
 
 
+def monitor_columns(request: HttpRequest, columns: tuple) -> tuple:
+    """A monitor list's columns without "tenant" when the monitor shows one tenant (its name
+    heads the page), which leaves the row's actions room on a 1366 pixel screen."""
+    tenant, _ = monitor_tenants(request)
+    return tuple(column for column in columns if column != "tenant") if tenant else columns
+
+
 def is_superuser(user) -> bool:
     return bool(user.is_active and user.is_superuser)
 

@@ -29,6 +29,7 @@ from keystore.adminmixins import (
     TenantFilter,
     acting_user,
     expiry_badge,
+    monitor_columns,
     request_now,
     row_menu,
 )
@@ -218,14 +219,17 @@ class PendingSapKeyAdmin(RenewalAdmin):
             groups, main = self.row_actions(request, pending)
             return row_menu(groups, main)
 
-        return (
-            "alias",
-            "tenant",
-            "new_validity",
-            current_key_valid_until,
-            auto_activation,
-            where_used,
-            buttons,
+        return monitor_columns(
+            request,
+            (
+                "alias",
+                "tenant",
+                "new_validity",
+                current_key_valid_until,
+                auto_activation,
+                where_used,
+                buttons,
+            ),
         )
 
     monitor_tab = monitor.NEW_SAP_KEYS
@@ -400,15 +404,18 @@ class SapKeyHistoryAdmin(RenewalAdmin):
         def key_valid_until(backup: SapKeyBackup):
             return expiry_badge(backup.valid_until, now)
 
-        return (
-            "alias",
-            "tenant",
-            "key_valid_from",
-            key_valid_until,
-            "active_from_utc",
-            "active_until_utc",
-            "activated_by_label",
-            buttons,
+        return monitor_columns(
+            request,
+            (
+                "alias",
+                "tenant",
+                "key_valid_from",
+                key_valid_until,
+                "active_from_utc",
+                "active_until_utc",
+                "activated_by_label",
+                buttons,
+            ),
         )
 
     @admin.display(description="Key valid from", ordering="valid_from")

@@ -66,10 +66,16 @@ def user_of(scene, role: str):
 
 
 def no_horizontal_overflow(page) -> None:
+    """Neither the page nor its list (Django's list container scrolls on its own) is wider
+    than the window."""
     widths = page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert widths[0] <= widths[1], f"{page.url} scrolls horizontally: {widths}"
+    results = page.locator("#changelist-form .results")
+    if results.count():
+        inner = results.evaluate("node => [node.scrollWidth, node.clientWidth]")
+        assert inner[0] <= inner[1], f"{page.url}: the list scrolls horizontally: {inner}"
 
 
 def menu_items(page, row) -> list[str]:

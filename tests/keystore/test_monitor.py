@@ -257,3 +257,11 @@ def test_the_new_sap_keys_page_offers_the_rows_actions(
     downloads = ["Download Certificate", "Download Root Certificate", "Download Certificate Chain"]
     assert action_bar(body) == downloads + pending_actions
     assert re.search(r'class="days-left expiry-valid">in \d+ days<', body)
+
+
+def test_the_entry_pages_forms_name_the_days_left(users, key_pair_entry):
+    client = client_for(users["Administrator"])
+    body = client.get(
+        reverse("admin:keystore_keystoreentry_rename", args=[key_pair_entry.pk])
+    ).content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d \(in \d+ days\)", body)
