@@ -313,3 +313,37 @@ def test_days_left_stand_next_to_valid_until_in_the_expiry_colours(new_page, mon
         "expired 3 days ago"
     )
     screenshot(page, "days-left-entry-detail")
+
+
+def test_a_user_of_two_tenants_switches_tenants_and_the_lists_still_fit(new_page, monitor_scene):
+    from keystore import roles
+    from keystore.models import Tenant
+
+    other = Tenant.objects.get(slug="tenant-b")
+    roles.assign_role(monitor_scene.admin, other, "ReadOnly")
+    page = new_page()
+    page.set_viewport_size({"width": 1366, "height": 768})
+    login(page, monitor_scene.admin.username)
+    for path in LISTS:
+        page.goto(path)
+        # All tenants: the tenant column is back, and the list still fits.
+        expect(page.locator(".monitor-tenants a.current")).to_have_text("All tenants")
+        expect(page.locator("#result_list th.column-tenant")).to_have_count(1)
+        no_horizontal_overflow(page)
+    screenshot(page, "monitor-two-tenants-all")
+    page.goto(ENTRIES)
+    expect(page.locator(".monitor-tabs a")).to_have_text(
+        ["Keystore (4)", "New SAP Keys (1)", "SAP Key History (1)"]
+    )
+    page.locator(".monitor-tenants").get_by_role("link", name="tenant-b").click()
+    expect(page.locator(".monitor-tabs a")).to_have_text(
+        ["Keystore (1)", "New SAP Keys (0)", "SAP Key History (0)"]
+    )
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    # Tenant B is read only for this user: its row offers the downloads only.
+    row = page.locator("#result_list tbody tr")
+    assert menu_items(page, row) == DOWNLOADS + ["PEM chain"]
+    expect(page.locator(".monitor-links a")).to_have_text(
+        ["Where-used (integration flows)", "Audit log"]
+    )
+    screenshot(page, "monitor-two-tenants-b")
