@@ -127,8 +127,16 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.checked_object(request, object_id)
         groups, _main = self.row_actions(request, obj)
-        context = {**(extra_context or {}), "action_groups": [group for group in groups if group]}
+        context = {
+            **(extra_context or {}),
+            **self.detail_context(request, obj),
+            "action_groups": [group for group in groups if group],
+        }
         return super().change_view(request, object_id, form_url, context)
+
+    def detail_context(self, request: HttpRequest, obj) -> dict:
+        """More context for the detail page of `obj` (subclasses add theirs)."""
+        return {}
 
     def get_urls(self):
         routes = self.custom_routes()
@@ -234,6 +242,10 @@ class PendingSapKeyAdmin(RenewalAdmin):
 
     monitor_tab = monitor.NEW_SAP_KEYS
     change_list_template = "admin/keystore/monitor_change_list.html"
+
+    def detail_context(self, request: HttpRequest, obj) -> dict:
+        # The detail page tells, like the row's Where-used cell, which flows use the alias.
+        return whereused_admin.where_used_context(obj.tenant, obj.alias, pending=True)
 
     def row_actions(
         self, request: HttpRequest, obj

@@ -205,6 +205,7 @@ def test_activate_is_one_click_from_new_sap_keys_and_from_the_keys_page(new_page
     page.goto(f"{NEW_SAP_KEYS}{monitor_scene.pending.pk}/change/")
     bar = page.locator("#detail-actions")
     expect(bar.get_by_role("link")).to_have_text(DOWNLOADS + ["Renewal pack", "Activate"])
+    expect(page.locator("#where-used-summary")).to_contain_text("1 component use")
     expect(page.locator("div.field-valid_until_coloured")).to_contain_text(
         re.compile(r"in \d+ days")
     )
