@@ -94,6 +94,10 @@ class KeyMaterial(models.Model):
     key_size = models.PositiveIntegerField()
     signature_algorithm = models.CharField(max_length=64)
     fingerprint_sha256 = models.CharField(max_length=95, db_index=True)
+    # Reported by the Cloud Integration API (keystore_site.api) for every entry.
+    fingerprint_sha1 = models.CharField(max_length=59, blank=True, editable=False)
+    fingerprint_sha512 = models.CharField(max_length=191, blank=True, editable=False)
+    elliptic_curve = models.CharField(max_length=32, blank=True, editable=False)
     root_subject = models.CharField(max_length=1024, blank=True)
     root_fingerprint_sha256 = models.CharField(max_length=95, blank=True)
     chain_length = models.PositiveSmallIntegerField(default=1)
@@ -144,6 +148,9 @@ class KeyMaterial(models.Model):
         self.key_size = facts.key_size
         self.signature_algorithm = facts.signature_algorithm[:64]
         self.fingerprint_sha256 = facts.fingerprint_sha256
+        self.fingerprint_sha1 = facts.fingerprint_sha1
+        self.fingerprint_sha512 = facts.fingerprint_sha512
+        self.elliptic_curve = facts.elliptic_curve
         self.root_subject = root_facts.subject[:1024]
         self.root_fingerprint_sha256 = root_facts.fingerprint_sha256
         self.root_known = root_facts.self_signed
@@ -264,6 +271,7 @@ class AuditAction(models.TextChoices):
     FLOW_IMPORT = "flow_import", "Flow imported"
     FLOW_REMOVE = "flow_remove", "Flow removed"
     FLOW_RESTART = "flow_restart", "Flow restarted"
+    API_CLIENT = "api_client", "API client"
     OTHER = "other", "Other"
 
 

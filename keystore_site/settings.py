@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from keystore_site.api.hashers import ClientSecretHasher
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -104,6 +106,8 @@ INSTALLED_APPS = [
     "renewals",
     "renewals.whereused",
     "renewals.connectivity",
+    "oauth2_provider",
+    "keystore_site.api",
 ]
 
 MIDDLEWARE = [
@@ -162,6 +166,18 @@ AUTHENTICATION_BACKENDS = [
 ]
 GUARDIAN_RAISE_403 = True
 ANONYMOUS_USER_NAME = None
+
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER = {
+    # API client secrets: salted SHA-256 (keystore_site.api.hashers says why), checked by it only.
+    "CLIENT_SECRET_HASHER": ClientSecretHasher(),
+    "OAUTH2_VALIDATOR_CLASS": "keystore_site.api.validators.ClientSecretValidator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
+    "SCOPES": {"api": "The Cloud Integration keystore API"},
+    "DEFAULT_SCOPES": ["api"],
+    # Client credentials only: there is no user consent page.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -34,6 +34,10 @@ class CertificateFacts:
     signature_algorithm: str
     fingerprint_sha256: str
     self_signed: bool
+    # What the Cloud Integration API also reports for each entry.
+    fingerprint_sha1: str = ""
+    fingerprint_sha512: str = ""
+    elliptic_curve: str = ""
 
 
 # An import asks for the facts of each leaf and root when it stores a row, and again when it
@@ -43,7 +47,6 @@ class CertificateFacts:
 def certificate_facts(cert: x509.Certificate) -> CertificateFacts:
     """The derived facts of a certificate, as stored in indexed columns."""
     key_type, key_size = _key_type_and_size(cert)
-    fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
     return CertificateFacts(
         subject=cert.subject.rfc4514_string(),
         issuer=cert.issuer.rfc4514_string(),
@@ -55,9 +58,26 @@ def certificate_facts(cert: x509.Certificate) -> CertificateFacts:
         key_type=key_type,
         key_size=key_size,
         signature_algorithm=_signature_algorithm_name(cert),
-        fingerprint_sha256=":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2)),
+        fingerprint_sha256=fingerprint(cert, hashes.SHA256()),
         self_signed=is_self_signed(cert),
+        fingerprint_sha1=fingerprint(cert, hashes.SHA1()),  # noqa: S303  a name, not a check
+        fingerprint_sha512=fingerprint(cert, hashes.SHA512()),
+        elliptic_curve=_curve_name(cert),
     )
+
+
+def fingerprint(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
+    """The certificate's digest as colon-separated upper-case hex pairs (keytool's way)."""
+    digest = cert.fingerprint(algorithm).hex().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _curve_name(cert: x509.Certificate) -> str:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return ""
+    return key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else ""
 
 
 def common_name(name: x509.Name) -> str:

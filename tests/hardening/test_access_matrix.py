@@ -13,7 +13,10 @@ The rules:
   and never a 500; a role with it gets the page;
 * no GET changes anything (changing views show a confirmation page); views that only show
   refuse POST with 405, POST-only views refuse GET with 405;
-* a POST without a CSRF token gets 403, for every URL that accepts POST, and changes nothing.
+* a POST without a CSRF token gets 403, for every URL that accepts POST, and changes nothing;
+* the Cloud Integration API (/api/v1, /oauth/token) takes no session: every role and anonymous
+  users get 401 there (405 for a method a URL does not offer); API clients per role are the
+  matrix of tests/keystore_site/api.
 """
 
 from __future__ import annotations
@@ -116,7 +119,11 @@ ANONYMOUS = {
 
 def kind_of(route: Route) -> str:
     """ "site", "custom", one of MODEL_VIEWS, "redirect" (admin's <id>/ -> <id>/change/),
-    "other" (unnamed: the site root) or "unknown"."""
+    "other" (the site root), "api" or "unknown"."""
+    if route.name == "site_root":
+        return "other"
+    if route.name and (route.name.startswith("api_") or route.name == "oauth_token"):
+        return "api"
     if route.name in SITE_VIEWS:
         return "site"
     if route.name in CUSTOM_URLS:
@@ -182,6 +189,8 @@ def refused(role: str, where: str = "tenant") -> set[int]:
 def expected_get(route: Route, role: str) -> set[int]:
     """The acceptable answers to a logged-in GET."""
     kind = kind_of(route)
+    if kind == "api":
+        return api_answer(route, "GET")
     if kind == "site":
         return SITE_VIEWS[route.name]
     if kind == "custom":
@@ -211,6 +220,14 @@ def expected_get(route: Route, role: str) -> set[int]:
     # Users, groups, the task queue and scan runs: superusers only. A missing row may answer
     # with a redirect to the index (Django's history view checks existence first).
     return {403, 302} if kind == "history" else {403}
+
+
+def api_answer(route: Route, method: str) -> set[int]:
+    """A session (or nothing) at the API: 401, or 405 where the URL does not take the method
+    (the token endpoint takes POST only; views that only show refuse POST first)."""
+    if route.name == "oauth_token":
+        return {405} if method == "GET" else {400, 401}
+    return {401, 405}
 
 
 SITE_POSTS = ("admin:login", "admin:logout", "admin:password_change")
@@ -293,7 +310,10 @@ def test_get_matrix(admin_world, routes, clients, figures):
             continue
         response = clients["anonymous"].get(url)
         requests += 1
-        if route.name in ANONYMOUS:
+        if kind_of(route) == "api":
+            if response.status_code not in api_answer(route, "GET"):
+                wrong.append((url, "anonymous", response.status_code, api_answer(route, "GET")))
+        elif route.name in ANONYMOUS:
             if response.status_code not in ANONYMOUS[route.name]:
                 wrong.append((url, "anonymous", response.status_code, ANONYMOUS[route.name]))
         elif response.status_code != 302 or "/admin/login/" not in response["Location"]:
@@ -317,7 +337,9 @@ def test_post_matrix(admin_world, routes, clients, figures):
         if kind in ("site", "other", "redirect", "unknown"):
             continue
         for role in (*ROLES, "anonymous"):
-            if role == "anonymous":
+            if kind == "api":
+                expected = api_answer(route, "POST")
+            elif role == "anonymous":
                 expected = {302}
             elif kind == "history":
                 expected = expected_get(route, role)  # Django's read-only page, any method
