@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
+from django.db.models import QuerySet
 
 from keystore import crypto, permissions
 from keystore.models import ALIAS_MAX_LENGTH, Tenant
@@ -100,14 +101,18 @@ class TenantUploadForm(forms.Form):
 
     def __init__(self, *args: Any, user: AnyUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        tenants = Tenant.objects.visible_to(user, self.tenant_permission)
-        tenant_field = self.fields["tenant"]
-        assert isinstance(tenant_field, forms.ModelChoiceField)  # as declared above
-        tenant_field.queryset = tenants
-        if not self.is_bound:
-            only = list(tenants[:2])
-            if len(only) == 1:
-                self.fields["tenant"].initial = only[0].pk
+        offer_tenants(self, Tenant.objects.visible_to(user, self.tenant_permission))
+
+
+def offer_tenants(form: forms.Form, tenants: QuerySet[Tenant]) -> None:
+    """The form's `tenant` field offers `tenants`; a user with only one finds it chosen."""
+    tenant_field = form.fields["tenant"]
+    assert isinstance(tenant_field, forms.ModelChoiceField)  # the forms declare it so
+    tenant_field.queryset = tenants
+    if not form.is_bound:
+        only = list(tenants[:2])
+        if len(only) == 1:
+            tenant_field.initial = only[0].pk
 
 
 class CertificateUploadForm(TenantUploadForm):
