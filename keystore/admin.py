@@ -39,6 +39,7 @@ from keystore.adminmixins import (
     expiry_badge,
     is_superuser,
     monitor_columns,
+    monitor_tenants,
     request_now,
     row_menu,
     visible_rows,
@@ -295,6 +296,11 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ]
         if permissions.may_anywhere(request.user, permissions.READ_SECURITY):
             tools.append(("Back up keystore", reverse(self.url_name("backup"))))
+        shown, _tenants = monitor_tenants(request)
+        if shown is not None:
+            # Every certificate of the tenant in one JKS, for backend administrators.
+            public = reverse(self.url_name("public_content"), args=[shown.pk])
+            tools.append(("Download public content", public))
         context = {**(extra_context or {}), "upload_tools": tools}
         for extension in ENTRY_LIST_EXTENSIONS:
             context.update(extension(request))
@@ -464,6 +470,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ("import-summary/", self.import_summary_view, "import_summary", get),
             ("create-key-pair/", self.create_key_pair_view, "create_key_pair", form),
             ("backup/", self.backup_view, "backup", form),
+            ("public-content/<int:tenant_id>/", self.public_content_view, "public_content", get),
             ("<int:pk>/rename/", self.rename_view, "rename", form),
             ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", form),
             ("<int:pk>/export/", self.export_view, "export", form),
@@ -517,6 +524,11 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 f"{utc(entry.valid_until)} ({days_left(entry.valid_until, timezone.now())})",
             ),
         ]
+
+    def public_content_view(self, request, tenant_id: int):
+        permissions.require(request.user, permissions.READ, tenant_id)
+        tenant = Tenant.objects.get(pk=tenant_id)
+        return file_response(services.public_keystore(tenant, actor=acting_user(request)))
 
     def download_view(self, request, pk: int, kind: str):
         self._check_kind(kind)

@@ -608,6 +608,23 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor: Actor = None) -
     return content
 
 
+def public_keystore(tenant: Tenant, *, actor: Actor = None) -> Download:
+    """The public content of the tenant's keystore as a JKS file (every certificate, no private
+    key; chains split into alias, alias_1, ...; an empty store password), for every reader."""
+    permissions.require_of_actor(actor, permissions.READ, tenant, KeystoreError)
+    entries = [
+        (entry.alias, entry.certificate_chain())
+        for entry in KeystoreEntry.objects.for_tenant(tenant)
+        .order_by("alias")
+        .only("alias", "chain_pem")
+    ]
+    return Download(
+        f"{_file_stem(tenant.slug)}_public.jks",
+        "application/octet-stream",
+        crypto.public_jks(entries),
+    )
+
+
 def backup_keystore(tenant: Tenant, password: str, *, actor: Actor = None) -> Download:
     """The tenant's whole keystore as one password-protected PKCS#12 file (AES-256): every key
     pair with its chain and every trusted certificate, under their aliases; for holders of

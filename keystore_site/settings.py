@@ -172,6 +172,16 @@ OAUTH2_PROVIDER = {
     # API client secrets: salted SHA-256 (keystore_site.api.hashers says why), checked by it only.
     "CLIENT_SECRET_HASHER": ClientSecretHasher(),
     "OAUTH2_VALIDATOR_CLASS": "keystore_site.api.validators.ClientSecretValidator",
+    # RFC 9700 (OAuth 2.0 Security BCP) now rather than with django-oauth-toolkit 4.0: tokens
+    # stored hashed, never taken from a URL, no implicit or password grant.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
     "SCOPES": {"api": "The Cloud Integration keystore API"},
     "DEFAULT_SCOPES": ["api"],

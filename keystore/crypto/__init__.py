@@ -88,6 +88,7 @@ from keystore.crypto.pkcs12_export import backup_rounds as _backup_rounds
 from keystore.crypto.pkcs12_import import load_pkcs12
 from keystore.crypto.pkcs12_import import pfx_parts as _pfx_parts
 from keystore.crypto.pkcs12_import import plain_bags as _plain_bags
+from keystore.crypto.public_store import public_jks
 from keystore.crypto.signatures import is_self_signed
 from keystore.crypto.strength import check_strength
 
@@ -127,6 +128,7 @@ __all__ = [
     "order_chain",
     "parse_subject",
     "pkcs12",
+    "public_jks",
     "private_key_from_der",
     "private_key_matches",
     "private_key_to_der",

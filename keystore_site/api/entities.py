@@ -264,9 +264,10 @@ def history_entries(tenant: Tenant) -> list[Row]:
 
 
 def chain_certificates(alias: str, chain: list[x509.Certificate]) -> list[Row]:
-    """The entry's chain, leaf first (Index 0), each certificate with its own facts."""
+    """The entry's chain, each certificate with its own facts, the top CA at Index 0 and the
+    entry's own certificate last (as in the description's example, and as a PKI path)."""
     rows = []
-    for index, cert in enumerate(chain):
+    for index, cert in enumerate(reversed(chain)):
         facts = crypto.certificate_facts(cert)
         row = _facts(
             {

@@ -15,6 +15,11 @@ from django.db import models
 
 from keystore.models import Tenant
 from keystore.permissions import ROLES
+from keystore.querysets import TenantScopedQuerySet
+
+
+class ApiClientQuerySet(TenantScopedQuerySet["ApiClient"]):
+    pass
 
 
 class ApiClient(models.Model):
@@ -37,6 +42,8 @@ class ApiClient(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiClientQuerySet.as_manager()
 
     class Meta:
         verbose_name = "API client"

@@ -58,5 +58,8 @@ urlpatterns = [
         name="api_key_pair_generation",
     ),
     re_path(r"^api/v1/KeystoreResources$", views.keystore_resources, name="api_keystores"),
+    re_path(
+        rf"^api/v1/KeystoreResources{NAME}$", views.keystore_resource, name="api_keystore_resource"
+    ),
     re_path(r"^oauth/token$", token.token, name="oauth_token"),
 ]

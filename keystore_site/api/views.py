@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -388,6 +389,70 @@ def keystore_size(request: HttpRequest, client: ApiClient, name: str) -> HttpRes
     if name not in (entities.SYSTEM, entities.KEY_RENEWAL):
         raise ODataError(400, f"Keystore name '{name}' is invalid.")
     return HttpResponse(str(len(_listing(client, name))), content_type="text/plain")
+
+
+@api_view("GET", "PUT")
+def keystore_resource(request: HttpRequest, client: ApiClient, name: str) -> HttpResponse:
+    """GET: the keystore's public content (every certificate, no private key) as a base64 JKS
+    with an empty store password. PUT ('system'): deleteEntries=true with {"Aliases": "a;b"}."""
+    if name != entities.SYSTEM:
+        raise ODataError(400, f"Keystore name '{name}' is invalid.")
+    if request.method == "PUT":
+        return _delete_entries(request, client)
+    download = services.public_keystore(client.tenant, actor=client.user)
+    return entity(
+        {
+            "Name": name,
+            "Resource": base64.b64encode(download.content).decode("ascii"),
+            "Password": None,
+            "Aliases": None,
+        }
+    )
+
+
+def _split_aliases(text: str) -> list[str]:
+    """ "a;b" with ";" and "\\" escaped by "\\", as the description writes them."""
+    aliases, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ";":
+            aliases.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    aliases.append("".join(current))
+    return [alias for alias in aliases if alias]
+
+
+def _delete_entries(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    if request.GET.get("retrieveBackup"):
+        raise ODataError(
+            400,
+            "retrieveBackup is not offered: the site keeps no backup keystore. Restore a backup "
+            "file with POST /KeystoreResources (importOption overwrite).",
+        )
+    if request.GET.get("deleteEntries", "").lower() != "true":
+        raise ODataError(400, "PUT /KeystoreResources('system') takes deleteEntries=true.")
+    data = _json_body(request, 64 * 1024)
+    aliases = data.get("Aliases")
+    if not isinstance(aliases, str) or not _split_aliases(aliases):
+        raise ODataError(400, 'The body names no Aliases ("alias1;alias2").')
+    found = [
+        entry
+        for alias in _split_aliases(aliases)
+        if (entry := KeystoreEntry.objects.for_tenant(client.tenant).with_alias(alias).first())
+    ]
+    # All or nothing: one refusal (an SAP-owned alias, a missing permission) deletes none.
+    with transaction.atomic():
+        for entry in found:
+            services.delete_entry(entry, actor=client.user)
+    if flag(request, "returnKeystoreEntries", default=True):
+        return collection(_listing(client))
+    return HttpResponse(status=204)
 
 
 # -- writing ----------------------------------------------------------------------------------

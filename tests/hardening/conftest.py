@@ -269,7 +269,11 @@ def admin_world(
         ],
     )
     ensure_schedules()
+    from keystore_site.api.clients import create_api_client
+
+    api_client, _secret = create_api_client(tenant, "matrix-script", "ReadOnly")
     objects = {
+        "api.apiclient": api_client,
         "keystore.tenant": tenant,
         "keystore.keystoreentry": key_pair_entry,
         "keystore.auditevent": AuditEvent.objects.filter(tenant=tenant).first(),

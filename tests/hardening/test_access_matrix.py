@@ -32,6 +32,7 @@ from django.urls import reverse
 from keystore import permissions
 from keystore.adminmixins import TenantScopedAdmin
 from keystore.models import KeystoreEntry, Tenant
+from keystore_site.api.models import ApiClient
 from renewals.connectivity.models import ConnectivityTestRun
 from renewals.whereused.models import IntegrationFlow
 from tests.conftest import client_for
@@ -77,6 +78,7 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:keystore_keystoreentry_signing_request": Needs((DEPLOY,)),
     "admin:keystore_keystoreentry_signing_response": Needs((DEPLOY,), changes=True),
     "admin:keystore_keystoreentry_backup": Needs((READ_SECURITY,), "anywhere", changes=True),
+    "admin:keystore_keystoreentry_public_content": Needs((READ,)),
     "admin:renewals_pendingsapkey_activate": Needs((DEPLOY,), changes=True),
     "admin:renewals_pendingsapkey_download": Needs((READ,)),
     "admin:renewals_sapkeybackup_revert": Needs((DEPLOY,), changes=True),
@@ -92,6 +94,8 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:connectivity_connectivitytestrun_add_root": Needs(
         (READ_CREDENTIALS, DEPLOY), changes=True, post_only=True
     ),
+    "admin:api_apiclient_create": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:api_apiclient_revoke": Needs((DEPLOY,), changes=True),
 }
 
 MODEL_VIEWS = ("changelist", "add", "change", "history", "delete")
@@ -250,6 +254,7 @@ def world_state(world) -> tuple:
         sorted(IntegrationFlow.objects.values_list("pk", "bundle_id", "restart_required")),
         ConnectivityTestRun.objects.count(),
         sorted(Tenant.objects.values_list("pk", "slug", "name")),
+        sorted(ApiClient.objects.values_list("pk", "name", "revoked_at")),
         sorted(
             type(world.superuser).objects.values_list("pk", "username", "password", "is_superuser")
         ),
