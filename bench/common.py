@@ -135,6 +135,9 @@ class Material:
             "key_size": facts.key_size,
             "signature_algorithm": facts.signature_algorithm,
             "fingerprint_sha256": facts.fingerprint_sha256,
+            "fingerprint_sha1": facts.fingerprint_sha1,
+            "fingerprint_sha512": facts.fingerprint_sha512,
+            "elliptic_curve": facts.elliptic_curve,
             "root_subject": root_facts.subject,
             "root_fingerprint_sha256": root_facts.fingerprint_sha256,
         }

@@ -29,6 +29,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.bareapp"]
+# The site's URLs and the bare baselines (bench/bareapp/urls.py).
+ROOT_URLCONF = "bench.bareapp.urls"
 
 # Production-like, but plain HTTP through the test client and without collectstatic.
 SECURE_SSL_REDIRECT = False

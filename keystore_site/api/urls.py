@@ -35,6 +35,9 @@ urlpatterns = [
     re_path(
         rf"^api/v1/KeystoreEntries{HEX}/Sshkey/\$value$", views.ssh_key_value, name="api_sshkey"
     ),
+    re_path(
+        rf"^api/v1/KeystoreEntries{HEX}/WhereUsed$", views.where_used_report, name="api_where_used"
+    ),
     re_path(r"^api/v1/HistoryKeystoreEntries$", views.history_entries, name="api_history"),
     re_path(
         rf"^api/v1/HistoryKeystoreEntries{HEX}$", views.history_entry, name="api_history_entry"

@@ -391,6 +391,22 @@ def keystore_size(request: HttpRequest, client: ApiClient, name: str) -> HttpRes
     return HttpResponse(str(len(_listing(client, name))), content_type="text/plain")
 
 
+@api_view("GET")
+def where_used_report(request: HttpRequest, client: ApiClient, hexvalue: str) -> HttpResponse:
+    """An extension, not in SAP's API: the where-used report of the alias, as `where_used
+    --json` prints it (keystoreName=KeyRenewal for the key waiting for it)."""
+    from renewals.whereused.management.commands.where_used import report_json
+    from renewals.whereused.report import where_used
+
+    _require(client, permissions.READ)
+    alias = alias_of(hexvalue)
+    keystore = _keystore_name(request, (entities.SYSTEM, entities.KEY_RENEWAL))
+    material = _material(client, keystore, alias)
+    key_pair = getattr(material, "entry_type", "key_pair") == "key_pair"
+    report = where_used(client.tenant, material.alias, key_pair=key_pair)
+    return JsonResponse({"d": report_json(report, material, keystore == entities.KEY_RENEWAL)})
+
+
 @api_view("GET", "PUT")
 def keystore_resource(request: HttpRequest, client: ApiClient, name: str) -> HttpResponse:
     """GET: the keystore's public content (every certificate, no private key) as a base64 JKS

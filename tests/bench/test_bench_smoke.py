@@ -70,3 +70,15 @@ def test_an_unknown_scenario_is_refused_before_anything_runs(capsys, tmp_path):
     assert bench_run.main(["--only", "changelist,nope", "--json", str(report)]) == 2
     assert "Unknown scenario(s): nope" in capsys.readouterr().out
     assert not report.exists()
+
+
+@pytest.mark.django_db
+def test_api_list_scenario_lists_through_the_api_and_the_bare_view(settings):
+    from bench.scenarios import api_list
+
+    settings.ROOT_URLCONF = "bench.bareapp.urls"  # the bare baseline's URL, as in bench runs
+    result = api_list.run({"entries": 12, "small": 3, "repeat": 1, "warmup": 1})
+    rows = {row.metric: row for row in result.rows}
+    assert rows["queries, 12 vs 3 key pairs"].passed is True
+    listed = rows["GET /KeystoreEntries, 12 key pairs vs bare JsonResponse"]
+    assert listed.value > 0 and listed.baseline > 0

@@ -213,3 +213,30 @@ def test_a_list_costs_the_same_queries_at_any_size(tenant, pki, api_caller):
         return len(captured)
 
     assert queries(3) == queries(30)
+
+
+def test_the_where_used_extension(keystore, api_caller):
+    import io
+
+    from renewals.whereused.importing import import_flow_exports
+    from tests.renewals import flowfactory
+
+    xml = flowfactory.iflw(
+        flowfactory.channel(
+            "MessageFlow_1",
+            "To ERP",
+            "SOAP",
+            props={"authentication": "Client Certificate", "privateKeyAlias": "client_key"},
+            receiver="ERP_PROD",
+        )
+    )
+    data = flowfactory.flow_zip("com.example.orders", xml, bundle_name="Orders")
+    [result] = import_flow_exports(keystore, [("orders.zip", io.BytesIO(data))])
+    assert result.ok, result.message
+    answer = api_caller("ReadOnly").get(
+        f"/api/v1/KeystoreEntries('{hexed('client_key')}')/WhereUsed"
+    )
+    report = answer.json()["d"]
+    assert report["alias"] == "client_key" and report["counts"]["uses"] == 1
+    assert report["uses"][0]["backend"]["system"] == "ERP_PROD"
+    assert report["restart_after_activation"] == ["Orders"]
