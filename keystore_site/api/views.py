@@ -14,7 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
@@ -474,7 +476,14 @@ def _delete_entries(request: HttpRequest, client: ApiClient) -> HttpResponse:
 # -- writing ----------------------------------------------------------------------------------
 
 
+def _require_deploy(client: ApiClient) -> None:
+    """Every write: refused before its body is read or its alias looked up, so that a ReadOnly
+    or IntegrationDeveloper client causes no work and learns nothing by writing."""
+    _require(client, permissions.DEPLOY)
+
+
 def _delete_or_activate(request: HttpRequest, client: ApiClient, alias: str) -> HttpResponse:
+    _require_deploy(client)
     keystore = request.GET.get("keystoreName", "")
     if keystore == entities.KEY_RENEWAL:
         if not flag(request, "activate"):
@@ -491,6 +500,7 @@ def _delete_or_activate(request: HttpRequest, client: ApiClient, alias: str) -> 
 
 
 def _rename(request: HttpRequest, client: ApiClient, alias: str) -> HttpResponse:
+    _require_deploy(client)
     new_alias = request.GET.get("renameAlias", "")
     if not new_alias:
         raise ODataError(400, "renameAlias names the new alias.")
@@ -501,6 +511,7 @@ def _rename(request: HttpRequest, client: ApiClient, alias: str) -> HttpResponse
 
 
 def _revert(request: HttpRequest, client: ApiClient, history_alias: str) -> HttpResponse:
+    _require_deploy(client)
     if not flag(request, "copy", default=True):
         raise ODataError(400, "copy must be true: a backup is copied to KeyRenewal.")
     backup = _backup(client, history_alias)
@@ -517,6 +528,7 @@ def _revert(request: HttpRequest, client: ApiClient, history_alias: str) -> Http
 
 @api_view("PUT")
 def certificate_resource(request: HttpRequest, client: ApiClient, hexvalue: str) -> HttpResponse:
+    _require_deploy(client)
     alias = alias_of(hexvalue)
     data = _body(request, MAX_CERTIFICATE_BYTES)
     # DER starts with 0x30 (a SEQUENCE), which base64 writes as "M"; PEM starts with dashes.
@@ -533,6 +545,7 @@ def certificate_resource(request: HttpRequest, client: ApiClient, hexvalue: str)
 
 @api_view("POST")
 def key_pair_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    _require_deploy(client)
     data = _json_body(request, MAX_KEY_PAIR_BYTES * 2)
     alias = _alias_in_body(data)
     p12 = _base64(data.get("Resource"), "Resource (the PKCS#12 file)")
@@ -550,13 +563,13 @@ def key_pair_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
 _KEY_TYPES = {("RSA", 2048): "rsa-2048", ("RSA", 3072): "rsa-3072", ("RSA", 4096): "rsa-4096"}
 _KEY_TYPES.update({("EC", 256): "ec-256", ("EC", 384): "ec-384"})
 _SUBJECT_PARTS = (
-    ("CN", "CommonName"),
-    ("OU", "OrganizationUnit"),
-    ("O", "Organization"),
-    ("L", "Locality"),
-    ("ST", "State"),
-    ("C", "Country"),
-    ("emailAddress", "Email"),
+    (NameOID.COMMON_NAME, "CommonName"),
+    (NameOID.ORGANIZATIONAL_UNIT_NAME, "OrganizationUnit"),
+    (NameOID.ORGANIZATION_NAME, "Organization"),
+    (NameOID.LOCALITY_NAME, "Locality"),
+    (NameOID.STATE_OR_PROVINCE_NAME, "State"),
+    (NameOID.COUNTRY_NAME, "Country"),
+    (NameOID.EMAIL_ADDRESS, "Email"),
 )
 
 
@@ -572,6 +585,7 @@ def _odata_moment(value: Any, what: str) -> datetime | None:
 
 @api_view("POST")
 def key_pair_generation(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    _require_deploy(client)
     data = _json_body(request, 16 * 1024)
     alias = _alias_in_body(data)
     key_type = str(data.get("KeyType") or "RSA").upper()
@@ -580,18 +594,29 @@ def key_pair_generation(request: HttpRequest, client: ApiClient) -> HttpResponse
     if choice is None:
         raise ODataError(400, "KeyType and KeySize: RSA 2048, 3072 or 4096, or EC 256 or 384.")
     parts = []
-    for attribute, field in _SUBJECT_PARTS:
+    for oid, field in _SUBJECT_PARTS:
         value = data.get(field)
-        if value:
-            if not isinstance(value, str):
-                raise ODataError(400, f"{field} must be text.")
-            escaped = value.replace("\\", "\\\\").replace(",", "\\,").replace("+", "\\+")
-            parts.append(f"{attribute}={escaped}")
-    if not parts:
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise ODataError(400, f"{field} must be text.")
+        # cryptography escapes what RFC 4514 wants escaped (, + ; < > " \ and a leading #),
+        # and writes the e-mail attribute by its OID, which parse_subject reads back.
+        try:
+            parts.append(x509.NameAttribute(oid, value.strip()).rfc4514_string())
+        except ValueError as error:  # a Country that is not two letters
+            raise ODataError(400, f"{field}: {error}")
+    if not data.get("CommonName"):
         raise ODataError(400, "CommonName is missing.")
     start = _odata_moment(data.get("ValidNotBefore"), "ValidNotBefore")
     end = _odata_moment(data.get("ValidNotAfter"), "ValidNotAfter")
-    days = 365 if end is None else max(1, ((end - (start or datetime.now(tz=UTC))).days))
+    # The certificate is valid from now (the key pair is usable at once) to ValidNotAfter; an end
+    # in the past or before the start is a mistake, never a one-day certificate.
+    days = 365 if end is None else (end - datetime.now(tz=UTC)).days
+    if days < 1 or (start is not None and end is not None and start >= end):
+        raise ODataError(
+            400, "ValidNotAfter must be at least a day from now and after ValidNotBefore."
+        )
     services.create_key_pair(
         client.tenant,
         alias,
@@ -607,6 +632,7 @@ def key_pair_generation(request: HttpRequest, client: ApiClient) -> HttpResponse
 def certificate_chain_resource(
     request: HttpRequest, client: ApiClient, hexvalue: str
 ) -> HttpResponse:
+    _require_deploy(client)
     entry = _entry(client.tenant, alias_of(hexvalue))
     if entry.entry_type != "key_pair":
         raise ODataError(400, f'Alias "{entry.alias}" does not represent a Key Pair')
@@ -619,6 +645,7 @@ _IMPORT_STATUS = {"added": "new", "overwritten": "changed"}
 
 @api_view("POST")
 def keystore_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    _require_deploy(client)
     data = _json_body(request, MAX_KEYSTORE_BYTES)
     name = data.get("Name")
     if name != entities.SYSTEM:
@@ -636,21 +663,33 @@ def keystore_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
     password = data.get("Password")
     if not isinstance(password, str) or not password:
         raise ODataError(400, "Password is missing.")
-    summary = merging.import_keystore(
-        client.tenant, keystore_file, password, actor=client.user, overwrite=option == "overwrite"
-    )
-    if not flag(request, "returnKeystoreEntries", default=True):
-        if summary.rejected:
+    listing = flag(request, "returnKeystoreEntries", default=True)
+    with transaction.atomic():
+        summary = merging.import_keystore(
+            client.tenant,
+            keystore_file,
+            password,
+            actor=client.user,
+            overwrite=option == "overwrite",
+        )
+        if not listing and summary.rejected:
+            # "At least one entry could not be imported and the complete import failed": the
+            # error rolls back the entries that were written.
             raise ODataError(400, "; ".join(f"{o.alias}: {o.reason}" for o in summary.rejected))
+    if not listing:
         return HttpResponse(status=204)
     status = {
-        o.alias.lower(): _IMPORT_STATUS[o.result] for o in summary.added + summary.overwritten
+        o.alias.casefold(): _IMPORT_STATUS[o.result] for o in summary.added + summary.overwritten
     }
+    status.update({o.alias.casefold(): f"notImported: {o.reason}" for o in summary.rejected})
     rows = entities.system_entries(client.tenant)
     for row in rows:
-        row["Status"] = status.get(row["Alias"].lower(), "unchanged")
+        row["Status"] = status.pop(row["Alias"].casefold(), "unchanged")
+    # A rejected alias the keystore does not hold (a reserved one) is listed on its own row;
+    # one it holds carries the refusal on its stored row, so each Hexalias appears once.
     rows += [
-        {"Hexalias": hexalias(o.alias), "Alias": o.alias, "Status": f"notImported: {o.reason}"}
+        {"Hexalias": hexalias(o.alias), "Alias": o.alias, "Status": status[o.alias.casefold()]}
         for o in summary.rejected
+        if o.alias.casefold() in status
     ]
     return collection(rows)
