@@ -31,14 +31,7 @@ from keystore.audit import actor_label, record_audit, record_audits
 from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, Tenant
 from renewals.whereused.errors import WhereUsedError, one_line
 from renewals.whereused.models import USAGE_FIELDS, IntegrationFlow, KeyUsageRecord
-from renewals.whereused.parser import (
-    ANY_KEY,
-    FlowExport,
-    FlowParseError,
-    KeyUsage,
-    Usage,
-    parse_flow_zip,
-)
+from renewals.whereused.parser import FlowExport, FlowParseError, KeyUsage, parse_flow_zip
 
 if TYPE_CHECKING:
     from keystore.audit import Actor
@@ -359,7 +352,7 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
 
 
 # A usage row's columns in the model's order: rows are made positionally (see _usage_record).
-USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS, "script_alias")
+USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS)
 
 
 def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageRecord:
@@ -386,10 +379,6 @@ def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageReco
         usage.outbound,
         usage.reason[: m["reason"]],
         usage.script_file[: m["script_file"]],
-        # What the script passes to the keystore, matched ignoring case when where-used asks.
-        usage.alias.lower()
-        if usage.usage is Usage.NAMED_IN_SCRIPT and usage.alias != ANY_KEY
-        else None,
     )
 
 

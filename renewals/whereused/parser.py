@@ -648,6 +648,7 @@ class _Context:
         "unresolved",
         "script_steps",
         "unset",
+        "values",
     )
 
     def __init__(
@@ -671,6 +672,9 @@ class _Context:
         self.script_steps = script_steps
         # Parameter names the current component's properties left unresolved (usually empty).
         self.unset: frozenset[str] = frozenset()
+        # The current component's values joined by NUL, when looking for references joined
+        # them and none was found: the rules reuse the string (see _alias_entries).
+        self.values: str | None = None
 
     def unset_parameter(self, value: str) -> str:
         """The first parameter of `value` that parameters.prop does not set, or ""."""
@@ -703,11 +707,16 @@ class _Context:
         else:
             fast.pop(None, None)  # an empty <key/>
             props = cast("dict[str, str]", fast)  # no None key left
-        # One search of the joined values spares a look at each value of most components.
-        if self.has_references and "{{" in "\0".join(props.values()):
-            for key, value in props.items():
-                if "{{" in value:
-                    props[key] = self.resolve(value)
+        self.values = None
+        if self.has_references:
+            # One search of the joined values spares a look at each value of most components.
+            values = "\0".join(props.values())
+            if "{{" not in values:
+                self.values = values
+            else:
+                for key, value in props.items():
+                    if "{{" in value:
+                        props[key] = self.resolve(value)
         return props
 
     def resolve(self, value: str) -> str:
@@ -1125,16 +1134,19 @@ def _joined_keys(props: Mapping[str, str]) -> str:
     return "\0".join(props).lower()
 
 
-def _alias_entries(props: Mapping[str, str], keys: str) -> list[_AliasEntry]:
+def _alias_entries(
+    props: Mapping[str, str], keys: str, values: str | None = None
+) -> list[_AliasEntry]:
     """Alias-like properties: keys naming an alias, and alias columns of table-valued properties
     (`<row><cell id='PrivateKeyAlias'>k</cell>...</row>`, e.g. signers or S/MIME key lists).
-    `keys` is `_joined_keys(props)`.
+    `keys` is `_joined_keys(props)`, `values` the values joined by NUL if already at hand.
 
     Proxy settings (`proxyAlias`) name no keystore entry and are left out.
     """
     # A few searches instead of a look at every property: whether any value is a table, and
     # whether any key names an alias.
-    values = "\0".join(props.values())
+    if values is None:
+        values = "\0".join(props.values())
     if "<row" not in values:
         if "lias" not in keys:
             return []
@@ -1200,7 +1212,7 @@ def _channel_usages(
     el: ET.Element, props: dict[str, str], participants: Mapping[str, str], ctx: _Context
 ) -> list[KeyUsage]:
     keys = _joined_keys(props)
-    entries = _alias_entries(props, keys)
+    entries = _alias_entries(props, keys, ctx.values)
     if not entries and "uth" not in keys:
         return []  # nothing key-related: skip the participant and address look-ups
 
@@ -1324,7 +1336,7 @@ _STEP_PRIMARY_OPS = {
 
 
 def _step_usages(el: ET.Element, props: dict[str, str], ctx: _Context) -> list[KeyUsage]:
-    entries = _alias_entries(props, _joined_keys(props))
+    entries = _alias_entries(props, _joined_keys(props), ctx.values)
     if not entries:
         text = _cname(props).lower() + props.get("activityType", "").lower()
         if "crypt" not in text and "sign" not in text:

@@ -2,7 +2,7 @@
 
 "Uses" an alias: a component names exactly this alias (configured aliases are compared as
 stored), or a script passes it to a keystore API (compared ignoring case, as the keystore does,
-through `script_alias`: matched now, not when the flow was imported). "May use" it: a component
+on an index of script rows: matched now, not when the flow was imported). "May use" it: a component
 names no alias (any fitting key), tries every key (decryptors), takes its alias from a runtime
 expression or an unset parameter (all stored as ANY_KEY), or names this alias behind a switch
 nobody can read from the export (an authentication taken from an unset parameter: certainty
@@ -11,8 +11,9 @@ nobody can read from the export (an authentication taken from an unset parameter
 
 from __future__ import annotations
 
-from django.db.models import CharField, Count, Q, Value
-from django.db.models.functions import Cast, Concat
+from django.db.models import CharField, Count, OuterRef, Q, Value
+from django.db.models.functions import Cast, Concat, Lower
+from django.db.models.lookups import Exact
 
 from keystore.querysets import TenantScopedQuerySet
 from renewals.whereused.parser import ANY_KEY, Certainty, Usage
@@ -26,9 +27,16 @@ def component_key() -> Concat:
     return Concat(Cast("flow_id", CharField()), Value("/"), "component_id")
 
 
-def uses_q(alias: str) -> Q:
+def script_passes_q(alias: str | OuterRef) -> Q:
+    """Script rows passing `alias` to a keystore API, ignoring case (the model's partial index
+    on the lower-cased alias of script rows answers it)."""
+    wanted = Lower(alias if isinstance(alias, OuterRef) else Value(alias))
+    return Q(Exact(Lower("alias"), wanted), usage=Usage.NAMED_IN_SCRIPT)
+
+
+def uses_q(alias: str | OuterRef) -> Q:
     """Rows that use `alias`: configured with it (not merely "may use"), or a script passing it."""
-    return (Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE)) | Q(script_alias=alias.lower())
+    return (Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE)) | script_passes_q(alias)
 
 
 class UsageQuerySet(TenantScopedQuerySet):
@@ -48,15 +56,16 @@ class UsageQuerySet(TenantScopedQuerySet):
 
         With `tenant`, each branch names the tenant itself, `(tenant AND this alias) OR (tenant
         AND no alias) OR (tenant AND a script passing it)`, so each is an index lookup ((tenant,
-        alias) twice, (tenant, script_alias)) and the cost follows the answer, not the tenant's
-        whole index; a separate tenant filter lets SQLite read every usage of the tenant instead.
+        alias) twice, then (tenant, lower(alias)) of script rows) and the cost follows the
+        answer, not the tenant's whole index; a separate tenant filter lets SQLite read every
+        usage of the tenant instead.
         """
         scope = Q(tenant=tenant) if tenant is not None else Q()
         others = Q() if key_pair else ~Q(usage__in=PRIVATE_KEY_USAGES)
         return self.filter(
             (scope & Q(alias=alias))
             | (scope & Q(alias=ANY_KEY) & others)
-            | (scope & Q(script_alias=alias.lower()))
+            | (scope & script_passes_q(alias))
         )
 
     def outbound(self) -> UsageQuerySet:

@@ -9,18 +9,20 @@ read it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import reduce
 from typing import Any, NamedTuple, TypeVar
 
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce, Lower
+from django.db.models.functions import Coalesce
 
 from keystore.models import Tenant
 from renewals.whereused.models import USAGE_FIELDS, KeyUsageRecord
 from renewals.whereused.parser import ANY_KEY, Certainty, Usage
-from renewals.whereused.querysets import component_key
+from renewals.whereused.querysets import component_key, script_passes_q
 
 #: Any queryset of rows with a tenant and an alias (see annotate_usage_counts).
 _QS = TypeVar("_QS", bound=QuerySet[Any])
@@ -269,26 +271,26 @@ def usage_counts(tenant: Tenant | int, aliases: Iterable[str]) -> dict[str, Usag
     with_any_key = usages.filter(
         flow_id=OuterRef("flow_id"), component_id=OuterRef("component_id"), alias=ANY_KEY
     )
+    # Each branch names the tenant itself, so each is one index lookup (as in for_alias).
+    scope = Q(tenant=tenant)
+    branches = [scope & Q(alias__in=aliases)] + [scope & script_passes_q(a) for a in aliases]
     named = (
-        usages.filter(
-            Q(alias__in=aliases) | Q(script_alias__in={alias.lower() for alias in aliases})
-        )
+        KeyUsageRecord.objects.filter(reduce(operator.or_, branches))
         .order_by()
-        .values_list("alias", "script_alias", "certainty", component_key())
+        .values_list("alias", "usage", "certainty", component_key())
         .annotate(any_key=Exists(with_any_key))
     )
+    by_lower = {alias.lower(): alias for alias in aliases}  # unique ignoring case in a keystore
     uses: dict[str, set[str]] = {alias: set() for alias in aliases}
     may_by_name: dict[str, set[str]] = {alias: set() for alias in aliases}
-    by_lower = {alias.lower(): alias for alias in aliases}
-    for alias, script_alias, certainty, component, any_key in named:
+    for alias, usage, certainty, component, any_key in named:
         if certainty == Certainty.MAY_USE:
             if alias in may_by_name and not any_key:
                 may_by_name[alias].add(component)
-            continue
-        if alias in uses:
+        elif usage == Usage.NAMED_IN_SCRIPT and alias.lower() in by_lower:
+            uses[by_lower[alias.lower()]].add(component)
+        elif alias in uses:
             uses[alias].add(component)
-        if script_alias in by_lower:
-            uses[by_lower[script_alias]].add(component)
     may_use = usages.may_use().component_count()
     return {
         alias: UsageCounts(len(uses[alias]), may_use + len(may_by_name[alias])) for alias in aliases
@@ -301,22 +303,23 @@ def annotate_usage_counts(
     """`queryset` (rows with a tenant and an alias, e.g. New SAP Keys) annotated with
     `where_used_uses` and `where_used_may_use` (components, as in usage_counts): still one query
     for the whole list."""
-    usages = KeyUsageRecord.objects.filter(tenant_id=OuterRef(tenant_field)).order_by()
+    tenant = Q(tenant_id=OuterRef(tenant_field))
     alias = OuterRef(alias_field)
 
-    def count(rows: QuerySet[KeyUsageRecord]) -> Coalesce:
+    def count(*branches: Q) -> Coalesce:
+        # Each branch names the tenant itself, so each is one index lookup (as in for_alias).
+        rows = KeyUsageRecord.objects.filter(reduce(operator.or_, (tenant & b for b in branches)))
         per_tenant = (
-            rows.values("tenant_id").annotate(n=Count(component_key(), distinct=True)).values("n")
+            rows.order_by()
+            .values("tenant_id")
+            .annotate(n=Count(component_key(), distinct=True))
+            .values("n")
         )
         return Coalesce(Subquery(per_tenant, output_field=IntegerField()), Value(0))
 
     return queryset.annotate(
         where_used_uses=count(
-            usages.filter(
-                (Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE)) | Q(script_alias=Lower(alias))
-            )
+            Q(alias=alias) & ~Q(certainty=Certainty.MAY_USE), script_passes_q(alias)
         ),
-        where_used_may_use=count(
-            usages.filter(Q(alias=ANY_KEY) | Q(alias=alias, certainty=Certainty.MAY_USE))
-        ),
+        where_used_may_use=count(Q(alias=ANY_KEY), Q(alias=alias, certainty=Certainty.MAY_USE)),
     )

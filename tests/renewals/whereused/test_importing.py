@@ -66,9 +66,8 @@ def test_a_key_pair_created_after_the_import_is_found_in_scripts(tenant, pki):
     )
     import_all(tenant, data)
     (usage,) = KeyUsageRecord.objects.all()
-    assert (usage.alias, usage.script_alias, usage.script_file) == (
+    assert (usage.alias, usage.script_file) == (
         "CLIENT_KEY",
-        "client_key",
         "src/main/resources/script/sign.groovy",
     )
     assert not where_used(tenant, "client_key").is_empty  # asked before the key exists
