@@ -36,6 +36,8 @@ CSV_COLUMNS = (
     "alias",
     "property",
     "outbound connection",
+    "reason",
+    "script file",
 )
 
 
@@ -74,6 +76,8 @@ def where_used_csv(report: WhereUsedReport) -> bytes:
                                 component.alias_label,
                                 component.property_key,
                                 "yes" if component.outbound else "no",
+                                component.reason,
+                                component.script_file,
                             )
                         ]
                     )

@@ -11,34 +11,44 @@ How a component uses a key (the where-used rules, see shared/DOMAIN.md):
 
 * Every adapter channel (`bpmn2:messageFlow`) and step (`bpmn2:callActivity`, `serviceTask`, ...)
   is read once into a `{key: value}` dict of its `ifl:property` pairs; `{{param}}` references are
-  resolved from `parameters.prop`. All rules below are dict look-ups on that one dict.
+  resolved from `parameters.prop`. All rules below are dict look-ups on that one dict. A
+  parameter the file does not set (Cloud Integration allows that) stays as written and is listed
+  in `FlowExport.unresolved_parameters`: it changes nothing, except in an alias ("may use" any
+  key) or an authentication property ("may use" the alias the channel names), each with the
+  parameter named in `KeyUsage.reason`.
 * Alias properties are the keys containing "alias" (not `proxyAlias`), plus the alias columns
   of table-valued properties (`<row><cell id='PrivateKeyAlias'>k</cell>...</row>`, as in signer
   parameters or the Mail adapter's S/MIME key lists). Their name says the operation when it
   mentions one: `...Sign...` with a private key -> signing, with a public key -> signature
   verification; `...Encrypt...` with a public key -> encryption, with a private key -> decryption
   (e.g. `PrivateKeyAliasResponseEncryption`); `...MDN...Verification` -> verification.
-* Such operation aliases count only while the operation is switched on. SOAP WS-Security
-  (`WSSecurity*` keys) must be on and its type must name the operation ("SignMessage" enables
-  signing/verification, "...Encrypt..." encryption/decryption; a type naming neither, e.g. policy
-  based, enables all). Elsewhere on/off flags are found by name (a non-alias key containing "sign",
-  "encrypt", "decrypt", "verif" or, for MDNs, "mdn"/"receipt"): if clear flags exist and none is
-  on (true/1/yes/on/a value starting with the operation), the alias is ignored.
+* Such operation aliases count only while the operation is switched on. SOAP WS-Security must
+  be on for the channel's direction (`WSSecurity_outbound` for receivers, `_inbound` for senders;
+  "None" turns off every stale WS-Security property) and its type must name the operation
+  ("SignMessage" enables signing/verification, "...Encrypt..." encryption/decryption; a type
+  naming neither, e.g. policy based, enables all). Elsewhere on/off flags are found by name (a
+  non-alias key containing "sign", "encrypt", "decrypt", "verif" or, for MDNs, "mdn"/"receipt"):
+  if clear flags exist and none is on (true/1/yes/on/a value starting with the operation), the
+  alias is ignored.
 * Plain aliases (`privateKeyAlias`, `odataCertAuthPrivateKeyAlias`, `alias`, ...) on a channel are
   client-certificate aliases: used when an authentication key (`authentication`,
   `authenticationMethod`, ...) says "Client Certificate" (or SFTP "PublicKey"/"Dual"), and CPI
   opens the connection (receiver channels; polling senders like SFTP, Mail, OData). No alias
   configured -> "may use" any key (except SFTP, which only counts with a named SSH key). Another
   authentication value (Basic, OAuth, None) switches the alias off.
-* Steps: signers (PKCS#7, XML, simple) use their alias for signing; PKCS#7/XML encryptors use
-  public aliases for encryption and a private alias for optional signing; verifiers use public
-  aliases for verification; decryptors "may use" any key (decryption tries every key) plus any
-  public alias for verifying the signer.
+* Steps: signers (PKCS#7, XML, simple) use their alias for signing, and "may use" any key pair
+  without one; PKCS#7/XML encryptors use public aliases for encryption and a private alias for
+  optional signing; verifiers (XML, PKCS#7, simple) use public aliases for verification;
+  decryptors "may use" any key (decryption tries every key) plus any public alias for verifying
+  the signer.
 * An alias value that is a runtime expression (`${header.x}`) cannot be known: it becomes
   "may use" any key, with a warning.
 * Alias properties no rule handled (unknown components, sender channels with client-certificate
   authorization, ...) are kept as "unclassified", never dropped.
-* Scripts: see `find_script_aliases`.
+* Channels name their backend by participant (`system`) and address: `address`, AS2's
+  `receipientURL`, AS4's `endpointUrl`, SFTP's `host` plus `port`, ... (see `_channel_address`).
+* Scripts: what reaches a keystore API, see `find_script_aliases`; the usage names the step whose
+  `script` property runs the file, the file is `KeyUsage.script_file`.
 
 `KeyUsage.outbound` marks client-certificate usages on connections CPI opens: the TLS socket keeps
 the key for up to 24 hours, so those flows must be restarted after activation. Signing, encryption

@@ -65,9 +65,17 @@ def test_csv_has_one_line_per_usage_and_defuses_formulas(tenant, sap_entry):
         "alias": SAP_ALIAS,
         "property": "privateKeyAlias",
         "outbound connection": "yes",
+        "reason": "",
+        "script file": "",
     }
     crm = next(row for row in rows if row["component name"] == "To CRM")
-    assert (crm["section"], crm["alias"]) == ("may use", "any key")
+    assert (crm["section"], crm["alias"], crm["reason"]) == (
+        "may use",
+        "any key",
+        "client certificate without an alias",
+    )
+    script = next(row for row in rows if row["usage"] == "named in script")
+    assert script["script file"] == "src/main/resources/script/Sign.groovy"
     formula = next(row for row in rows if "HYPERLINK" in row["component name"])
     assert formula["component name"] == "'=HYPERLINK(1)"
     assert formula["backend system"] == "'+ERP"
