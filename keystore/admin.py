@@ -423,6 +423,9 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 ("PEM chain", "pem"),
             )
         ]
+        if entry.entry_type == EntryType.KEY_PAIR:
+            url = self.entry_url(request, "download", entry.pk, "ssh")
+            downloads.append(("Download Public OpenSSH Key", url, "download"))
         changes: list[RowAction] = []
         if not entry.is_sap_owned and permissions.may(
             request.user, permissions.DEPLOY, entry.tenant_id

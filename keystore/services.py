@@ -277,10 +277,41 @@ def create_key_pair(
         # again under the lock.
         raise KeystoreError(f"An entry with alias {alias!r} exists already.")
     key = crypto.generate_key_pair(*KEY_TYPES[key_type])
+    return _self_signed_key_pair(
+        tenant,
+        alias,
+        key,
+        name,
+        valid_days,
+        actor=actor,
+        overwrite=False,
+        made=f"key pair created ({key_type}, self-signed, {valid_days} days)",
+    )
+
+
+def _self_signed_key_pair(
+    tenant: Tenant,
+    alias: str,
+    key: crypto.PrivateKey,
+    name: x509.Name,
+    valid_days: int,
+    *,
+    actor: Actor,
+    overwrite: bool,
+    made: str,
+    uploaded: bool = False,
+) -> KeystoreEntry:
     now = timezone.now()
     certificate = crypto.issue_certificate(
         name, key, not_before=now - timedelta(minutes=5), not_after=now + timedelta(days=valid_days)
     )
+    if uploaded:
+        # An uploaded RSA key was loaded without cryptography's validation (too dear for
+        # hostile files); one signature proves it works before anything relies on it.
+        try:
+            crypto.prove_key(key, certificate, "The SSH key")
+        except crypto.CryptoError as error:
+            raise KeystoreError(str(error))
     with transaction.atomic():
         entry, _ = _store(
             tenant,
@@ -289,10 +320,45 @@ def create_key_pair(
             key,
             owner=Owner.TENANT,
             actor=actor,
-            overwrite=False,
-            detail=f"key pair created ({key_type}, self-signed, {valid_days} days) "
-            f"{name.rfc4514_string()}",
+            overwrite=overwrite,
+            detail=f"{made} {name.rfc4514_string()}",
         )
+    return entry
+
+
+def import_ssh_key(
+    tenant: Tenant,
+    alias: str,
+    data: bytes,
+    password: str | None,
+    subject: str,
+    *,
+    valid_days: int = 365,
+    overwrite: bool = False,
+    actor: Actor = None,
+) -> KeystoreEntry:
+    """An SSH key pair entry: the private key of an OpenSSH or PEM key file, with a self-signed
+    certificate for `subject` (Cloud Integration keeps SSH keys as key pairs, for SFTP)."""
+    permissions.require_of_actor(actor, permissions.DEPLOY, tenant, KeystoreError)
+    alias = validate_alias(alias)
+    if not 1 <= valid_days <= MAX_CREATED_VALID_DAYS:
+        raise KeystoreError(f"The validity must be 1 to {MAX_CREATED_VALID_DAYS} days.")
+    try:
+        name = crypto.parse_subject(subject)
+        key = crypto.load_ssh_private_key(data, password)
+    except crypto.CryptoError as error:
+        raise KeystoreError(str(error))
+    entry = _self_signed_key_pair(
+        tenant,
+        alias,
+        key,
+        name,
+        valid_days,
+        actor=actor,
+        overwrite=overwrite,
+        made=f"SSH key imported (self-signed certificate, {valid_days} days)",
+        uploaded=True,
+    )
     return entry
 
 
@@ -670,7 +736,7 @@ class Download:
     content: bytes
 
 
-PUBLIC_FORMATS = ("cer", "root", "p7b", "pem")
+PUBLIC_FORMATS = ("cer", "root", "p7b", "pem", "ssh")
 
 
 def _file_stem(alias: str) -> str:
@@ -699,7 +765,16 @@ def public_download(material: KeyMaterial, kind: str) -> Download:
         return Download(f"{stem}.p7b", "application/x-pkcs7-certificates", crypto.to_p7b(chain))
     if kind == "pem":
         return Download(f"{stem}.pem", "application/x-pem-file", crypto.to_pem_chain(chain))
-    raise KeystoreError(f"Unknown download format {kind!r}; choose cer, root, p7b or pem.")
+    if kind == "ssh":
+        # The key pair's public key for SSH servers (SFTP backends): never a trusted certificate.
+        if getattr(material, "entry_type", EntryType.KEY_PAIR) != EntryType.KEY_PAIR:
+            raise KeystoreError(f"{material.alias!r} is a certificate, not a key pair.")
+        try:
+            line = crypto.openssh_public_key(chain[0], material.alias)
+        except crypto.CryptoError as error:
+            raise KeystoreError(str(error))
+        return Download(f"{stem}.pub", "text/plain", line)
+    raise KeystoreError(f"Unknown download format {kind!r}; choose cer, root, p7b, pem or ssh.")
 
 
 # -- key-encryption key rotation -------------------------------------------------------------

@@ -72,9 +72,11 @@ from keystore.crypto.keys import (
     MIN_RSA_KEY_BITS,
     PrivateKey,
     generate_key_pair,
+    openssh_public_key,
     private_key_from_der,
     private_key_matches,
     private_key_to_der,
+    prove_key,
 )
 from keystore.crypto.keystores import load_keystore
 from keystore.crypto.pkcs12_export import (
@@ -90,6 +92,7 @@ from keystore.crypto.pkcs12_import import pfx_parts as _pfx_parts
 from keystore.crypto.pkcs12_import import plain_bags as _plain_bags
 from keystore.crypto.public_store import public_jks
 from keystore.crypto.signatures import is_self_signed
+from keystore.crypto.sshkeys import load_ssh_private_key
 from keystore.crypto.strength import check_strength
 
 __all__ = [
@@ -125,6 +128,8 @@ __all__ = [
     "load_keystore",
     "load_p7b",
     "load_pkcs12",
+    "load_ssh_private_key",
+    "openssh_public_key",
     "order_chain",
     "parse_subject",
     "pkcs12",
@@ -132,6 +137,7 @@ __all__ = [
     "private_key_from_der",
     "private_key_matches",
     "private_key_to_der",
+    "prove_key",
     "root_certificate",
     "to_der",
     "to_p7b",

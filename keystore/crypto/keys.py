@@ -221,3 +221,16 @@ def generate_key_pair(kind: str = "rsa", size: int | None = None) -> PrivateKey:
     if kind == "ed448":
         return ed448.Ed448PrivateKey.generate()
     raise CryptoError("The key type must be RSA, EC, Ed25519 or Ed448.")
+
+
+def openssh_public_key(cert: x509.Certificate, comment: str) -> bytes:
+    """The certificate's public key as one OpenSSH `authorized_keys` line, with `comment`."""
+    try:
+        line = cert.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    except (ValueError, TypeError):
+        raise CryptoError(
+            "SSH public keys are RSA, EC (P-256, P-384, P-521) or Ed25519 keys; this key is none."
+        )
+    return line + b" " + " ".join(comment.split()).encode("utf-8") + b"\n"

@@ -38,8 +38,12 @@ class ODataError(Exception):
         return error_response(self.status, self.message)
 
 
+#: Where SAP's description names a status other than Python's phrase for it.
+_CODES = {413: "Payload Too Large"}
+
+
 def error_response(status: int, message: str | None) -> JsonResponse:
-    code = HTTPStatus(status).phrase
+    code = _CODES.get(status) or HTTPStatus(status).phrase
     return JsonResponse(
         {"error": {"code": code, "message": {"lang": "en", "value": message}}}, status=status
     )

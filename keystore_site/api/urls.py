@@ -4,8 +4,9 @@ from django.urls import re_path
 
 from keystore_site.api import token, views
 
-HEX = r"\('(?P<hexvalue>[^']*)'\)"
-NAME = r"\('(?P<name>[^']*)'\)"
+# A key as "('<hex>')" or, as OData clients also write it, "(Hexalias='<hex>')".
+HEX = r"\((?:Hexalias=)?'(?P<hexvalue>[^']*)'\)"
+NAME = r"\((?:Name=|KeystoreName=)?'(?P<name>[^']*)'\)"
 
 urlpatterns = [
     re_path(r"^api/v1/?$", views.service_document, name="api_root"),
@@ -60,6 +61,7 @@ urlpatterns = [
         views.key_pair_generation,
         name="api_key_pair_generation",
     ),
+    re_path(r"^api/v1/SSHKeyGenerationRequests$", views.ssh_key_generation, name="api_ssh_keys"),
     re_path(r"^api/v1/KeystoreResources$", views.keystore_resources, name="api_keystores"),
     re_path(
         rf"^api/v1/KeystoreResources{NAME}$", views.keystore_resource, name="api_keystore_resource"

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -330,18 +329,8 @@ def signing_request_value(request: HttpRequest, client: ApiClient, hexvalue: str
 def ssh_key_value(request: HttpRequest, client: ApiClient, hexvalue: str) -> HttpResponse:
     _require(client, permissions.READ)
     entry = _entry(client.tenant, alias_of(hexvalue))
-    if entry.entry_type != "key_pair":
-        raise ODataError(400, f"{entry.alias!r} is not a key pair.")
-    public_key = entry.certificate().public_key()
-    try:
-        line = public_key.public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-    except ValueError:
-        raise ODataError(
-            400, "SSH key export is only available for RSA, EC (P-256, P-384, P-521) and Ed25519."
-        )
-    return _binary(line + f" {entry.alias}\n".encode(), "text/plain", f"{entry.alias}.pub")
+    download = services.public_download(entry, "ssh")
+    return _binary(download.content, download.content_type, download.filename)
 
 
 @api_view("GET")
@@ -447,6 +436,7 @@ def _split_aliases(text: str) -> list[str]:
 
 
 def _delete_entries(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    _require_deploy(client)
     if request.GET.get("retrieveBackup"):
         raise ODataError(
             400,
@@ -573,6 +563,26 @@ _SUBJECT_PARTS = (
 )
 
 
+def _subject(data: dict[str, Any]) -> str:
+    """The RFC 4514 subject of a generation request's CommonName, Organization, ... fields."""
+    parts = []
+    for oid, field in _SUBJECT_PARTS:
+        value = data.get(field)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise ODataError(400, f"{field} must be text.")
+        # cryptography escapes what RFC 4514 wants escaped (, + ; < > " \ and a leading #),
+        # and writes the e-mail attribute by its OID, which parse_subject reads back.
+        try:
+            parts.append(x509.NameAttribute(oid, value.strip()).rfc4514_string())
+        except ValueError as error:  # a Country that is not two letters
+            raise ODataError(400, f"{field}: {error}")
+    if not data.get("CommonName"):
+        raise ODataError(400, "CommonName is missing.")
+    return ",".join(parts)
+
+
 def _odata_moment(value: Any, what: str) -> datetime | None:
     if value in (None, ""):
         return None
@@ -593,21 +603,7 @@ def key_pair_generation(request: HttpRequest, client: ApiClient) -> HttpResponse
     choice = _KEY_TYPES.get((key_type, size)) if isinstance(size, int) else None
     if choice is None:
         raise ODataError(400, "KeyType and KeySize: RSA 2048, 3072 or 4096, or EC 256 or 384.")
-    parts = []
-    for oid, field in _SUBJECT_PARTS:
-        value = data.get(field)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise ODataError(400, f"{field} must be text.")
-        # cryptography escapes what RFC 4514 wants escaped (, + ; < > " \ and a leading #),
-        # and writes the e-mail attribute by its OID, which parse_subject reads back.
-        try:
-            parts.append(x509.NameAttribute(oid, value.strip()).rfc4514_string())
-        except ValueError as error:  # a Country that is not two letters
-            raise ODataError(400, f"{field}: {error}")
-    if not data.get("CommonName"):
-        raise ODataError(400, "CommonName is missing.")
+    subject = _subject(data)
     start = _odata_moment(data.get("ValidNotBefore"), "ValidNotBefore")
     end = _odata_moment(data.get("ValidNotAfter"), "ValidNotAfter")
     # The certificate is valid from now (the key pair is usable at once) to ValidNotAfter; an end
@@ -620,12 +616,41 @@ def key_pair_generation(request: HttpRequest, client: ApiClient) -> HttpResponse
     services.create_key_pair(
         client.tenant,
         alias,
-        ",".join(parts),
+        subject,
         key_type=choice,
         valid_days=days,
         actor=client.user,
     )
     return _after_write(request, client)
+
+
+@api_view("POST")
+def ssh_key_generation(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    """An SSH key pair entry from an OpenSSH or PEM private key (SSHFile, base64), with a
+    self-signed certificate for the subject fields; update=true replaces an existing alias."""
+    _require_deploy(client)
+    data = _json_body(request, 32 * 1024)
+    alias = _alias_in_body(data)
+    key_file = _base64(data.get("SSHFile"), "SSHFile (the private key file)")
+    password = data.get("Password")
+    if password is not None and not isinstance(password, str):
+        raise ODataError(400, "Password must be text.")
+    start = _odata_moment(data.get("ValidNotBefore"), "ValidNotBefore")
+    end = _odata_moment(data.get("ValidNotAfter"), "ValidNotAfter")
+    days = 365 if end is None else max(1, (end - (start or datetime.now(tz=UTC))).days)
+    services.import_ssh_key(
+        client.tenant,
+        alias,
+        key_file,
+        password or None,
+        _subject(data),
+        valid_days=days,
+        overwrite=flag(request, "update"),
+        actor=client.user,
+    )
+    if flag(request, "returnKeystoreEntries"):
+        return collection(_listing(client))
+    return entity({"Alias": alias})
 
 
 @api_view("PUT")

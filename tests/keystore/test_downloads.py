@@ -85,6 +85,20 @@ def test_pem_chain_download(reader, key_pair_entry, pki):
     assert x509.load_pem_x509_certificates(response.content) == pki.chain
 
 
+def test_openssh_public_key_download(reader, key_pair_entry, cert_entry, pki):
+    from cryptography.hazmat.primitives import serialization
+
+    page = reader.get(reverse("admin:keystore_keystoreentry_changelist")).content.decode()
+    assert download_url(key_pair_entry, "ssh") in page
+    assert download_url(cert_entry, "ssh") not in page  # offered for key pairs only
+    response = reader.get(download_url(key_pair_entry, "ssh"))
+    assert response.status_code == 200 and filename_of(response) == "client_key.pub"
+    key = serialization.load_ssh_public_key(response.content.split(b" client_key")[0])
+    assert key.public_numbers() == pki.leaf_key.public_key().public_numbers()
+    refused = reader.get(download_url(cert_entry, "ssh"), follow=True)
+    assert "is a certificate, not a key pair" in refused.content.decode()
+
+
 def test_sap_entry_downloads_its_own_chain(reader, sap_entry, sap_pki):
     cer = reader.get(download_url(sap_entry, "cer"))
     root = reader.get(download_url(sap_entry, "root"))

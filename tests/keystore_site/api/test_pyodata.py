@@ -58,6 +58,9 @@ def test_pyodata_lists_keystore_and_history_entries(
     assert sap.ValidNotAfter is not None  # Edm.DateTime read back from /Date(ms)/
 
     one = service.entity_sets.KeystoreEntries.get_entity(hexalias(SAP_ALIAS)).execute()
+    # The key as OData clients also write it, with the property's name.
+    named = service.entity_sets.KeystoreEntries.get_entity(Hexalias=hexalias(SAP_ALIAS)).execute()
+    assert named.Alias == one.Alias
     assert one.FingerprintSha256 == KeystoreEntry.objects.get(alias=SAP_ALIAS).fingerprint_sha256
 
     history = service.entity_sets.HistoryKeystoreEntries.get_entities().execute()
