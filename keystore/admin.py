@@ -179,6 +179,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(KeystoreEntry)
 class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
+    list_title = "Keystore"
     list_filter = (TenantFilter, "entry_type", "owner", ExpiryFilter)
     search_fields = ("alias", "subject", "issuer", "serial", "fingerprint_sha256")
     list_select_related = ("tenant",)
@@ -1002,6 +1003,8 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
 @admin.register(AuditEvent)
 class AuditEventAdmin(NoAdminForms, TenantFactsAdmin):
     """The audit log is written by the services only: nobody adds, changes or deletes here."""
+
+    list_title = "Audit log"
 
     list_display = (
         "at",

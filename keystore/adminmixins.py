@@ -21,6 +21,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
 from django.views.decorators.http import require_http_methods
 
 from keystore import conf, permissions
@@ -92,6 +93,14 @@ class TenantScopedAdmin(admin.ModelAdmin):
     view_permission = permissions.READ
     change_permission = permissions.DEPLOY
     tenant_field = "tenant"
+    #: The list page's title: the screen's own name, not Django's "Select ... to view".
+    list_title = ""
+    #: The count's plural under the list where the model's plural is a screen name.
+    count_plural = ""
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        title = self.list_title or capfirst(str(self.opts.verbose_name_plural))
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
 
     def tenant_of(self, obj):
         return getattr(obj, self.tenant_field)

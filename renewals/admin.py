@@ -9,7 +9,7 @@ NodeManager.deploysecuritycontent activates and reverts.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -69,8 +69,9 @@ FACT_FIELDS = (
 )
 
 
-def comparison(old, new) -> list[tuple[str, str, str, bool]]:
-    """(label, old, new, differs) rows for a confirmation page; public facts only."""
+def comparison(old, new, now: datetime) -> list[tuple[str, str, str, bool]]:
+    """(label, old, new, differs) rows for a confirmation page; public facts only. Valid until
+    carries the days left in the expiry colours, as every list does."""
     rows = [
         ("SHA-256 fingerprint", old.fingerprint_sha256, new.fingerprint_sha256),
         ("Subject", old.subject, new.subject),
@@ -79,7 +80,7 @@ def comparison(old, new) -> list[tuple[str, str, str, bool]]:
         ("Root certificate", old.root_subject, new.root_subject),
         ("Root SHA-256 fingerprint", old.root_fingerprint_sha256, new.root_fingerprint_sha256),
         ("Valid from", utc(old.valid_from) + " UTC", utc(new.valid_from) + " UTC"),
-        ("Valid until", utc(old.valid_until) + " UTC", utc(new.valid_until) + " UTC"),
+        ("Valid until", expiry_badge(old.valid_until, now), expiry_badge(new.valid_until, now)),
         ("Key", f"{old.key_type} {old.key_size}", f"{new.key_type} {new.key_size}"),
         ("Signature algorithm", old.signature_algorithm, new.signature_algorithm),
     ]
@@ -167,6 +168,8 @@ class RenewalAdmin(NoAdminForms, TenantFactsAdmin):
 
 @admin.register(PendingSapKey)
 class PendingSapKeyAdmin(RenewalAdmin):
+    list_title = "New SAP Keys"
+    count_plural = "new SAP keys"
     list_display_links = ("alias",)
     list_select_related = ("tenant", "entry")
     ordering = ("entry__valid_until", "tenant__slug", "alias")
@@ -318,7 +321,7 @@ class PendingSapKeyAdmin(RenewalAdmin):
             else f"Activate the new SAP key {pending.alias}",
             pending=pending,
             entry=entry,
-            rows=comparison(entry, pending),
+            rows=comparison(entry, pending, now),
             root_changed=entry.root_fingerprint_sha256 != pending.root_fingerprint_sha256,
             not_yet_valid=pending.valid_from > now,
             # The scheduler's promise only where it holds: no attention, and the date falls
@@ -375,6 +378,8 @@ class PendingSapKeyAdmin(RenewalAdmin):
 
 @admin.register(SapKeyBackup)
 class SapKeyHistoryAdmin(RenewalAdmin):
+    list_title = "SAP Key History"
+    count_plural = "SAP key backups"
     list_display_links = ("alias",)
     list_select_related = ("tenant",)
     ordering = ("tenant__slug", "alias", "-active_until")
@@ -489,7 +494,7 @@ class SapKeyHistoryAdmin(RenewalAdmin):
             backup=backup,
             entry=entry,
             waiting=waiting,
-            rows=comparison(entry, backup),
+            rows=comparison(entry, backup, request_now(request)),
             active_until=utc(backup.active_until, seconds=True),
             expired=backup.valid_until <= request_now(request),
             # Warn of failing backends only where some are known to use the alias, or where
@@ -503,6 +508,8 @@ class SapKeyHistoryAdmin(RenewalAdmin):
 @admin.register(SentNotification)
 class SentNotificationAdmin(RenewalAdmin):
     """The mails of a tenant's renewals, for its administrators (recipients are addresses)."""
+
+    list_title = "Mails"
 
     view_permission = permissions.DEPLOY
     search_fields = ("alias", "tenant__slug", "subject")

@@ -145,7 +145,7 @@ def test_each_row_has_one_menu_with_only_the_actions_of_the_role(new_page, monit
         expect(rows.nth(index).locator("details.row-menu")).to_have_count(1)
     tenant_row = rows.filter(has_text=monitor_scene.tenant_entry.alias)
     sap_row = rows.filter(has_text=SAP_ALIAS)
-    pem = ["PEM chain"]
+    pem = ["PEM chain", "Download Public OpenSSH Key"]  # both rows are key pairs
     assert menu_items(page, tenant_row) == DOWNLOADS + pem + (
         ["Rename", "Delete", "Export PKCS#12"] if admin else []
     )

@@ -60,3 +60,37 @@ def test_the_index_has_no_recent_actions_box(users):
     page = client_for(users["Administrator"]).get(reverse("admin:index"))
     assert page.status_code == 200
     assert "Recent actions" not in page.content.decode()
+
+
+def test_lists_are_titled_by_their_screen_and_count_in_words(users, tenant, sap_pki):
+    from renewals.activation import activate_pending_key, provision_sap_key
+    from tests import pki as pki_factory
+
+    services.create_sap_entry(
+        tenant, "sap_cloudintegrationcertificate", sap_pki.leaf_key, sap_pki.chain
+    )
+    for _ in range(2):
+        provision_sap_key(
+            tenant,
+            "sap_cloudintegrationcertificate",
+            valid_days=400,
+            private_key=pki_factory.make_key(),
+            ca=(sap_pki.inter_key, [sap_pki.inter, sap_pki.root]),
+            replace=True,
+        )
+        activate_pending_key(tenant, "sap_cloudintegrationcertificate")
+    client = client_for(users["Administrator"])
+    pages = {
+        "keystore_keystoreentry": "Keystore",
+        "renewals_pendingsapkey": "New SAP Keys",
+        "renewals_sapkeybackup": "SAP Key History",
+        "keystore_auditevent": "Audit log",
+    }
+    for name, title in pages.items():
+        text = client.get(reverse(f"admin:{name}_changelist")).content.decode()
+        assert f"<title>{title} |" in text, name
+        assert "to view" not in text, name
+    history = client.get(reverse("admin:renewals_sapkeybackup_changelist")).content.decode()
+    assert "2 SAP key backups" in re.sub(r"\s+", " ", history)
+    waiting = client.get(reverse("admin:renewals_pendingsapkey_changelist")).content.decode()
+    assert "0 new SAP keys" in re.sub(r"\s+", " ", waiting)

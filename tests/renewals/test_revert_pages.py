@@ -44,6 +44,8 @@ def test_activating_an_older_key_says_it_comes_back_and_when_it_expires(users, b
     assert "The scheduler will not activate this key" in body
     assert "happens automatically on" not in body
     assert 'value="Yes, activate the older key again"' in body
+    # Both keys' Valid until carry their days left in the expiry colours.
+    assert body.count('class="days-left expiry-') == 2
 
 
 def test_a_new_key_still_promises_its_automatic_activation(users, pending):
