@@ -665,6 +665,19 @@ def certificate_chain_resource(
     return _after_write(request, client)
 
 
+def _not_imported(alias: str, reason: str) -> str:
+    """The import status of a refused entry: SAP's words where a script may compare them, our
+    reason (which says what to do) otherwise."""
+    if "exists already" in reason:
+        return "notImported: An entry with the same alias already exists"
+    if "reserved for SAP" in reason:
+        refused = "notImported: The alias is not allowed."
+        if alias.lower().startswith("hcicertificate"):
+            return f"{refused} The alias 'hcicertificate' is reserved for SAP."
+        return f"{refused} Aliases starting with 'sap_' are reserved for SAP."
+    return f"notImported: {reason}"
+
+
 _IMPORT_STATUS = {"added": "new", "overwritten": "changed"}
 
 
@@ -706,7 +719,7 @@ def keystore_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
     status = {
         o.alias.casefold(): _IMPORT_STATUS[o.result] for o in summary.added + summary.overwritten
     }
-    status.update({o.alias.casefold(): f"notImported: {o.reason}" for o in summary.rejected})
+    status.update({o.alias.casefold(): _not_imported(o.alias, o.reason) for o in summary.rejected})
     rows = entities.system_entries(client.tenant)
     for row in rows:
         row["Status"] = status.pop(row["Alias"].casefold(), "unchanged")

@@ -567,8 +567,11 @@ def test_import_a_keystore_with_merge_and_overwrite(tenant, admin, pki):
     )
     merged = statuses(import_keystore(admin, jks, "merge"))
     assert merged["one"] == "new" and merged["client"] == "new" and merged["kept"] == "unchanged"
-    assert merged["sap_fake"].startswith("notImported: ")
-    assert merged["two"].startswith("notImported: ")
+    # SAP's own words, which scripts compare.
+    assert merged["sap_fake"] == (
+        "notImported: The alias is not allowed. Aliases starting with 'sap_' are reserved for SAP."
+    )
+    assert merged["two"] == "notImported: An entry with the same alias already exists"
     assert entry_of(tenant, "two").certificate() == second
     assert entry_of(tenant, "sap_fake") is None
     assert crypto.private_key_matches(entry_of(tenant, "client").open_key_pair_key(), pki.leaf)
