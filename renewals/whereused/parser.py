@@ -398,7 +398,7 @@ def _parse_manifest(data: bytes) -> dict[str, str]:
     text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
     headers: dict[str, str] = {}
     last = ""
-    for line in re.split(r"\r\n|\r|\n", text):
+    for line in _LINE_BREAK.split(text):
         if line.startswith(" ") and last:
             headers[last] += line[1:]
         elif not line:
@@ -557,6 +557,7 @@ _ADDRESS_KEYS = (
 )
 _HOST_KEYS = frozenset({"host", "Host", "server"})
 _PORT_KEYS = ("port", "Port")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
 _AUTH_KEYS = frozenset(
     {"authentication", "authenticationmethod", "authenticationtype", "authtype", "authmethod"}
 )
@@ -1038,7 +1039,7 @@ def _client_cert_state(
             if unset:
                 state = unset
                 continue
-            vl = re.sub(r"[^a-z0-9]", "", value.lower())
+            vl = _NOT_ALNUM.sub("", value.lower())
             if "clientcert" in vl or vl in ("certificate", "x509", "certificatebased"):
                 return True
             if adapter in _SSH_ADAPTERS and ("publickey" in vl or "dual" in vl):
@@ -1413,15 +1414,7 @@ def find_script_aliases(script: str) -> list[ScriptAlias]:
     """
     if "keystore" not in script.lower():
         return []
-    constants: dict[str, list[str]] = {}  # variable -> string literals assigned to it
-    runtime: set[str] = set()  # variables assigned something else
-    for match in _ASSIGNMENT.finditer(script):
-        literal = _literal_at(script, match.end(), _STATEMENT_END)
-        if literal is None:
-            runtime.add(match.group(1))
-        else:
-            constants.setdefault(match.group(1), []).append(literal)
-
+    assignments: _Assignments | None = None  # read when a call passes a name, not before
     hits: dict[str, str] = {}  # alias (or ANY_KEY) -> API call, in order of first mention
     for call in _KEYSTORE_CALL.finditer(script):
         method, pos = call.group(1), call.end()
@@ -1432,6 +1425,9 @@ def find_script_aliases(script: str) -> list[ScriptAlias]:
         if literal is not None:
             values = [literal]
         else:
+            if assignments is None:
+                assignments = _assignments(script)
+            constants, runtime = assignments
             name = _NAME_ARGUMENT.match(script, pos)
             variable = name.group(1) if name else ""
             values = list(constants.get(variable, ()))
@@ -1442,6 +1438,22 @@ def find_script_aliases(script: str) -> list[ScriptAlias]:
             if (value is None or alias) and alias not in hits:
                 hits[alias] = method
     return [ScriptAlias(alias, method) for alias, method in hits.items()]
+
+
+class _Assignments(NamedTuple):
+    constants: dict[str, list[str]]  # variable -> the string literals assigned to it
+    runtime: set[str]  # variables assigned anything else
+
+
+def _assignments(script: str) -> _Assignments:
+    found = _Assignments({}, set())
+    for match in _ASSIGNMENT.finditer(script):
+        literal = _literal_at(script, match.end(), _STATEMENT_END)
+        if literal is None:
+            found.runtime.add(match.group(1))
+        else:
+            found.constants.setdefault(match.group(1), []).append(literal)
+    return found
 
 
 def _literal_at(script: str, pos: int, end: re.Pattern[str]) -> str | None:
@@ -1525,7 +1537,10 @@ def _script_usages(
     return usages
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
 def _one_line(value: object, limit: int = 200) -> str:
     """Messages are one line: control characters out, long values cut."""
-    text = re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).strip()
+    text = _CONTROL.sub(" ", str(value)).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
