@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "keystore",
     "renewals",
     "renewals.whereused",
+    "renewals.plans",
     "renewals.connectivity",
     "oauth2_provider",
     "keystore_site.api",

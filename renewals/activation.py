@@ -36,6 +36,7 @@ from keystore.services import KeystoreError, load_key_pair_file, validated_chain
 from keystore.timefmt import utc
 from renewals import alerts, conf, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun, SentNotification
+from renewals.plans.services import plan_created
 from renewals.whereused.restart import mark_restart_required
 
 if TYPE_CHECKING:
@@ -166,6 +167,8 @@ def _store_pending(
                 )
             waiting.delete()
         pending.save()
+        # The renewal plan (issue 17) exists with its key or not at all.
+        plan_created(pending, now=now)
         if reverted_from is not None:
             record_audit(
                 tenant,

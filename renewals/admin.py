@@ -9,6 +9,7 @@ NodeManager.deploysecuritycontent activates and reverts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.contrib import admin, messages
@@ -47,6 +48,10 @@ from renewals.activation import (
 from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
 from renewals.whereused import admin as whereused_admin
 from renewals.whereused.report import annotate_usage_counts
+
+#: Callables (request, pending key) -> buttons (label, url, css class) that other rooms
+#: register to add to a new SAP key's row and page (renewals.plans: "Renewal plan").
+PENDING_PAGE_EXTENSIONS: list[Callable[[HttpRequest, PendingSapKey], list[RowAction]]] = []
 
 DOWNLOADS = (
     ("Download Certificate", "cer"),
@@ -260,10 +265,14 @@ class PendingSapKeyAdmin(RenewalAdmin):
             for button in whereused_admin.where_used_buttons(obj.tenant_id, obj.alias, pending=True)
             if button[0] == "Renewal pack"
         ]
+        # Other rooms (renewal plans) add theirs through the hook, without a query per row.
+        more = [
+            button for extension in PENDING_PAGE_EXTENSIONS for button in extension(request, obj)
+        ]
         if not self.may_deploy(request, obj):
-            return [downloads], None
+            return [downloads, more], None
         activate = ("Activate", reverse(self.url_name("activate"), args=[obj.pk]), "activate")
-        return [downloads, [activate]], activate
+        return [downloads, more, [activate]], activate
 
     @admin.display(description="New key valid (UTC)", ordering="valid_until")
     def new_validity(self, pending: PendingSapKey) -> str:

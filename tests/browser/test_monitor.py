@@ -157,7 +157,7 @@ def test_each_row_has_one_menu_with_only_the_actions_of_the_role(new_page, monit
 
     page.goto(NEW_SAP_KEYS)
     row = page.locator("#result_list tbody tr", has_text=SAP_ALIAS)
-    expected = DOWNLOADS + ["Renewal pack"] + (["Activate"] if admin else [])
+    expected = DOWNLOADS + ["Renewal pack", "Renewal plan"] + (["Activate"] if admin else [])
     assert menu_items(page, row) == expected
     activate = row.locator("a.row-main-action")
     if admin:
@@ -204,7 +204,9 @@ def test_activate_is_one_click_from_new_sap_keys_and_from_the_keys_page(new_page
     # The detail page of the new key offers the row's actions: Activate and the downloads.
     page.goto(f"{NEW_SAP_KEYS}{monitor_scene.pending.pk}/change/")
     bar = page.locator("#detail-actions")
-    expect(bar.get_by_role("link")).to_have_text(DOWNLOADS + ["Renewal pack", "Activate"])
+    expect(bar.get_by_role("link")).to_have_text(
+        DOWNLOADS + ["Renewal pack", "Renewal plan", "Activate"]
+    )
     expect(page.locator("#where-used-summary")).to_contain_text("1 component use")
     expect(page.locator("div.field-valid_until_coloured")).to_contain_text(
         re.compile(r"in \d+ days")
@@ -226,7 +228,7 @@ def test_detail_pages_offer_readers_the_downloads_only(new_page, monitor_scene, 
     login(page, user_of(monitor_scene, role).username)
     page.goto(f"{NEW_SAP_KEYS}{monitor_scene.pending.pk}/change/")
     expect(page.locator("#detail-actions").get_by_role("link")).to_have_text(
-        DOWNLOADS + ["Renewal pack"]
+        DOWNLOADS + ["Renewal pack", "Renewal plan"]
     )
     screenshot(page, f"detail-new-sap-key-{role}")
     page.goto(f"{HISTORY}{SapKeyBackup.objects.get().pk}/change/")

@@ -222,6 +222,7 @@ def admin_world(
     from renewals.activation import activate_pending_key
     from renewals.connectivity.models import ConnectivityTestRun
     from renewals.models import ScanRun, SentNotification
+    from renewals.plans.models import RenewalPlan
     from renewals.tasks import ensure_schedules
     from renewals.whereused.importing import import_flow_exports
     from tests.conftest import make_user
@@ -282,6 +283,7 @@ def admin_world(
         "renewals.sentnotification": SentNotification.objects.filter(tenant=tenant).first(),
         "renewals.scanrun": ScanRun.objects.create(started_at=timezone.now(), as_of=timezone.now()),
         "whereused.integrationflow": imported.flow_id,
+        "plans.renewalplan": RenewalPlan.objects.get(occasion=waiting.material_id),
         "connectivity.connectivitytestrun": run,
         "auth.user": admin,
         "auth.group": Group.objects.first(),

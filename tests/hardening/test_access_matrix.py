@@ -94,6 +94,10 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:connectivity_connectivitytestrun_add_root": Needs(
         (READ_CREDENTIALS, DEPLOY), changes=True, post_only=True
     ),
+    "admin:plans_renewalplan_for_alias": Needs((READ,), ok=302),
+    "admin:plans_renewalplan_rebuild": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_backend": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_contact": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:api_apiclient_create": Needs((DEPLOY,), "anywhere", changes=True),
     "admin:api_apiclient_revoke": Needs((DEPLOY,), changes=True),
 }

@@ -242,9 +242,9 @@ def action_bar(body: str) -> list[str]:
 @pytest.mark.parametrize(
     ("role", "pending_actions"),
     [
-        ("Administrator", ["Renewal pack", "Activate"]),
-        ("IntegrationDeveloper", ["Renewal pack"]),
-        ("ReadOnly", ["Renewal pack"]),
+        ("Administrator", ["Renewal pack", "Renewal plan", "Activate"]),
+        ("IntegrationDeveloper", ["Renewal pack", "Renewal plan"]),
+        ("ReadOnly", ["Renewal pack", "Renewal plan"]),
     ],
 )
 def test_the_new_sap_keys_page_offers_the_rows_actions(

@@ -1,0 +1,183 @@
+"""The rows of a renewal plan: the plan of one new SAP key, its backends (from where-used, each
+with a status), and the contacts of a tenant's backend systems (kept for the next renewal).
+
+A plan outlives its key in New SAP Keys: when the key is activated the plan stays (its checklist and
+evidence are about what happened); when another key replaces the waiting one, the plan is marked
+replaced and a new plan is made for the new key.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from keystore.models import ALIAS_MAX_LENGTH, Tenant
+from keystore.querysets import TenantScopedQuerySet
+from renewals.models import PendingSapKey
+
+
+class PlanState(models.TextChoices):
+    WAITING = "waiting", "Waiting for activation"
+    REPLACED = "replaced", "Replaced by another new key"
+    ACTIVATED = "activated", "Activated"
+
+
+class BackendStatus(models.TextChoices):
+    # The values are the issue's words, as the JSON of `renewal_plan` prints them.
+    TO_INFORM = "to inform", "To inform"
+    INFORMED = "informed", "Informed"
+    CONFIRMED = "confirmed", "Confirmed (certificate imported)"
+    VERIFIED = "verified", "Verified (probe succeeded)"
+    NOT_AFFECTED = "not affected", "Not affected"
+
+
+#: Statuses with which a backend does not hold up an activation (the gate of #17, item 6).
+SETTLED = (BackendStatus.CONFIRMED, BackendStatus.VERIFIED, BackendStatus.NOT_AFFECTED)
+
+
+class BackendUsage(models.TextChoices):
+    USES = "uses", "Uses this alias"
+    MAY_USE = "may use", "May use it"
+
+
+class PlanQuerySet(TenantScopedQuerySet["RenewalPlan"]):
+    def with_waiting(self) -> PlanQuerySet:
+        """Each plan annotated with `key_waiting`: is its key still in New SAP Keys?"""
+        return self.annotate(
+            key_waiting=models.Exists(
+                PendingSapKey.objects.filter(
+                    tenant_id=models.OuterRef("tenant_id"),
+                    material_id=models.OuterRef("occasion"),
+                )
+            )
+        )
+
+
+class RenewalPlan(models.Model):
+    """The plan of one new SAP key: built from where-used when the key arrives (provision,
+    import, revert) and rebuilt on demand.
+
+    The plan names its key by the pending row's material id (`occasion`), not by a foreign
+    key: activation deletes the pending row, and a foreign key would cost the activation (and
+    the scan, per key) one more statement. A plan is waiting while that key waits; the next
+    plan of the alias settles it as activated or replaced (services.plan_created), and until
+    then a plan whose key is gone was activated (replacing a key always makes a new plan).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="renewal_plans")
+    alias = models.CharField(max_length=ALIAS_MAX_LENGTH)
+    # The pending key's material id: the same key may wait twice (revert), each a new plan.
+    occasion = models.UUIDField(unique=True)
+    fingerprint_sha256 = models.CharField("new key SHA-256", max_length=95)
+    # WAITING until settled by the next plan of the alias; see `current_state`.
+    state = models.CharField(max_length=16, choices=PlanState.choices, default=PlanState.WAITING)
+    created_at = models.DateTimeField(default=timezone.now)
+    built_at = models.DateTimeField(
+        default=timezone.now, help_text="When the backends were last read from where-used."
+    )
+    planned_activation = models.DateTimeField(null=True, blank=True)
+
+    objects = PlanQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "renewal plan"
+        verbose_name_plural = "Renewal plans"
+        ordering = ["tenant__slug", "alias", "-created_at"]
+        indexes = [models.Index(fields=["tenant", "alias"], name="plans_plan_tenant_alias")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.alias}"
+
+    def pending_key(self) -> PendingSapKey | None:
+        """The key of the plan while it waits in New SAP Keys (one query)."""
+        return PendingSapKey.objects.filter(
+            tenant_id=self.tenant_id, material_id=self.occasion
+        ).first()
+
+    def current_state(self, key_waiting: bool | None = None) -> str:
+        """waiting, replaced or activated; `key_waiting` from PlanQuerySet.with_waiting saves
+        the query."""
+        if self.state != PlanState.WAITING:
+            return self.state
+        if key_waiting is None:
+            key_waiting = getattr(self, "key_waiting", None)
+        if key_waiting is None:
+            key_waiting = self.pending_key() is not None
+        return PlanState.WAITING if key_waiting else PlanState.ACTIVATED
+
+    def current_state_display(self) -> str:
+        return PlanState(self.current_state()).label
+
+
+class PlanBackend(models.Model):
+    """One backend system (name and address) that where-used names for the plan's alias."""
+
+    plan = models.ForeignKey(RenewalPlan, on_delete=models.CASCADE, related_name="backends")
+    system = models.CharField("backend system", max_length=255, blank=True)
+    address = models.CharField(max_length=2000, blank=True)
+    usage = models.CharField(max_length=16, choices=BackendUsage.choices)
+    #: [{"bundle_id", "bundle_name", "components": ["To ERP (SOAP Receiver)", ...]}, ...]
+    flows = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=16, choices=BackendStatus.choices, default=BackendStatus.TO_INFORM
+    )
+    status_reason = models.TextField(blank=True)
+    status_at = models.DateTimeField(null=True, blank=True)
+    status_by = models.CharField(max_length=150, blank=True)
+    informed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_by = models.CharField(max_length=150, blank=True)
+    confirmed_comment = models.TextField(blank=True)
+    confirmed_from = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["plan", "usage", "system", "address"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "system", "address"], name="plans_one_row_per_backend"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        return self.system or self.address
+
+    @property
+    def contact_key(self) -> str:
+        """What a contact is remembered under: the system's name, or its address if unnamed."""
+        return (self.system or self.address)[:255]
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED
+
+
+class ContactQuerySet(TenantScopedQuerySet["BackendContact"]):
+    pass
+
+
+class BackendContact(models.Model):
+    """Who administers a backend system of a tenant; remembered for the next renewal."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="backend_contacts")
+    system = models.CharField("backend system", max_length=255)
+    name = models.CharField(max_length=150)
+    email = models.EmailField(max_length=254)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant__slug", "system"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "system"], name="plans_one_contact_per_system"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
