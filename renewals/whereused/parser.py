@@ -1167,7 +1167,9 @@ def _alias_entries(
             if ("lias" in key or "LIAS" in key) and not key.startswith("proxy")
         ]
     if "lias" not in keys and (
-        "smime" not in keys and "keys" not in keys and "alias" not in values.lower()
+        # As for keys: "alias", "Alias", "ALIAS" without lower-casing every table (most are
+        # header and property tables of a few KB).
+        "smime" not in keys and "keys" not in keys and "lias" not in values and "LIAS" not in values
     ):
         return []  # and no table can hold an alias column (see _table_entries)
     entries = []
