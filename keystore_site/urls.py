@@ -24,5 +24,7 @@ urlpatterns = [
     path("admin/", admin.site.admin_view(dashboard.index), name="dashboard"),
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics_view, name="metrics"),
+    # The backend administrators' pages (renewal plans): no login, a signed link each.
+    path("renewal/", include("renewals.plans.urls")),
     path("", include("keystore_site.api.urls")),
 ]

@@ -148,6 +148,7 @@ class NotificationKind(models.TextChoices):
     REVERTED = "reverted", "Revert done"
     EXPIRY = "expiry", "Expiry alert"
     ATTENTION = "attention", "New SAP key needs attention"
+    BACKEND_LINK = "backend_link", "Renewal plan: link to a backend's administrator"
 
 
 class SentNotification(models.Model):

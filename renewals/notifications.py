@@ -148,6 +148,27 @@ def _after_commit(notification: SentNotification | None) -> None:
     transaction.on_commit(deliver_recorded_mail, robust=True)
 
 
+def outbox(
+    kind: str,
+    tenant: Tenant,
+    alias: str,
+    fingerprint: str,
+    occasion: uuid.UUID,
+    subject: str,
+    body: str,
+    *,
+    recipients: list[str],
+) -> SentNotification | None:
+    """Another room's mail (renewal plans: a backend administrator's link): recorded once in
+    the caller's transaction, delivered after commit, retried by the scan like this module's
+    own; None when this mail exists already."""
+    notification = record_mail(
+        kind, tenant, alias, fingerprint, occasion, subject, body, recipients=recipients
+    )
+    _after_commit(notification)
+    return notification
+
+
 def _key_lines(material: KeyMaterial, heading: str) -> str:
     return (
         f"{heading}\n"

@@ -18,6 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -36,6 +39,8 @@ from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
 from renewals.models import PendingSapKey
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
     from keystore.audit import Actor
 
 DEFAULT_TIMEOUT = 10.0
@@ -169,33 +174,172 @@ def run_connectivity_test(
                 raise ConnectivityError(str(error))
             # Recorded while the slot is held: the per-minute count sees either the slot or
             # the record, never neither.
-            return ConnectivityTestRun.objects.create(
-                tenant=tenant,
-                actor=actor,
-                actor_label=actor_label(actor),
-                started_at=started_at,
-                host=host,
-                port=port,
-                timeout=timeout,
-                verify_server=verify_server,
-                use_system_trust=use_system_trust,
-                alias=alias,
-                include_pending=include_pending,
-                key_used=key_used,
-                key_fingerprint=key_fingerprint,
-                outcome=result.outcome.value,
-                message=result.message,
-                tls_version=result.tls_version,
-                cipher=result.cipher,
-                server_chain=_chain_rows(result.server_chain),
-                client_certificate_requested=result.client_certificate_requested,
-                acceptable_ca_names=result.acceptable_ca_names,
-                client_certificate_sent=result.client_certificate_sent,
-                client_certificate_accepted=result.client_certificate_accepted,
-                elapsed_ms=result.elapsed_ms,
+            run = _run_record(
+                tenant,
+                actor,
+                started_at,
+                host,
+                port,
+                timeout,
+                verify_server,
+                use_system_trust,
+                alias,
+                include_pending,
+                key_used,
+                key_fingerprint,
+                result,
             )
+            run.save()
+            return run
     except limits.LimitReached as error:
         raise ConnectivityError(str(error))
+
+
+def _run_record(
+    tenant: Tenant,
+    actor: Actor,
+    started_at: datetime,
+    host: str,
+    port: int,
+    timeout: float,
+    verify_server: bool,
+    use_system_trust: bool,
+    alias: str,
+    include_pending: bool,
+    key_used: str,
+    key_fingerprint: str,
+    result: tlsprobe.ProbeResult,
+) -> ConnectivityTestRun:
+    """The unsaved record of one attempted test."""
+    return ConnectivityTestRun(
+        tenant=tenant,
+        actor=actor,
+        actor_label=actor_label(actor),
+        started_at=started_at,
+        host=host,
+        port=port,
+        timeout=timeout,
+        verify_server=verify_server,
+        use_system_trust=use_system_trust,
+        alias=alias,
+        include_pending=include_pending,
+        key_used=key_used,
+        key_fingerprint=key_fingerprint,
+        outcome=result.outcome.value,
+        message=result.message,
+        tls_version=result.tls_version,
+        cipher=result.cipher,
+        server_chain=_chain_rows(result.server_chain),
+        client_certificate_requested=result.client_certificate_requested,
+        acceptable_ca_names=result.acceptable_ca_names,
+        client_certificate_sent=result.client_certificate_sent,
+        client_certificate_accepted=result.client_certificate_accepted,
+        elapsed_ms=result.elapsed_ms,
+    )
+
+
+# -- many tests at once (renewal plans) ------------------------------------------------------
+
+
+def run_connectivity_tests(
+    tenant: Tenant,
+    targets: list[tuple[str, int]],
+    *,
+    alias: str,
+    include_pending: bool,
+    workers: int,
+    timeout: float = DEFAULT_TIMEOUT,
+    actor: Actor = None,
+) -> list[ConnectivityTestRun | str]:
+    """The same test against many (host, port) targets with one key, in parallel: per target
+    its recorded run, or why it was refused before connecting (an invalid or refused address).
+
+    Under the limits of #9: a user's batch runs on as many slots as it can claim (at most
+    CONNECTIVITY_MAX_CONCURRENT_PER_USER, held for the whole batch) and counts against the
+    per-minute limit as a whole, so a batch larger than that is refused. The key and the
+    trusted certificates are read once; the handshakes run in `workers` threads that touch no
+    database (tlsprobe is pure), and the runs are recorded together at the end. Call it outside
+    a transaction, like run_connectivity_test.
+    """
+    permissions.require_of_actor(
+        actor, permissions.READ_CREDENTIALS, tenant, ConnectivityError, "run connectivity tests"
+    )
+    if not targets:
+        return []
+    allowed_networks = conf.allowed_networks()
+    key, chain, key_used, key_fingerprint = _client_material(tenant, alias, include_pending)
+    trusted = _trusted_certificates(tenant)
+
+    def one(target: tuple[str, int]) -> tuple[datetime, tlsprobe.ProbeResult | str]:
+        started_at = timezone.now()
+        try:
+            return started_at, tlsprobe.probe(
+                target[0],
+                target[1],
+                timeout=timeout,
+                client_key=key,
+                client_chain=chain,
+                trusted=trusted,
+                allowed_networks=allowed_networks,
+            )
+        except ValueError as error:
+            return started_at, str(error)
+
+    with ExitStack() as slots:
+        if actor is not None:
+            workers = min(workers, _claim_batch_slots(slots, actor, len(targets)))
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+            outcomes = list(pool.map(one, targets))
+        answers: list[ConnectivityTestRun | str] = []
+        records = []
+        for (host, port), (started_at, outcome) in zip(targets, outcomes, strict=True):
+            if isinstance(outcome, str):
+                answers.append(outcome)
+                continue
+            record = _run_record(
+                tenant,
+                actor,
+                started_at,
+                host,
+                port,
+                timeout,
+                True,
+                False,
+                alias,
+                include_pending,
+                key_used,
+                key_fingerprint,
+                outcome,
+            )
+            records.append(record)
+            answers.append(record)
+        # Recorded while the slots are held, as run_connectivity_test does.
+        ConnectivityTestRun.objects.bulk_create(records)
+    return answers
+
+
+def _claim_batch_slots(slots: ExitStack, actor: User, tests: int) -> int:
+    """Claim as many of the user's slots as they may hold (at least one; ConnectivityError when
+    none is free or the batch exceeds the per-minute limit); how many were claimed."""
+    limit = conf.tests_per_minute()
+    recent = ConnectivityTestRun.objects.filter(
+        actor=actor, started_at__gte=timezone.now() - limits.RATE_WINDOW
+    ).count()
+    if recent + tests > limit:
+        raise ConnectivityError(
+            f"{tests} connectivity tests now would make more than the {limit} a user may start "
+            "within a minute; wait a minute, or run them from the command line "
+            "(probe_backends)."
+        )
+    claimed = 0
+    try:
+        for _ in range(conf.max_concurrent_per_user()):
+            slots.enter_context(limits.claim_slot(actor))
+            claimed += 1
+    except limits.LimitReached as error:
+        if not claimed:
+            raise ConnectivityError(str(error))
+    return claimed
 
 
 # -- adding the server's root ----------------------------------------------------------------

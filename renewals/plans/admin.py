@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
 from keystore import permissions
@@ -28,10 +29,17 @@ from keystore.adminmixins import (
 from keystore.models import Tenant
 from keystore.timefmt import utc
 from renewals import admin as renewals_admin
+from renewals import conf as renewals_conf
 from renewals.models import PendingSapKey
-from renewals.plans import services
+from renewals.plans import backendlinks, probing, services, tokens
 from renewals.plans.models import SETTLED, BackendStatus, PlanBackend, PlanState, RenewalPlan
 from renewals.whereused import admin as whereused_admin
+
+
+def site_base_url(request: HttpRequest) -> str:
+    """The address backend administrators reach the site by: RENEWALS_SITE_URL, else the
+    request's own."""
+    return renewals_conf.site_url() or request.build_absolute_uri("/").rstrip("/")
 
 
 def plan_url(tenant_id: int, alias: str) -> str:
@@ -46,6 +54,7 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
     list_filter = (TenantFilter,)
     list_select_related = ("tenant",)
     search_fields = ("alias",)
+    actions = ("inform_backends",)
 
     def get_queryset(self, request: HttpRequest):
         return (
@@ -79,6 +88,8 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
             ("rebuild/<int:tenant_id>/<path:alias>/", self.rebuild_view, "rebuild", require_POST),
             ("<int:pk>/backend/", self.backend_view, "backend", require_POST),
             ("<int:pk>/contact/", self.contact_view, "contact", require_POST),
+            ("<int:pk>/inform/", self.inform_view, "inform", require_POST),
+            ("<int:pk>/probe/", self.probe_view, "probe", require_POST),
         ]
         return self.tenant_urls(routes) + super().get_urls()
 
@@ -116,7 +127,17 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
         index = services.flow_index(tenant)
         backends: list[PlanBackend] = list(plan.backends.all()) if plan else []
         contacts = services.contacts_for(plan) if plan else {}
-        rows = [(backend, contacts.get(backend.contact_key)) for backend in backends]
+        now = timezone.now()
+        rows = [
+            (
+                backend,
+                contacts.get(backend.contact_key),
+                tokens.link_path(backend)
+                if may_deploy and backend.link_expires_at and backend.link_expires_at > now
+                else "",
+            )
+            for backend in backends
+        ]
         pending = plan.pending_key() if plan else None
         state = plan.current_state(key_waiting=pending is not None) if plan else ""
         return self.render_page(
@@ -141,10 +162,15 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
             else "",
             gate=services.gate_of(tenant),
             state=PlanState(state).label if state else "",
+            waiting=state == PlanState.WAITING,
             may_deploy=may_deploy and state in ("", PlanState.WAITING),
             rebuild_url=reverse(self.url_name("rebuild"), args=[tenant.pk, alias]),
             backend_url=reverse(self.url_name("backend"), args=[plan.pk]) if plan else "",
             contact_url=reverse(self.url_name("contact"), args=[plan.pk]) if plan else "",
+            inform_url=reverse(self.url_name("inform"), args=[plan.pk]) if plan else "",
+            probe_url=reverse(self.url_name("probe"), args=[plan.pk]) if plan else "",
+            may_probe=bool(plan)
+            and permissions.may(request.user, permissions.READ_CREDENTIALS, tenant),
             not_affected=BackendStatus.NOT_AFFECTED,
         )
 
@@ -192,13 +218,83 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
             elif action == "reopen":
                 services.reopen_backend(backend, actor=acting_user(request))
                 done = f"{backend.label} is affected again."
+            elif action == "revoke":
+                backendlinks.revoke_link(backend, actor=acting_user(request))
+                done = f"The link of {backend.label} is revoked; Inform backends sends a new one."
             else:
-                raise services.PlanError("Choose Not affected or Affected again.")
+                raise services.PlanError("Choose Not affected, Affected again or Revoke link.")
         except services.PlanError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
             self.message_user(request, done, messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(plan))
+
+    def _inform(self, request: HttpRequest, plan: RenewalPlan) -> None:
+        try:
+            result = backendlinks.inform_backends(
+                plan.tenant,
+                plan.alias,
+                base_url=site_base_url(request),
+                actor=acting_user(request),
+            )
+        except services.PlanError as error:
+            self.message_user(request, f"{plan}: {error}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"{plan}: informed "
+            + ", ".join(f"{backend.label} ({mail})" for backend, mail in result.informed)
+            + "."
+            + (
+                " No contact yet: "
+                + ", ".join(backend.label for backend in result.without_contact)
+                + "."
+                if result.without_contact
+                else ""
+            ),
+            messages.WARNING if result.without_contact else messages.SUCCESS,
+        )
+
+    def probe_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        plan = self.get_object_for(request, pk, permissions.READ_CREDENTIALS)
+        active = request.POST.get("key") == "active"
+        try:
+            report = probing.probe_backends(
+                plan.tenant, plan.alias, active=active, actor=acting_user(request)
+            )
+        except services.PlanError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(self._change_url(plan))
+        key = "active key" if active else "new key"
+        self.message_user(
+            request,
+            f"Probed {len(report.probed)} backends with the {key}: "
+            f"{len(report.succeeded)} succeeded"
+            + (
+                "; failed: " + "; ".join(f"{b.label}: {b.probe_message}" for b in report.failed)
+                if report.failed
+                else "."
+            ),
+            messages.WARNING if report.failed else messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self._change_url(plan))
+
+    def inform_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        plan = self.get_object_for(request, pk, permissions.DEPLOY)
+        self._inform(request, plan)
+        return HttpResponseRedirect(self._change_url(plan))
+
+    @admin.action(
+        description="Inform backends (mail each contact a signed link)", permissions=("deploy",)
+    )
+    def inform_backends(self, request: HttpRequest, queryset) -> None:
+        for plan in self.filter_selection(request, queryset, permissions.DEPLOY).select_related(
+            "tenant"
+        ):
+            self._inform(request, plan)
+
+    def has_deploy_permission(self, request: HttpRequest) -> bool:
+        return permissions.may_anywhere(request.user, permissions.DEPLOY)
 
     def contact_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         plan = self.get_object_for(request, pk, permissions.DEPLOY)

@@ -4,6 +4,9 @@ can override them with `settings`).
 RENEWALS_PLAN_GATE   "warn" (default: activation shows the backends not confirmed or verified)
                      or "require" (manual and planned activations are refused until every
                      affected backend is settled, unless an administrator overrides).
+RENEWALS_PLAN_LINK_DAYS  how long a backend administrator's signed link is valid; default 30.
+RENEWALS_PLAN_PROBE_WORKERS  how many probes of a plan run at once; default 32 (threads waiting
+                     on handshakes; a user's probes also stay within the connectivity limits).
 """
 
 from __future__ import annotations
@@ -21,3 +24,17 @@ def default_gate() -> str:
     if value not in GATES:
         raise ImproperlyConfigured(f"RENEWALS_PLAN_GATE must be one of {', '.join(GATES)}.")
     return str(value)
+
+
+def link_days() -> int:
+    value = getattr(settings, "RENEWALS_PLAN_LINK_DAYS", 30)
+    if not isinstance(value, int) or not 1 <= value <= 365:
+        raise ImproperlyConfigured("RENEWALS_PLAN_LINK_DAYS must be whole days from 1 to 365.")
+    return value
+
+
+def probe_workers() -> int:
+    value = getattr(settings, "RENEWALS_PLAN_PROBE_WORKERS", 32)
+    if not isinstance(value, int) or not 1 <= value <= 128:
+        raise ImproperlyConfigured("RENEWALS_PLAN_PROBE_WORKERS must be from 1 to 128.")
+    return value

@@ -129,6 +129,24 @@ class PlanBackend(models.Model):
     confirmed_by = models.CharField(max_length=150, blank=True)
     confirmed_comment = models.TextField(blank=True)
     confirmed_from = models.CharField(max_length=64, blank=True)
+    # The signed link of the backend's administrator is valid while it carries this nonce;
+    # revoking empties it, informing again draws a new one (renewals.plans.backendlinks).
+    link_nonce = models.CharField(max_length=32, blank=True)
+    link_issued_at = models.DateTimeField(null=True, blank=True)
+    link_expires_at = models.DateTimeField(null=True, blank=True)
+    # The last probe (a TLS connectivity test with the new key, or with the active one after
+    # activation); its whole record is the run.
+    probe_at = models.DateTimeField(null=True, blank=True)
+    probe_key = models.CharField(max_length=16, blank=True)  # "pending" or "active"
+    probe_ok = models.BooleanField(null=True, blank=True)
+    probe_message = models.TextField(blank=True)
+    probe_run = models.ForeignKey(
+        "connectivity.ConnectivityTestRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["plan", "usage", "system", "address"]

@@ -24,8 +24,9 @@ from keystore.audit import actor_label, record_audit
 from keystore.models import AuditAction, Tenant
 from keystore.services import KeystoreError
 from keystore.timefmt import utc
+from renewals import conf as renewals_conf
 from renewals.models import PendingSapKey
-from renewals.plans import conf
+from renewals.plans import conf, tokens
 from renewals.plans.models import (
     BackendContact,
     BackendStatus,
@@ -361,6 +362,25 @@ def gate_of(tenant: Tenant) -> str:
     return conf.default_gate()
 
 
+def probe_json(backend: PlanBackend) -> dict[str, Any] | None:
+    """The backend's last probe (renewals.plans.probing) as the JSON of the commands."""
+    if backend.probe_at is None:
+        return None
+    return {
+        "at": backend.probe_at.isoformat(),
+        "key": backend.probe_key,
+        "ok": backend.probe_ok,
+        "message": backend.probe_message,
+    }
+
+
+def confirm_url(backend: PlanBackend) -> str:
+    """The backend's live link (full address with RENEWALS_SITE_URL), "" without one."""
+    if backend.link_expires_at is None or backend.link_expires_at <= timezone.now():
+        return ""
+    return tokens.link_url(backend, renewals_conf.site_url())
+
+
 def plan_json(plan: RenewalPlan) -> dict[str, Any]:
     """The plan as `renewal_plan --json` prints it: exactly the fields issue 17 names."""
     contacts = contacts_for(plan)
@@ -374,8 +394,8 @@ def plan_json(plan: RenewalPlan) -> dict[str, Any]:
                 "usage": backend.usage,
                 "status": backend.status,
                 "contact": {"name": contact.name, "email": contact.email} if contact else None,
-                "confirm_url": None,
-                "probe": None,
+                "confirm_url": confirm_url(backend) or None,
+                "probe": probe_json(backend),
             }
         )
     return {

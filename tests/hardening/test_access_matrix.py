@@ -34,6 +34,7 @@ from keystore.adminmixins import TenantScopedAdmin
 from keystore.models import KeystoreEntry, Tenant
 from keystore_site.api.models import ApiClient
 from renewals.connectivity.models import ConnectivityTestRun
+from renewals.plans.models import BackendContact, PlanBackend
 from renewals.whereused.models import IntegrationFlow
 from tests.conftest import client_for
 from tests.hardening.conftest import SAP_ALIAS, Route, leaked, renewal_state, site_routes
@@ -98,6 +99,8 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:plans_renewalplan_rebuild": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_backend": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_contact": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_inform": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_probe": Needs((READ_CREDENTIALS,), changes=True, post_only=True),
     "admin:api_apiclient_create": Needs((DEPLOY,), "anywhere", changes=True),
     "admin:api_apiclient_revoke": Needs((DEPLOY,), changes=True),
 }
@@ -123,6 +126,14 @@ ANONYMOUS = {
     "admin:logout": {302},  # Django sends it to the index (and the index to the login)
     "metrics": {401},  # a scraper without token or session
 }
+# The backend administrators' pages (renewal plans) take no login: a signed link is the only
+# key. The matrix's token is none, so everyone, anonymous users too, gets the refusal page.
+PUBLIC_URLS = {
+    "plans_backend_page": {403},
+    "plans_backend_pack": {403},
+    "plans_backend_confirm": {405},  # POST only
+}
+PUBLIC_POSTS = {"plans_backend_confirm": {403}}
 
 
 def kind_of(route: Route) -> str:
@@ -134,6 +145,8 @@ def kind_of(route: Route) -> str:
         return "api"
     if route.name in SITE_VIEWS:
         return "site"
+    if route.name in PUBLIC_URLS:
+        return "public"
     if route.name in CUSTOM_URLS:
         return "custom"
     if route.model and route.name:
@@ -201,6 +214,8 @@ def expected_get(route: Route, role: str) -> set[int]:
         return api_answer(route, "GET")
     if kind == "site":
         return SITE_VIEWS[route.name]
+    if kind == "public":
+        return PUBLIC_URLS[route.name]
     if kind == "custom":
         needs = CUSTOM_URLS[route.name]
         if needs.post_only:
@@ -245,6 +260,8 @@ def accepts_post(route: Route) -> bool:
     kind = kind_of(route)
     if route.name in SITE_POSTS:
         return True
+    if kind == "public":
+        return route.name in PUBLIC_POSTS
     if kind == "custom":
         needs = CUSTOM_URLS[route.name]
         return needs.changes or needs.post_only
@@ -259,6 +276,8 @@ def world_state(world) -> tuple:
         ConnectivityTestRun.objects.count(),
         sorted(Tenant.objects.values_list("pk", "slug", "name")),
         sorted(ApiClient.objects.values_list("pk", "name", "revoked_at")),
+        sorted(PlanBackend.objects.values_list("pk", "status", "link_nonce", "confirmed_at")),
+        sorted(BackendContact.objects.values_list("pk", "name", "email")),
         sorted(
             type(world.superuser).objects.values_list("pk", "username", "password", "is_superuser")
         ),
@@ -322,6 +341,9 @@ def test_get_matrix(admin_world, routes, clients, figures):
         if kind_of(route) == "api":
             if response.status_code not in api_answer(route, "GET"):
                 wrong.append((url, "anonymous", response.status_code, api_answer(route, "GET")))
+        elif kind_of(route) == "public":
+            if response.status_code not in PUBLIC_URLS[route.name]:
+                wrong.append((url, "anonymous", response.status_code, PUBLIC_URLS[route.name]))
         elif route.name in ANONYMOUS:
             if response.status_code not in ANONYMOUS[route.name]:
                 wrong.append((url, "anonymous", response.status_code, ANONYMOUS[route.name]))
@@ -348,6 +370,8 @@ def test_post_matrix(admin_world, routes, clients, figures):
         for role in (*ROLES, "anonymous"):
             if kind == "api":
                 expected = api_answer(route, "POST")
+            elif kind == "public":
+                expected = PUBLIC_POSTS.get(route.name, {405})
             elif role == "anonymous":
                 expected = {302}
             elif kind == "history":
