@@ -147,6 +147,8 @@ class KeyUsageInline(NoAdminForms, admin.TabularInline):
         "system",
         "address",
         "outbound",
+        "reason",
+        "script_file",
     )
     readonly_fields = fields
     ordering = ("component_name", "component_id", "id")
@@ -194,6 +196,7 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         "restart_reason",
         "last_restart",
         "warnings_text",
+        "unresolved_parameters_text",
     )
     readonly_fields = fields
 
@@ -237,6 +240,12 @@ class IntegrationFlowAdmin(NoAdminForms, TenantFactsAdmin):
         return format_html(
             "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in flow.warnings))
         )
+
+    @admin.display(description="unset parameters")
+    def unresolved_parameters_text(self, flow: IntegrationFlow) -> str:
+        if not flow.unresolved_parameters:
+            return "None"
+        return ", ".join(f"{{{{{name}}}}}" for name in flow.unresolved_parameters)
 
     # ---- the Restart action ----------------------------------------------------------------
 
