@@ -219,7 +219,7 @@ class _Pending:
         return FlowImportResult(
             name=self.name,
             ok=True,
-            message=f"bundle {flow.bundle_id}, {count} usages"
+            message=f"bundle {flow.bundle_id}, {_counted(count, 'usage')}"
             + (" (replaced)" if self.replaced else ""),
             bundle_id=flow.bundle_id,
             bundle_name=flow.bundle_name,
@@ -382,11 +382,16 @@ def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageReco
     )
 
 
+def _counted(count: int, noun: str) -> str:
+    """ "1 usage", "4 usages": a count the way people write it."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _audit_detail(flow: IntegrationFlow, usage_count: int, replaced: bool) -> str:
     return (
         f"flow imported: {flow.bundle_name} ({flow.bundle_id}"
         + (f", version {flow.version}" if flow.version else "")
-        + f"), {usage_count} key usages"
+        + f"), {_counted(usage_count, 'key usage')}"
         + ("; replaced the earlier import" if replaced else "")
     )
 
@@ -457,10 +462,12 @@ def remove_flows(
                 actor,
                 label=label,
                 detail=f"flow removed from the where-used index: {flow.bundle_name} "
-                f"({flow.bundle_id}), {count} key usages",
+                f"({flow.bundle_id}), {_counted(count, 'key usage')}",
             )
             results.append(
-                FlowRemovalResult(bundle_id, True, f"{flow} removed with its {count} key usages")
+                FlowRemovalResult(
+                    bundle_id, True, f"{flow} removed with its {_counted(count, 'key usage')}"
+                )
             )
         IntegrationFlow.objects.filter(pk__in=[flow.pk for flow in flows.values()]).delete()
     return results

@@ -51,7 +51,7 @@ def test_import_iflows_files_and_folders(tenant, sap_entry, tmp_path):
     lines = output.splitlines()
     assert lines[0] == f"OK  {folder / 'a_orders.ZIP'}: bundle {ORDERS}, 4 usages"
     assert lines[1].startswith(f"OK  {folder / 'b_partner.zip'}: bundle {PARTNER}, ")
-    assert lines[2] == f"OK  {single}: bundle com.example.signer, 1 usages"
+    assert lines[2] == f"OK  {single}: bundle com.example.signer, 1 usage"
     assert lines[-1] == f"3 files imported into tenant {tenant.slug}."
     assert IntegrationFlow.objects.count() == 3
 
@@ -83,7 +83,7 @@ def test_import_iflows_reports_failures_and_exits_non_zero(tenant, tmp_path):
     assert len(lines) == 4  # one per file, in the order given
     assert lines[0] == f"FAIL {bad}: not a ZIP file"
     assert lines[1].startswith(f"FAIL {tmp_path / 'missing.zip'}: cannot read the file")
-    assert lines[2] == f"OK  {good}: bundle com.example.good, 1 usages"
+    assert lines[2] == f"OK  {good}: bundle com.example.good, 1 usage"
     assert lines[3] == f"FAIL {empty_folder}: no .zip files in this folder"
     # The good file was imported all the same.
     assert list(IntegrationFlow.objects.values_list("bundle_id", flat=True)) == ["com.example.good"]
@@ -169,7 +169,7 @@ def test_import_iflows_prints_the_parser_warnings(tenant, tmp_path):
     path = tmp_path / "runtime.zip"
     path.write_bytes(flow_zip("com.example.runtime", iflw(runtime), parameters={}))
     lines = run("import_iflows", str(path), "--tenant", tenant.slug).splitlines()
-    assert lines[0] == f"OK  {path}: bundle com.example.runtime, 1 usages"
+    assert lines[0] == f"OK  {path}: bundle com.example.runtime, 1 usage"
     assert lines[1].startswith("    warning: ") and "${header.alias}" in lines[1]
     assert IntegrationFlow.objects.get().warnings == [lines[1].removeprefix("    warning: ")]
 
@@ -180,7 +180,7 @@ def test_import_iflows_prints_the_unset_parameters(tenant, tmp_path):
     mail = mail_receiver_with_unset_parameter(parameter="From email address")
     path.write_bytes(flow_zip("com.example.mail", iflw(mail, signer), parameters={}))
     lines = run("import_iflows", str(path), "--tenant", tenant.slug).splitlines()
-    assert lines[0] == f"OK  {path}: bundle com.example.mail, 1 usages"
+    assert lines[0] == f"OK  {path}: bundle com.example.mail, 1 usage"
     assert lines[1] == "    unset parameters: {{From email address}}, {{signing alias}}"
     assert lines[2] == f"1 files imported into tenant {tenant.slug}."
 
