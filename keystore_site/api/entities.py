@@ -98,7 +98,7 @@ _JAVA_SIGNATURES = {
 _RDN_SEPARATOR = re.compile(r"(?<!\\),")
 
 # The columns every entity is made of (one values() query per list).
-_FACT_COLUMNS = (
+FACT_COLUMNS = (
     "alias",
     "key_type",
     "key_size",
@@ -171,20 +171,24 @@ def _entry_row(
     return entity
 
 
+#: What a keystore entry's entity is made of (also the benchmark's bare baseline's columns).
+SYSTEM_COLUMNS = (
+    *FACT_COLUMNS,
+    "entry_type",
+    "owner",
+    "modified_by_label",
+    "modified_at",
+    "created_by__username",
+    "created_at",
+)
+
+
 def system_entries(tenant: Tenant, alias: str | None = None) -> list[Row]:
     """The tenant keystore's entries (one of them with `alias`, matched ignoring case)."""
     rows = KeystoreEntry.objects.for_tenant(tenant)
     if alias is not None:
         rows = rows.with_alias(alias)
-    values = rows.order_by("alias").values(
-        *_FACT_COLUMNS,
-        "entry_type",
-        "owner",
-        "modified_by_label",
-        "modified_at",
-        "created_by__username",
-        "created_at",
-    )
+    values = rows.order_by("alias").values(*SYSTEM_COLUMNS)
     return [
         _entry_row(
             row,
@@ -205,7 +209,7 @@ def renewal_entries(tenant: Tenant, alias: str | None = None) -> list[Row]:
     rows = PendingSapKey.objects.for_tenant(tenant)
     if alias is not None:
         rows = rows.filter(alias__iexact=alias)
-    values = rows.order_by("alias").values(*_FACT_COLUMNS, "provided_by_label", "provided_at")
+    values = rows.order_by("alias").values(*FACT_COLUMNS, "provided_by_label", "provided_at")
     return [
         _entry_row(
             row,
@@ -231,7 +235,7 @@ def history_entries(tenant: Tenant) -> list[Row]:
     values = (
         SapKeyBackup.objects.for_tenant(tenant)
         .order_by("alias", "active_until", "pk")
-        .values(*_FACT_COLUMNS, "pk", "active_from", "active_until", "activated_by_label")
+        .values(*FACT_COLUMNS, "pk", "active_from", "active_until", "activated_by_label")
     )
     entities: list[Row] = []
     numbers: dict[str, int] = {}
