@@ -386,8 +386,7 @@ def keystore_size(request: HttpRequest, client: ApiClient, name: str) -> HttpRes
 def where_used_report(request: HttpRequest, client: ApiClient, hexvalue: str) -> HttpResponse:
     """An extension, not in SAP's API: the where-used report of the alias, as `where_used
     --json` prints it (keystoreName=KeyRenewal for the key waiting for it)."""
-    from renewals.whereused.management.commands.where_used import report_json
-    from renewals.whereused.report import where_used
+    from renewals.whereused.report import report_json, where_used
 
     _require(client, permissions.READ)
     alias = alias_of(hexvalue)

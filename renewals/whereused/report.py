@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, TypeVar
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from keystore.models import Tenant
+from keystore.models import KeyMaterial, Tenant
 from renewals.whereused.models import USAGE_FIELDS, KeyUsageRecord
 from renewals.whereused.parser import ANY_KEY, Certainty, Usage
 from renewals.whereused.querysets import component_key, script_passes_q
@@ -323,3 +323,59 @@ def annotate_usage_counts(
         ),
         where_used_may_use=count(Q(alias=ANY_KEY), Q(alias=alias, certainty=Certainty.MAY_USE)),
     )
+
+
+# -- as JSON (the where_used command and the API's WhereUsed) ------------------------------
+
+
+def backend_json(backends: list[BackendUse]) -> list[dict[str, Any]]:
+    return [
+        {
+            "backend": {"system": backend.system, "address": backend.address},
+            "flows": [
+                {
+                    "bundle_name": flow.bundle_name,
+                    "bundle_id": flow.bundle_id,
+                    "version": flow.version,
+                    "restart_required": flow.restart_required,
+                    "components": [
+                        {
+                            "id": component.component_id,
+                            "name": component.component_name,
+                            "type": component.component_type,
+                            "direction": component.direction,
+                            "usage": component.usage,
+                            "alias": component.alias,
+                            "property_key": component.property_key,
+                            "outbound": component.outbound,
+                            "reason": component.reason,
+                            "script_file": component.script_file,
+                        }
+                        for component in flow.components
+                    ],
+                }
+                for flow in backend.flows
+            ],
+        }
+        for backend in backends
+    ]
+
+
+def report_json(report: WhereUsedReport, material: KeyMaterial, pending: bool) -> dict[str, Any]:
+    counts = report.counts
+    return {
+        "alias": report.alias,
+        "tenant": report.tenant.slug,
+        "pending": pending,
+        "key": {
+            "fingerprint_sha256": material.fingerprint_sha256,
+            "valid_from": material.valid_from.isoformat(),
+            "valid_until": material.valid_until.isoformat(),
+        },
+        "counts": counts._asdict(),
+        "uses": backend_json(report.uses),
+        "may_use": backend_json(report.may_use),
+        "restart_after_activation": [
+            flow.bundle_name for flow in report.flows_to_restart_after_activation
+        ],
+    }

@@ -12,60 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 from keystore.management.commands import get_tenant
 from keystore.models import EntryType, KeyMaterial, KeystoreEntry
 from renewals.models import PendingSapKey
-from renewals.whereused.report import BackendUse, WhereUsedReport, where_used
-
-
-def backend_json(backends: list[BackendUse]) -> list[dict]:
-    return [
-        {
-            "backend": {"system": backend.system, "address": backend.address},
-            "flows": [
-                {
-                    "bundle_name": flow.bundle_name,
-                    "bundle_id": flow.bundle_id,
-                    "version": flow.version,
-                    "restart_required": flow.restart_required,
-                    "components": [
-                        {
-                            "id": component.component_id,
-                            "name": component.component_name,
-                            "type": component.component_type,
-                            "direction": component.direction,
-                            "usage": component.usage,
-                            "alias": component.alias,
-                            "property_key": component.property_key,
-                            "outbound": component.outbound,
-                            "reason": component.reason,
-                            "script_file": component.script_file,
-                        }
-                        for component in flow.components
-                    ],
-                }
-                for flow in backend.flows
-            ],
-        }
-        for backend in backends
-    ]
-
-
-def report_json(report: WhereUsedReport, material: KeyMaterial, pending: bool) -> dict:
-    counts = report.counts
-    return {
-        "alias": report.alias,
-        "tenant": report.tenant.slug,
-        "pending": pending,
-        "key": {
-            "fingerprint_sha256": material.fingerprint_sha256,
-            "valid_from": material.valid_from.isoformat(),
-            "valid_until": material.valid_until.isoformat(),
-        },
-        "counts": counts._asdict(),
-        "uses": backend_json(report.uses),
-        "may_use": backend_json(report.may_use),
-        "restart_after_activation": [
-            flow.bundle_name for flow in report.flows_to_restart_after_activation
-        ],
-    }
+from renewals.whereused.report import WhereUsedReport, report_json, where_used
 
 
 def report_lines(report: WhereUsedReport, pending: bool) -> list[str]:
