@@ -31,9 +31,10 @@ def no_horizontal_scroll(page) -> None:
     widest = page.evaluate(
         """[...document.querySelectorAll('body *')]
         .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth)
-        .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""
+        .slice(0, 5)
+        .map(e => e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)"""
     )
-    assert overflow <= 0, widest
+    assert overflow <= 0, widest  # what sticks out, if anything
 
 
 def test_unset_parameters_and_script_steps_in_the_pages(new_page, scene, tmp_path):
