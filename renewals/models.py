@@ -149,6 +149,11 @@ class NotificationKind(models.TextChoices):
     EXPIRY = "expiry", "Expiry alert"
     ATTENTION = "attention", "New SAP key needs attention"
     BACKEND_LINK = "backend_link", "Renewal plan: link to a backend's administrator"
+    WINDOW = "window", "Renewal plan: planned activation window ahead"
+    WINDOW_DONE = "window_done", "Renewal plan: planned activation window over"
+    CONFIRMED = "confirmed", "Renewal plan: a backend confirmed the import"
+    PROBE_FAILED = "probe_failed", "Renewal plan: a probe failed"
+    APPROVAL = "approval", "Renewal plan: activation waits for a second administrator"
 
 
 class SentNotification(models.Model):
