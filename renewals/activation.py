@@ -36,7 +36,8 @@ from keystore.services import KeystoreError, load_key_pair_file, validated_chain
 from keystore.timefmt import utc
 from renewals import alerts, conf, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun, SentNotification
-from renewals.plans.services import plan_created
+from renewals.plans import gate, window
+from renewals.plans.services import PlanError, plan_created
 from renewals.whereused.restart import mark_restart_required
 
 if TYPE_CHECKING:
@@ -312,6 +313,10 @@ class ActivationResult:
     root_changed: bool
     at: datetime
     flows_to_restart: int = 0
+    kind: str = gate.MANUAL
+    #: Backends of the key's renewal plan not confirmed, verified or not affected (gate "warn").
+    unsettled: tuple[str, ...] = ()
+    gate_overridden: bool = False
 
 
 def activate_pending_key(
@@ -320,8 +325,10 @@ def activate_pending_key(
     *,
     actor: Actor = None,
     automatic: bool = False,
+    planned: bool = False,
     now: datetime | None = None,
     expected_fingerprint: str | None = None,
+    override_reason: str = "",
 ) -> ActivationResult:
     """Activate the new SAP key of an alias, in one transaction: the current key goes to SAP
     Key History (Active Until = now), the entry takes the new key, the pending row goes, the
@@ -330,22 +337,26 @@ def activate_pending_key(
     Raises NothingToActivate when no key is waiting (another caller was first), and
     RenewalError when the key must not be activated; in both cases nothing changed.
     `expected_fingerprint` is the pending key the caller confirmed; if another key took its
-    place meanwhile, nothing is activated.
+    place meanwhile, nothing is activated. A manual or `planned` activation (the agreed
+    window, renewals.plans.window) passes the renewal plan's gate and four eyes
+    (renewals.plans.gate); `override_reason` overrides a "require" gate, audited.
     """
     permissions.require_of_actor(
         actor, permissions.DEPLOY, tenant, RenewalError, "activate or revert keys"
     )
     now = now or timezone.now()
+    kind = gate.AUTOMATIC if automatic else gate.PLANNED if planned else gate.MANUAL
     label = AUTOMATIC if automatic else actor_label(actor)
+    if planned:
+        label = f"{label} (planned)"
     with transaction.atomic():
         # One statement locks the entry and then its waiting key (FOR UPDATE OF takes them in
         # this order, the order of every path); without a waiting key nothing is locked.
-        pending = (
+        pending = gate.with_unsettled_count(
             PendingSapKey.objects.select_for_update(of=("entry", "self"))
             .select_related("entry")
             .filter(tenant=tenant, entry__alias=alias)
-            .first()
-        )
+        ).first()
         if pending is None:
             raise _nothing_waiting(tenant, alias)
         entry = pending.entry
@@ -364,6 +375,12 @@ def activate_pending_key(
                 f"The new SAP key for {alias} in {tenant.slug} expired on "
                 f"{utc(pending.valid_until, label=True)}; it cannot be activated."
             )
+        try:
+            checked = gate.check_activation(
+                pending, actor, kind=kind, override_reason=override_reason, now=now
+            )
+        except PlanError as error:
+            raise RenewalError(str(error)) from error
         old_fingerprint = entry.fingerprint_sha256
         old_root = entry.root_fingerprint_sha256
         backup = SapKeyBackup(
@@ -402,8 +419,18 @@ def activate_pending_key(
             label=label,
             old_fingerprint=old_fingerprint,
             new_fingerprint=entry.fingerprint_sha256,
-            detail=("automatic activation" if automatic else "activation")
-            + f"; previous key kept in SAP Key History, active until {now.isoformat()}",
+            detail=("activation" if kind == gate.MANUAL else f"{kind} activation")
+            + f"; previous key kept in SAP Key History, active until {now.isoformat()}"
+            + (
+                f"; not settled in the plan: {', '.join(checked.unsettled)}"
+                if checked.unsettled
+                else ""
+            )
+            + (
+                f"; gate overridden: {checked.plan.override_reason}"
+                if checked.overridden and checked.plan
+                else ""
+            ),
             at=now,
         )
         notifications.notify_activated(
@@ -414,6 +441,7 @@ def activate_pending_key(
             occasion=occasion,
             activated_by=label,
             automatic=automatic,
+            extra=gate.unsettled_words(checked),
         )
     return ActivationResult(
         tenant=tenant,
@@ -427,6 +455,9 @@ def activate_pending_key(
         root_changed=old_root != entry.root_fingerprint_sha256,
         at=now,
         flows_to_restart=restart_marked,
+        kind=kind,
+        unsettled=checked.unsettled,
+        gate_overridden=checked.overridden,
     )
 
 
@@ -479,6 +510,8 @@ class ScanResult:
     reminded: list[SentNotification] = field(default_factory=list)
     alerted: list[SentNotification] = field(default_factory=list)
     attention: list[SentNotification] = field(default_factory=list)
+    window_notices: list[SentNotification] = field(default_factory=list)
+    planned_refused: list[tuple[str, str, str]] = field(default_factory=list)
     recovered: int = 0  # earlier runs found abandoned and marked interrupted
 
     def as_dict(self) -> dict[str, object]:
@@ -486,8 +519,19 @@ class ScanResult:
         return {
             "now": self.now.isoformat(),
             "activated": [
-                {"tenant": r.tenant.slug, "alias": r.alias, "fingerprint_sha256": r.new_fingerprint}
+                {
+                    "tenant": r.tenant.slug,
+                    "alias": r.alias,
+                    "fingerprint_sha256": r.new_fingerprint,
+                    "kind": r.kind,
+                }
                 for r in self.activated
+            ],
+            "planned_refused": [
+                {"tenant": t, "alias": a, "reason": why} for t, a, why in self.planned_refused
+            ],
+            "window_notices": [
+                {"tenant": n.tenant.slug, "alias": n.alias} for n in self.window_notices
             ],
             "skipped": [{"tenant": t, "alias": a, "reason": why} for t, a, why in self.skipped],
             "failed": [{"tenant": t, "alias": a, "error": why} for t, a, why in self.failed],
@@ -507,8 +551,9 @@ class ScanResult:
 
 
 def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = False) -> ScanResult:
-    """Activate every pending key whose current key expires within a day (or has expired),
-    recorded as "automatic"; send due reminders; retry mails that failed before. With
+    """Activate the keys whose planned window has come (renewals.plans.window), then every
+    pending key whose current key expires within a day (or has expired), recorded as
+    "automatic"; announce near windows; send due reminders; retry mails that failed before. With
     `expiry_alerts` (the scheduled scan), also send the due expiry alerts of all entries
     (renewals.alerts), after the activations so a replaced key is not alerted.
 
@@ -528,6 +573,11 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
     result = ScanResult(now=now, recovered=recovered)
     # Mails that failed in earlier runs first; a mail failing in this run waits for the next.
     notifications.deliver_unsent()
+    # Planned windows first: a key planned for today is activated as planned, not as automatic.
+    planned = window.run_planned_activations(now)
+    result.activated.extend(planned.activated)
+    result.skipped.extend(planned.skipped)
+    result.planned_refused.extend(planned.refused)
     due = list(
         PendingSapKey.objects.due_for_auto_activation(now)
         .select_related("tenant")
@@ -549,6 +599,7 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
             else:
                 logger.info("Activated %s in %s automatically.", alias, tenant.slug)
                 result.activated.append(activation)
+    result.window_notices = window.send_window_notices(now)
     result.reminded = notifications.send_due_reminders(now)
     result.attention = notifications.send_attention_mails(now)
     if expiry_alerts:
@@ -562,6 +613,8 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
         failed=len(result.failed),
         reminded=len(result.reminded),
         alerted=len(result.alerted),
-        detail="\n".join(f"{t}/{a}: {why}" for t, a, why in result.failed)[:4000],
+        detail="\n".join(f"{t}/{a}: {why}" for t, a, why in result.failed + result.planned_refused)[
+            :4000
+        ],
     )
     return result

@@ -272,8 +272,10 @@ def notify_activated(
     occasion: uuid.UUID,
     activated_by: str,
     automatic: bool,
+    extra: str = "",
 ) -> SentNotification | None:
-    """Activation done; call inside the activation's transaction."""
+    """Activation done; call inside the activation's transaction. `extra`: the renewal
+    plan's words (the backends that never confirmed)."""
     how = "automatically" if automatic else f"by {activated_by}"
     subject = f"SAP key {alias} in {tenant.slug} was activated {how}"
     body = (
@@ -293,6 +295,7 @@ def notify_activated(
             "\nThe key was activated because its predecessor expires within a day; backends "
             "that were not updated will fail, as they would have with the expired key.\n"
         )
+    body += extra
     notification = record_mail(
         NotificationKind.ACTIVATED,
         tenant,

@@ -8,6 +8,9 @@ replaced and a new plan is made for the new key.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -40,16 +43,49 @@ class BackendUsage(models.TextChoices):
     MAY_USE = "may use", "May use it"
 
 
+class Gate(models.TextChoices):
+    WARN = "warn", "Warn: activation shows the backends not yet settled"
+    REQUIRE = (
+        "require",
+        "Require: manual and planned activation wait until every backend is settled",
+    )
+
+
+class WindowOutcome(models.TextChoices):
+    NONE = "", "Not reached yet"
+    ACTIVATED = "activated", "Activated in the window"
+    REFUSED = "refused", "Refused in the window"
+
+
+def _key_waiting() -> models.Exists:
+    return models.Exists(
+        PendingSapKey.objects.filter(
+            tenant_id=models.OuterRef("tenant_id"), material_id=models.OuterRef("occasion")
+        )
+    )
+
+
 class PlanQuerySet(TenantScopedQuerySet["RenewalPlan"]):
     def with_waiting(self) -> PlanQuerySet:
         """Each plan annotated with `key_waiting`: is its key still in New SAP Keys?"""
-        return self.annotate(
-            key_waiting=models.Exists(
-                PendingSapKey.objects.filter(
-                    tenant_id=models.OuterRef("tenant_id"),
-                    material_id=models.OuterRef("occasion"),
-                )
-            )
+        return self.annotate(key_waiting=_key_waiting())
+
+    def waiting(self) -> PlanQuerySet:
+        """Plans whose key still waits in New SAP Keys."""
+        return self.filter(_key_waiting(), state=PlanState.WAITING)
+
+    def planned_due(self, now: datetime) -> PlanQuerySet:
+        """Waiting plans whose agreed window has come and was not dealt with yet."""
+        return self.waiting().filter(planned_activation__lte=now, window_outcome=WindowOutcome.NONE)
+
+    def window_notice_due(self, now: datetime, notice: timedelta) -> PlanQuerySet:
+        """Waiting plans whose window is near (within `notice`) and not announced yet in its
+        current version."""
+        return self.waiting().filter(
+            planned_activation__gt=now,
+            planned_activation__lte=now + notice,
+            window_outcome=WindowOutcome.NONE,
+            window_noticed_version__lt=models.F("schedule_version"),
         )
 
 
@@ -76,6 +112,35 @@ class RenewalPlan(models.Model):
         default=timezone.now, help_text="When the backends were last read from where-used."
     )
     planned_activation = models.DateTimeField(null=True, blank=True)
+    # Who set the window: the planned activation runs with this user's permissions (revoked
+    # since, it is refused), and four eyes counts the scheduling as the request.
+    planned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    planned_by_label = models.CharField(max_length=150, blank=True)
+    # Each (re)scheduling or cancellation is a new version: the window mail of an earlier
+    # version does not stand for this one (renewals.plans.window).
+    schedule_version = models.PositiveIntegerField(default=0)
+    window_noticed_version = models.PositiveIntegerField(default=0)
+    window_outcome = models.CharField(
+        max_length=16, choices=WindowOutcome.choices, default=WindowOutcome.NONE, blank=True
+    )
+    window_message = models.TextField(blank=True)
+    # The gate's override (renewals.plans.gate): a written reason, audited.
+    override_reason = models.TextField(blank=True)
+    override_by_label = models.CharField(max_length=150, blank=True)
+    override_at = models.DateTimeField(null=True, blank=True)
+    # Four eyes: one administrator asks, another approves.
+    approval_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approval_requested_by_label = models.CharField(max_length=150, blank=True)
+    approval_requested_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_by_label = models.CharField(max_length=150, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
 
     objects = PlanQuerySet.as_manager()
 
@@ -171,6 +236,37 @@ class PlanBackend(models.Model):
     @property
     def settled(self) -> bool:
         return self.status in SETTLED
+
+
+class PlanSettingsQuerySet(TenantScopedQuerySet["TenantPlanSettings"]):
+    pass
+
+
+class TenantPlanSettings(models.Model):
+    """A tenant's renewal settings: the activation gate and four eyes. Changed by superusers
+    (the people who manage tenants), so that an administrator cannot lift the control that
+    is meant to check them; a tenant without a row has RENEWALS_PLAN_GATE and no four eyes."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="plan_settings")
+    gate = models.CharField(max_length=8, choices=Gate.choices, default=Gate.WARN)
+    four_eyes = models.BooleanField(
+        "four eyes",
+        default=False,
+        help_text="A second administrator approves each manual and planned activation; the "
+        "approver cannot be the one who asked.",
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    objects = PlanSettingsQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "renewal settings"
+        verbose_name_plural = "Renewal settings"
+        ordering = ["tenant__slug"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: gate {self.gate}" + (", four eyes" if self.four_eyes else "")
 
 
 class ContactQuerySet(TenantScopedQuerySet["BackendContact"]):

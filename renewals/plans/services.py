@@ -34,6 +34,7 @@ from renewals.plans.models import (
     PlanBackend,
     PlanState,
     RenewalPlan,
+    TenantPlanSettings,
 )
 from renewals.whereused.models import IntegrationFlow
 from renewals.whereused.report import BackendUse, where_used
@@ -48,13 +49,15 @@ class PlanError(KeystoreError):
     """A plan operation was refused; nothing changed. The message is meant for the user."""
 
 
-def _require_deploy(actor: Actor, tenant: Tenant) -> None:
+def require_deploy(actor: Actor, tenant: Tenant) -> None:
     permissions.require_of_actor(
         actor, permissions.DEPLOY, tenant, PlanError, "change renewal plans"
     )
 
 
-def _audit(plan: RenewalPlan, actor: Actor, detail: str, now: datetime, label: str = "") -> None:
+def audit_plan(
+    plan: RenewalPlan, actor: Actor, detail: str, now: datetime, label: str = ""
+) -> None:
     record_audit(
         plan.tenant,
         plan.alias,
@@ -157,14 +160,14 @@ def rebuild_plan(
     (after flows were imported or removed): new backends are added "to inform", vanished ones
     are dropped, the others keep their status. A key that waited before plans existed gets its
     plan here."""
-    _require_deploy(actor, tenant)
+    require_deploy(actor, tenant)
     now = now or timezone.now()
     with transaction.atomic():
         plan = plan_of(tenant, alias, create=True, now=now)
         locked = RenewalPlan.objects.select_for_update().select_related("tenant").get(pk=plan.pk)
         _require_waiting(locked, "only the plan of a waiting key is rebuilt")
         added, removed = _build(locked, now)
-        _audit(
+        audit_plan(
             locked,
             actor,
             f"rebuilt from where-used: {locked.backends.count()} backends "
@@ -223,7 +226,7 @@ def mark_not_affected(
     backend: PlanBackend, reason: str, *, actor: Actor = None, now: datetime | None = None
 ) -> PlanBackend:
     """An administrator says the backend does not need the new certificate, with a reason."""
-    _require_deploy(actor, backend.plan.tenant)
+    require_deploy(actor, backend.plan.tenant)
     reason = reason.strip()
     if not reason:
         raise PlanError("Say why the backend is not affected; the reason is kept as evidence.")
@@ -239,7 +242,7 @@ def mark_not_affected(
         locked.status_at = now
         locked.status_by = actor_label(actor)
         locked.save(update_fields=["status", "status_reason", "status_at", "status_by"])
-        _audit(locked.plan, actor, f"{locked.label} marked not affected: {reason}", now)
+        audit_plan(locked.plan, actor, f"{locked.label} marked not affected: {reason}", now)
     return locked
 
 
@@ -247,7 +250,7 @@ def reopen_backend(
     backend: PlanBackend, *, actor: Actor = None, now: datetime | None = None
 ) -> PlanBackend:
     """Undo "not affected": the backend is "informed" again if it was, else "to inform"."""
-    _require_deploy(actor, backend.plan.tenant)
+    require_deploy(actor, backend.plan.tenant)
     now = now or timezone.now()
     with transaction.atomic():
         locked = _locked_backend(backend)
@@ -258,7 +261,7 @@ def reopen_backend(
         locked.status_at = now
         locked.status_by = actor_label(actor)
         locked.save(update_fields=["status", "status_reason", "status_at", "status_by"])
-        _audit(locked.plan, actor, f"{locked.label} affected again ({locked.status})", now)
+        audit_plan(locked.plan, actor, f"{locked.label} affected again ({locked.status})", now)
     return locked
 
 
@@ -272,7 +275,7 @@ def save_contact(
     now: datetime | None = None,
 ) -> BackendContact:
     """Remember who administers a backend system of the tenant (for this and later plans)."""
-    _require_deploy(actor, tenant)
+    require_deploy(actor, tenant)
     system, name, email = system.strip(), name.strip(), email.strip()
     if not system:
         raise PlanError("Name the backend system the contact is for.")
@@ -357,9 +360,17 @@ def nothing_to_do(plan: RenewalPlan, index: FlowIndex) -> str:
     )
 
 
+def settings_of(tenant: Tenant | int) -> TenantPlanSettings:
+    """The tenant's renewal settings; an unsaved default (RENEWALS_PLAN_GATE, no four eyes)
+    for a tenant without a row."""
+    tenant_id = tenant if isinstance(tenant, int) else tenant.pk
+    found = TenantPlanSettings.objects.filter(tenant_id=tenant_id).first()
+    return found or TenantPlanSettings(tenant_id=tenant_id, gate=conf.default_gate())
+
+
 def gate_of(tenant: Tenant) -> str:
     """The tenant's activation gate, "warn" or "require"."""
-    return conf.default_gate()
+    return settings_of(tenant).gate
 
 
 def probe_json(backend: PlanBackend) -> dict[str, Any] | None:

@@ -8,8 +8,9 @@ from renewals.management.commands import iso, parse_instant
 
 class Command(BaseCommand):
     help = (
-        "Activate every new SAP key whose current key expires within a day, and send due "
-        "reminders. --now rehearses the scan at another time (ISO-8601, UTC if no zone)."
+        "Activate the new SAP keys whose planned window has come and every new SAP key whose "
+        "current key expires within a day, announce near windows, and send due reminders. "
+        "--now rehearses the scan at another time (ISO-8601, UTC if no zone)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -23,6 +24,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"activated {activation.tenant.slug}/{activation.alias} "
                 f"(SHA-256 {activation.new_fingerprint})"
+                + (" in its planned window" if activation.kind == "planned" else "")
+            )
+        for tenant, alias, reason in result.planned_refused:
+            self.stdout.write(f"planned activation refused {tenant}/{alias}: {reason}")
+        for notification in result.window_notices:
+            self.stdout.write(
+                f"announced the window of {notification.tenant.slug}/{notification.alias}"
             )
         for tenant, alias, reason in result.skipped:
             self.stdout.write(f"skipped {tenant}/{alias}: {reason}")
@@ -37,7 +45,13 @@ class Command(BaseCommand):
                 f"({notification.threshold_days} days before expiry)"
             )
         if not (
-            result.activated or result.skipped or result.reminded or result.failed or result.alerted
+            result.activated
+            or result.skipped
+            or result.reminded
+            or result.failed
+            or result.alerted
+            or result.planned_refused
+            or result.window_notices
         ):
             self.stdout.write(f"Nothing due as of {iso(result.now)}.")
         if result.failed:
