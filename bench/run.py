@@ -34,8 +34,24 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Run order; where-used last, the table follows the numbering.
-SCENARIOS = ("changelist", "keystore_import", "scan", "activation_load", "whereused", "api_list")
-TABLE_ORDER = ("changelist", "keystore_import", "whereused", "scan", "activation_load", "api_list")
+SCENARIOS = (
+    "changelist",
+    "keystore_import",
+    "scan",
+    "activation_load",
+    "whereused",
+    "api_list",
+    "plan_probe",
+)
+TABLE_ORDER = (
+    "changelist",
+    "keystore_import",
+    "whereused",
+    "scan",
+    "activation_load",
+    "api_list",
+    "plan_probe",
+)
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 

@@ -1,4 +1,4 @@
-"""The benchmark code still runs: the smallest version of three scenarios, in-process, on the
+"""The benchmark code still runs: the smallest version of the scenarios, in-process, on the
 test database (the real runs are `python bench/run.py`, never part of the test suite)."""
 
 from __future__ import annotations
@@ -82,3 +82,22 @@ def test_api_list_scenario_lists_through_the_api_and_the_bare_view(settings):
     assert rows["queries, 12 vs 3 key pairs"].passed is True
     listed = rows["GET /KeystoreEntries, 12 key pairs vs bare JsonResponse"]
     assert listed.value > 0 and listed.baseline > 0
+
+
+@pytest.mark.django_db
+def test_plan_probe_scenario_probes_every_backend_of_the_plan_with_the_new_key():
+    from bench.scenarios import plan_probe
+    from renewals.connectivity.models import ConnectivityTestRun, KeyUsed
+    from renewals.plans.models import BackendStatus, PlanBackend
+
+    result = plan_probe.run({"backends": 3, "delay": 0.2, "rounds": 1, "warmup": 0})
+    rows = {row.metric: row for row in result.rows}
+    assert rows["probe_backends, 3 backends vs 1, handshake after 0.2 s"].ratio is not None
+    # Each probe waits for its server's delay; the timing itself is the real run's business.
+    assert min(result.data["one_backend_seconds"] + result.data["all_backends_seconds"]) >= 0.2
+    # A web user's three probes stay within the default limits and run (one at a time).
+    web_user = rows["probe_backends, 3 backends, as a web user (admin button), default limits"]
+    assert web_user.value != "refused", web_user.note
+    assert set(PlanBackend.objects.values_list("status", flat=True)) == {BackendStatus.VERIFIED}
+    assert PlanBackend.objects.count() == 4
+    assert ConnectivityTestRun.objects.exclude(key_used=KeyUsed.PENDING).count() == 0
