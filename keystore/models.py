@@ -17,7 +17,12 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from keystore import aliases, crypto, sealing
-from keystore.querysets import AuditQuerySet, EntryQuerySet, TenantQuerySet
+from keystore.querysets import (
+    AuditQuerySet,
+    EntryQuerySet,
+    TenantQuerySet,
+    TenantScopedQuerySet,
+)
 from keystore.rolemodels import (  # noqa: F401  Django finds an app's models in its models module
     TenantGroupObjectPermission,
     TenantRole,
@@ -256,6 +261,57 @@ class KeystoreEntry(KeyMaterial):
         return self.owner == Owner.SAP
 
 
+class KeystoreBackup(models.Model):
+    """The server-side backup of a tenant's keystore, Cloud Integration's `backup_admin_system`:
+    a copy of the tenant-owned entries (SAP-owned ones are SAP's to restore). One per tenant;
+    the next backup replaces it."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="server_backup")
+    made_at = models.DateTimeField()
+    made_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    made_by_label = models.CharField("made by", max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = "server-side keystore backup"
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug} backup of {self.made_at:%Y-%m-%d %H:%M}"
+
+
+class KeystoreBackupEntry(KeyMaterial):
+    """One entry of a server-side backup, its private key sealed for this row (so rotate_kek
+    reseals it with every other KeyMaterial)."""
+
+    SEALING_LABEL = "keystore-backup-entry"
+
+    backup = models.ForeignKey(KeystoreBackup, on_delete=models.CASCADE, related_name="entries")
+    entry_type = models.CharField(max_length=16, choices=EntryType.choices)
+    # The backed-up entry's last change, as the backup keystore's listing reports it.
+    modified_at = models.DateTimeField()
+    modified_by_label = models.CharField("modified by", max_length=150, blank=True)
+
+    objects = TenantScopedQuerySet["KeystoreBackupEntry"].as_manager()
+
+    class Meta:
+        verbose_name = "server-side backup entry"
+        verbose_name_plural = "server-side backup entries"
+        ordering = ["alias"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("alias"), "backup", name="unique_alias_per_backup_ignoring_case"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"backup of {self.alias}"
+
+
 class AuditAction(models.TextChoices):
     ADD = "add", "Added"
     OVERWRITE = "overwrite", "Overwritten"
@@ -272,6 +328,8 @@ class AuditAction(models.TextChoices):
     FLOW_REMOVE = "flow_remove", "Flow removed"
     FLOW_RESTART = "flow_restart", "Flow restarted"
     API_CLIENT = "api_client", "API client"
+    BACKUP = "backup", "Backed up on the server"
+    RESTORE = "restore", "Restored from the server backup"
     OTHER = "other", "Other"
 
 

@@ -29,6 +29,7 @@ from keystore.models import (
     AuditEvent,
     EntryType,
     KeyMaterial,
+    KeystoreBackupEntry,
     KeystoreEntry,
     Owner,
     Tenant,
@@ -38,6 +39,8 @@ from keystore.models import (
 from keystore.passwords import export_password_problems
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from keystore.audit import Actor
 
 
@@ -674,18 +677,22 @@ def export_pkcs12(entry: KeystoreEntry, password: str, *, actor: Actor = None) -
     return content
 
 
-def public_keystore(tenant: Tenant, *, actor: Actor = None) -> Download:
-    """The public content of the tenant's keystore as a JKS file (every certificate, no private
-    key; chains split into alias, alias_1, ...; an empty store password), for every reader."""
+def public_keystore(tenant: Tenant, *, actor: Actor = None, backup: bool = False) -> Download:
+    """The public content of the tenant's keystore (or, with `backup`, of its server-side
+    backup) as a JKS file (every certificate, no private key; chains split into alias, alias_1,
+    ...; an empty store password), for every reader."""
     permissions.require_of_actor(actor, permissions.READ, tenant, KeystoreError)
+    rows: QuerySet[KeystoreBackupEntry] | QuerySet[KeystoreEntry] = (
+        KeystoreBackupEntry.objects.for_tenant(tenant)
+        if backup
+        else KeystoreEntry.objects.for_tenant(tenant)
+    )
     entries = [
         (entry.alias, entry.certificate_chain())
-        for entry in KeystoreEntry.objects.for_tenant(tenant)
-        .order_by("alias")
-        .only("alias", "chain_pem")
+        for entry in rows.order_by("alias").only("alias", "chain_pem")
     ]
     return Download(
-        f"{_file_stem(tenant.slug)}_public.jks",
+        f"{_file_stem(tenant.slug)}{'_backup' if backup else ''}_public.jks",
         "application/octet-stream",
         crypto.public_jks(entries),
     )
