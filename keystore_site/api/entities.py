@@ -1,7 +1,7 @@
-"""The API's entities, as Cloud Integration fills them: keystore entries of the three keystores
-(`system`: the tenant's entries, `KeyRenewal`: New SAP Keys, `KeyHistory`: SAP Key History) and
-chain certificates, made from the stored fact columns (read with `values()`, no certificate is
-parsed for a list).
+"""The API's entities, as Cloud Integration fills them: keystore entries of the four keystores
+(`system`: the tenant's entries, `KeyRenewal`: New SAP Keys, `KeyHistory`: SAP Key History,
+`backup_admin_system`: the server-side backup) and chain certificates, made from the stored
+fact columns (read with `values()`, no certificate is parsed for a list).
 
 Values follow the API description's examples: Type "Key Pair" or "Certificate", Owner "SAP" or
 "Tenant Administrator", SerialNumber "0x" and upper-case hex, Java signature algorithm names,
@@ -17,11 +17,12 @@ from typing import Any
 from cryptography import x509
 
 from keystore import crypto
-from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
+from keystore.models import EntryType, KeystoreBackupEntry, KeystoreEntry, Owner, Tenant
 from keystore_site.api.odata import Row, date, hexalias
 from renewals.models import PendingSapKey, SapKeyBackup
 
 SYSTEM, KEY_RENEWAL, KEY_HISTORY = "system", "KeyRenewal", "KeyHistory"
+BACKUP = "backup_admin_system"
 
 #: KeystoreEntry's properties in the description's order.
 ENTRY_PROPERTIES = (
@@ -220,6 +221,35 @@ def renewal_entries(tenant: Tenant, alias: str | None = None) -> list[Row]:
             modified_at=row["provided_at"],
             created_by=row["provided_by_label"] or "SAP",
             created_at=row["provided_at"],
+        )
+        for row in values
+    ]
+
+
+def backup_entries(tenant: Tenant, alias: str | None = None) -> list[Row]:
+    """The server-side backup (backup_admin_system): each backed-up entry as it was, created
+    by the backup."""
+    rows = KeystoreBackupEntry.objects.for_tenant(tenant)
+    if alias is not None:
+        rows = rows.filter(alias__iexact=alias)
+    values = rows.order_by("alias").values(
+        *FACT_COLUMNS,
+        "entry_type",
+        "modified_at",
+        "modified_by_label",
+        "backup__made_at",
+        "backup__made_by_label",
+    )
+    return [
+        _entry_row(
+            row,
+            row["alias"],
+            key_pair=row["entry_type"] == EntryType.KEY_PAIR,
+            sap=False,
+            modified_by=row["modified_by_label"],
+            modified_at=row["modified_at"],
+            created_by=row["backup__made_by_label"],
+            created_at=row["backup__made_at"],
         )
         for row in values
     ]

@@ -22,13 +22,14 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from keystore import merging, permissions, services
-from keystore.models import KeystoreEntry, Tenant
+from keystore.models import KeystoreBackup, KeystoreBackupEntry, KeystoreEntry, Tenant
 from keystore_site.api import auth, entities, metadata
 from keystore_site.api.models import ApiClient
 from keystore_site.api.odata import (
     ODataError,
     alias_of,
     collection,
+    date,
     entity,
     error_response,
     flag,
@@ -50,6 +51,8 @@ _WRITES = ("POST", "PUT", "DELETE")
 
 
 def _refusal_status(error: Exception) -> int:
+    if isinstance(error, merging.NoServerBackup):
+        return 404
     text = str(error)
     if text.startswith("You are not allowed") or "reserved for SAP" in text:
         return 403
@@ -125,10 +128,18 @@ def _entry(tenant: Tenant, alias: str) -> KeystoreEntry:
 
 
 def _material(client: ApiClient, keystore: str, alias: str) -> Any:
-    """The entry, waiting key or backup behind an alias of one of the keystores."""
+    """The entry, waiting key, history backup or server-side backup entry behind an alias of
+    one of the keystores."""
     tenant = client.tenant
     if keystore == entities.SYSTEM:
         return _entry(tenant, alias)
+    if keystore == entities.BACKUP:
+        backed_up = (
+            KeystoreBackupEntry.objects.for_tenant(tenant).filter(alias__iexact=alias).first()
+        )
+        if backed_up is None:
+            raise _not_found(alias)
+        return backed_up
     if keystore == entities.KEY_RENEWAL:
         pending = PendingSapKey.objects.for_tenant(tenant).filter(alias__iexact=alias).first()
         if pending is None:
@@ -160,6 +171,8 @@ def _public(rows: list[dict]) -> list[dict]:
 def _listing(client: ApiClient, keystore: str = entities.SYSTEM) -> list[dict]:
     if keystore == entities.KEY_RENEWAL:
         return entities.renewal_entries(client.tenant)
+    if keystore == entities.BACKUP:
+        return entities.backup_entries(client.tenant)
     return entities.system_entries(client.tenant)
 
 
@@ -258,10 +271,14 @@ def metadata_document(request: HttpRequest, client: ApiClient) -> HttpResponse:
 # -- reading ----------------------------------------------------------------------------------
 
 
+#: The keystores whose entries are listed by GET /KeystoreEntries (history has its own set).
+_ENTRY_KEYSTORES = (entities.SYSTEM, entities.BACKUP, entities.KEY_RENEWAL)
+
+
 @api_view("GET")
 def keystore_entries(request: HttpRequest, client: ApiClient) -> HttpResponse:
     _require(client, permissions.READ)
-    keystore = _keystore_name(request, (entities.SYSTEM, entities.KEY_RENEWAL))
+    keystore = _keystore_name(request, _ENTRY_KEYSTORES)
     options = query_options(request, entities.ENTRY_PROPERTIES)
     rows, count = options.apply(_listing(client, keystore))
     return collection(rows, count)
@@ -275,9 +292,11 @@ def keystore_entry(request: HttpRequest, client: ApiClient, hexvalue: str) -> Ht
     if request.method == "PUT":
         return _rename(request, client, alias)
     _require(client, permissions.READ)
-    keystore = _keystore_name(request, (entities.SYSTEM, entities.KEY_RENEWAL))
+    keystore = _keystore_name(request, _ENTRY_KEYSTORES)
     if keystore == entities.SYSTEM:
         rows = entities.system_entries(client.tenant, alias)
+    elif keystore == entities.BACKUP:
+        rows = entities.backup_entries(client.tenant, alias)
     else:
         rows = entities.renewal_entries(client.tenant, alias)
     if not rows:
@@ -285,7 +304,7 @@ def keystore_entry(request: HttpRequest, client: ApiClient, hexvalue: str) -> Ht
     return entity(query_options(request, entities.ENTRY_PROPERTIES).pick(rows[0]))
 
 
-_ALL_KEYSTORES = (entities.SYSTEM, entities.KEY_RENEWAL, entities.KEY_HISTORY)
+_ALL_KEYSTORES = (*_ENTRY_KEYSTORES, entities.KEY_HISTORY)
 
 
 @api_view("GET")
@@ -354,6 +373,15 @@ def history_entry(request: HttpRequest, client: ApiClient, hexvalue: str) -> Htt
 
 
 def _keystore_properties(client: ApiClient, name: str, rows: list[dict]) -> dict[str, Any]:
+    if name == entities.BACKUP:
+        # The backup keystore changes only as a whole: when the backup was made, by whom.
+        backup = KeystoreBackup.objects.filter(tenant=client.tenant).first()
+        return {
+            "Name": name,
+            "LastModifiedBy": backup.made_by_label if backup else "",
+            "LastModifiedTime": date(backup.made_at) if backup else None,
+            "Size": len(rows),
+        }
     times = [row["LastModifiedTime"] for row in rows if row["LastModifiedTime"]]
     latest = max(times, key=lambda value: int(value[6:-2]), default=None)
     return {"Name": name, "LastModifiedBy": "", "LastModifiedTime": latest, "Size": len(rows)}
@@ -362,7 +390,7 @@ def _keystore_properties(client: ApiClient, name: str, rows: list[dict]) -> dict
 @api_view("GET")
 def keystore(request: HttpRequest, client: ApiClient, name: str) -> HttpResponse:
     _require(client, permissions.READ)
-    if name not in (entities.SYSTEM, entities.KEY_RENEWAL):
+    if name not in _ENTRY_KEYSTORES:
         raise ODataError(400, f"Keystore name '{name}' is invalid.")
     rows = _listing(client, name)
     properties = _keystore_properties(client, name, rows)
@@ -399,13 +427,21 @@ def where_used_report(request: HttpRequest, client: ApiClient, hexvalue: str) ->
 
 @api_view("GET", "PUT")
 def keystore_resource(request: HttpRequest, client: ApiClient, name: str) -> HttpResponse:
-    """GET: the keystore's public content (every certificate, no private key) as a base64 JKS
-    with an empty store password. PUT ('system'): deleteEntries=true with {"Aliases": "a;b"}."""
-    if name != entities.SYSTEM:
-        raise ODataError(400, f"Keystore name '{name}' is invalid.")
+    """GET ('system' or 'backup_admin_system'): the keystore's public content (every
+    certificate, no private key) as a base64 JKS with an empty store password. PUT ('system'):
+    retrieveBackup=backup_admin_system restores the server-side backup; deleteEntries=true with
+    {"Aliases": "a;b"} deletes entries."""
     if request.method == "PUT":
+        if name != entities.SYSTEM:
+            raise ODataError(400, f"Keystore name '{name}' is invalid.")
+        if "retrieveBackup" in request.GET:
+            return _restore(request, client)
         return _delete_entries(request, client)
-    download = services.public_keystore(client.tenant, actor=client.user)
+    if name not in (entities.SYSTEM, entities.BACKUP):
+        raise ODataError(400, f"Keystore name '{name}' is invalid.")
+    download = services.public_keystore(
+        client.tenant, actor=client.user, backup=name == entities.BACKUP
+    )
     return entity(
         {
             "Name": name,
@@ -434,14 +470,31 @@ def _split_aliases(text: str) -> list[str]:
     return [alias for alias in aliases if alias]
 
 
+def _restore(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    """retrieveBackup=backup_admin_system: the server-side backup back into the keystore
+    (importOption overwrite, the default, or replace), body {"Resource": null}."""
+    _require_deploy(client)
+    if request.GET.get("retrieveBackup") != entities.BACKUP:
+        raise ODataError(400, f"retrieveBackup takes '{entities.BACKUP}'.")
+    if request.GET.get("deleteEntries", "").lower() == "true":
+        raise ODataError(400, "Either retrieveBackup or deleteEntries=true, not both.")
+    option = request.GET.get("importOption", "overwrite")
+    if option not in ("overwrite", "replace"):
+        raise ODataError(400, "importOption for retrieving the backup: overwrite or replace.")
+    data = _json_body(request, 64 * 1024)
+    if data.get("Resource") is not None:
+        raise ODataError(400, 'Retrieving the backup takes the body {"Resource": null}.')
+    return _merge_answer(
+        request,
+        lambda: merging.restore_server_backup(
+            client.tenant, actor=client.user, replace=option == "replace"
+        ),
+        lambda: entities.system_entries(client.tenant),
+    )
+
+
 def _delete_entries(request: HttpRequest, client: ApiClient) -> HttpResponse:
     _require_deploy(client)
-    if request.GET.get("retrieveBackup"):
-        raise ODataError(
-            400,
-            "retrieveBackup is not offered: the site keeps no backup keystore. Restore a backup "
-            "file with POST /KeystoreResources (importOption overwrite).",
-        )
     if request.GET.get("deleteEntries", "").lower() != "true":
         raise ODataError(400, "PUT /KeystoreResources('system') takes deleteEntries=true.")
     data = _json_body(request, 64 * 1024)
@@ -677,56 +730,102 @@ def _not_imported(alias: str, reason: str) -> str:
     return f"notImported: {reason}"
 
 
-_IMPORT_STATUS = {"added": "new", "overwritten": "changed"}
+def _status(outcome: merging.ImportOutcome) -> str:
+    """An entry's import status in the description's words: new, changed, unchanged (written
+    over with the same certificate), removed, or notImported with the reason."""
+    if outcome.result == "added":
+        return "new"
+    if outcome.result == "overwritten":
+        same = outcome.fingerprint == outcome.previous_fingerprint
+        return "unchanged" if same else "changed"
+    if outcome.result == "removed":
+        return "removed"
+    return _not_imported(outcome.alias, outcome.reason)
+
+
+def _summary_rows(rows: list[dict], summary: merging.ImportSummary) -> list[dict]:
+    """The keystore's entries, each with its Status from the summary ("unchanged" when the
+    operation did not touch it). An alias the keystore no longer holds (removed, or a refused
+    reserved one) is listed on its own row; each Hexalias appears once, a refusal winning over
+    a removal of the same alias."""
+    ordered = sorted(summary.outcomes, key=lambda outcome: outcome.result != "removed")
+    status = {outcome.alias.casefold(): _status(outcome) for outcome in ordered}
+    aliases = {outcome.alias.casefold(): outcome.alias for outcome in ordered}
+    for row in rows:
+        row["Status"] = status.pop(row["Alias"].casefold(), "unchanged")
+    return rows + [
+        {"Hexalias": hexalias(aliases[folded]), "Alias": aliases[folded], "Status": value}
+        for folded, value in status.items()
+    ]
+
+
+def _merge_answer(
+    request: HttpRequest,
+    run: Callable[[], merging.ImportSummary],
+    rows: Callable[[], list[dict]],
+) -> HttpResponse:
+    """Run an import, backup or restore; answer 204, or with returnKeystoreEntries=true
+    (the default) the keystore's entries with their import status."""
+    listing = flag(request, "returnKeystoreEntries", default=True)
+    with transaction.atomic():
+        summary = run()
+        if not listing and summary.rejected:
+            # "At least one entry could not be imported and the complete import failed": the
+            # error rolls back the entries that were written (and, for replace, removed).
+            raise ODataError(400, "; ".join(f"{o.alias}: {o.reason}" for o in summary.rejected))
+    if not listing:
+        return HttpResponse(status=204)
+    return collection(_summary_rows(rows(), summary))
 
 
 @api_view("POST")
 def keystore_resources(request: HttpRequest, client: ApiClient) -> HttpResponse:
+    """Name 'system': import a keystore (importOption merge, overwrite or replace); Name
+    'backup_admin_system': back up the tenant-owned entries on the server."""
     _require_deploy(client)
     data = _json_body(request, MAX_KEYSTORE_BYTES)
     name = data.get("Name")
+    if name == entities.BACKUP:
+        return _back_up(request, client, data)
     if name != entities.SYSTEM:
         raise ODataError(
             400,
             f"The value '{name}' is not supported for the property 'Name'. Possible name "
-            "values are 'system'.",
+            "values are 'system' and 'backup_admin_system'.",
         )
     option = request.GET.get("importOption", "overwrite")
-    if option not in ("merge", "overwrite"):
-        raise ODataError(
-            400, "importOption: merge or overwrite (replace, which deletes first, is not offered)."
-        )
+    if option not in ("merge", "overwrite", "replace"):
+        raise ODataError(400, "importOption: merge, overwrite or replace.")
     keystore_file = _base64(data.get("Resource"), "Resource (the JKS or PKCS#12 keystore)")
     password = data.get("Password")
     if not isinstance(password, str) or not password:
         raise ODataError(400, "Password is missing.")
-    listing = flag(request, "returnKeystoreEntries", default=True)
-    with transaction.atomic():
-        summary = merging.import_keystore(
+    return _merge_answer(
+        request,
+        lambda: merging.import_keystore(
             client.tenant,
             keystore_file,
             password,
             actor=client.user,
             overwrite=option == "overwrite",
+            replace=option == "replace",
+        ),
+        lambda: entities.system_entries(client.tenant),
+    )
+
+
+def _back_up(request: HttpRequest, client: ApiClient, data: dict[str, Any]) -> HttpResponse:
+    # The description: importOption "must be deselected for backup"; the body is the name only.
+    if "importOption" in request.GET:
+        raise ODataError(400, "importOption is for imports: a backup takes none.")
+    if data.get("Resource") not in (None, "") or data.get("Password") not in (None, ""):
+        raise ODataError(
+            400,
+            "A backup takes no Resource or Password: it copies the tenant's keystore. Send "
+            '{"Name": "backup_admin_system"}.',
         )
-        if not listing and summary.rejected:
-            # "At least one entry could not be imported and the complete import failed": the
-            # error rolls back the entries that were written.
-            raise ODataError(400, "; ".join(f"{o.alias}: {o.reason}" for o in summary.rejected))
-    if not listing:
-        return HttpResponse(status=204)
-    status = {
-        o.alias.casefold(): _IMPORT_STATUS[o.result] for o in summary.added + summary.overwritten
-    }
-    status.update({o.alias.casefold(): _not_imported(o.alias, o.reason) for o in summary.rejected})
-    rows = entities.system_entries(client.tenant)
-    for row in rows:
-        row["Status"] = status.pop(row["Alias"].casefold(), "unchanged")
-    # A rejected alias the keystore does not hold (a reserved one) is listed on its own row;
-    # one it holds carries the refusal on its stored row, so each Hexalias appears once.
-    rows += [
-        {"Hexalias": hexalias(o.alias), "Alias": o.alias, "Status": status[o.alias.casefold()]}
-        for o in summary.rejected
-        if o.alias.casefold() in status
-    ]
-    return collection(rows)
+    return _merge_answer(
+        request,
+        lambda: merging.make_server_backup(client.tenant, actor=client.user),
+        lambda: entities.backup_entries(client.tenant),
+    )
