@@ -1,6 +1,6 @@
 """The keystore in the Django admin: tenants, keystore entries (with uploads, downloads, key pair
-creation, signing request and signed certificate, rename, delete and PKCS#12 export) and the
-audit log.
+creation, signing request and signed certificate, rename, delete, PKCS#12 export, and the
+server-side backup's Back up and Restore) and the audit log.
 
 Every page asks keystore.permissions for the tenant it shows or changes. The admin's own add,
 change and delete machinery is switched off for entries: an entry comes only from an upload or
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypedDict
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Count, QuerySet
@@ -24,7 +25,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from keystore import crypto, merging, permissions, roles, services
 from keystore.adminmixins import (
@@ -56,7 +57,7 @@ from keystore.forms import (
     SigningResponseForm,
     read_upload,
 )
-from keystore.models import AuditEvent, EntryType, KeystoreEntry, Tenant
+from keystore.models import AuditEvent, EntryType, KeystoreBackup, KeystoreEntry, Tenant
 from keystore.timefmt import utc
 
 if TYPE_CHECKING:
@@ -79,6 +80,21 @@ ENTRY_PAGE_EXTENSIONS: list[Callable[[HttpRequest, KeystoreEntry], tuple[list, d
 #: Callables (request) -> context that other apps register to add to the entry list's page
 #: (renewals puts the Keystore Monitor's tabs there, whose counts are renewal rows).
 ENTRY_LIST_EXTENSIONS: list[Callable[[HttpRequest], dict]] = []
+
+
+class ServerRestoreForm(forms.Form):
+    """Restore's confirmation: how (the API's importOption) and the keystore as it was shown."""
+
+    mode = forms.ChoiceField(
+        label="Entries made since the backup",
+        choices=[
+            ("overwrite", "Keep them (overwrite: only the backed-up aliases are written)"),
+            ("replace", "Remove them (replace: the tenant-owned entries become the backup)"),
+        ],
+        initial="overwrite",
+        widget=forms.RadioSelect,
+    )
+    state = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
 
 # -- list filters ----------------------------------------------------------------------------
@@ -298,11 +314,12 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         if permissions.may_anywhere(request.user, permissions.READ_SECURITY):
             tools.append(("Back up keystore", reverse(self.url_name("backup"))))
         shown, _tenants = monitor_tenants(request)
+        context = {**(extra_context or {}), "upload_tools": tools}
         if shown is not None:
             # Every certificate of the tenant in one JKS, for backend administrators.
             public = reverse(self.url_name("public_content"), args=[shown.pk])
             tools.append(("Download public content", public))
-        context = {**(extra_context or {}), "upload_tools": tools}
+            context["server_backup"] = self._server_backup_context(request, shown)
         for extension in ENTRY_LIST_EXTENSIONS:
             context.update(extension(request))
         return super().changelist_view(request, context)
@@ -474,6 +491,13 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             ("import-summary/", self.import_summary_view, "import_summary", get),
             ("create-key-pair/", self.create_key_pair_view, "create_key_pair", form),
             ("backup/", self.backup_view, "backup", form),
+            (
+                "<int:tenant_id>/server-backup/",
+                self.server_backup_view,
+                "server_backup",
+                require_POST,
+            ),
+            ("<int:tenant_id>/server-restore/", self.server_restore_view, "server_restore", form),
             ("public-content/<int:tenant_id>/", self.public_content_view, "public_content", get),
             ("<int:pk>/rename/", self.rename_view, "rename", form),
             ("<int:pk>/delete-entry/", self.delete_entry_view, "delete_entry", form),
@@ -615,23 +639,7 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
                 actor=acting_user(request),
                 overwrite=form.cleaned_data["overwrite"],
             )
-            # Post/redirect/get: the summary travels in the session, so a reload shows it
-            # again without importing twice.
-            request.session[SUMMARY_SESSION_KEY] = {
-                "tenant": tenant.slug,
-                "outcomes": [
-                    {
-                        "alias": outcome.alias,
-                        "result": outcome.result,
-                        "reason": outcome.reason,
-                        "entry_type": EntryType(outcome.entry_type).label
-                        if outcome.entry_type
-                        else "",
-                        "fingerprint": outcome.fingerprint,
-                    }
-                    for outcome in summary.outcomes
-                ],
-            }
+            self._keep_summary(request, tenant, summary, "Keystore import summary")
             level = messages.WARNING if summary.rejected else messages.SUCCESS
             self.message_user(
                 request,
@@ -666,6 +674,25 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         )
         return HttpResponseRedirect(self._change_url(entry))
 
+    @staticmethod
+    def _keep_summary(request, tenant: Tenant, summary: merging.ImportSummary, title: str) -> None:
+        """Post/redirect/get: the summary of an import or restore travels in the session, so a
+        reload shows it again without acting twice."""
+        request.session[SUMMARY_SESSION_KEY] = {
+            "tenant": tenant.slug,
+            "title": title,
+            "outcomes": [
+                {
+                    "alias": outcome.alias,
+                    "result": outcome.result,
+                    "reason": outcome.reason,
+                    "entry_type": EntryType(outcome.entry_type).label if outcome.entry_type else "",
+                    "fingerprint": outcome.fingerprint or outcome.previous_fingerprint,
+                }
+                for outcome in summary.outcomes
+            ],
+        }
+
     def import_summary_view(self, request):
         self._require_deploy_somewhere(request)
         summary = request.session.get(SUMMARY_SESSION_KEY)
@@ -675,11 +702,12 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
         return self.render_page(
             request,
             "import_summary.html",
-            "Keystore import summary",
+            summary.get("title", "Keystore import summary"),
             tenant_slug=summary["tenant"],
             added=[o for o in outcomes if o["result"] == "added"],
             overwritten=[o for o in outcomes if o["result"] == "overwritten"],
             rejected=[o for o in outcomes if o["result"] == "rejected"],
+            removed=[o for o in outcomes if o["result"] == "removed"],
         )
 
     # ---- key pairs made here: create, signing request, signed certificate -------------------
@@ -933,6 +961,104 @@ class KeystoreEntryAdmin(NoAdminForms, TenantFactsAdmin):
             "'overwrite' restores its tenant-owned entries. The backup is recorded in the "
             "audit log.",
             submit_label="Download backup",
+        )
+
+    # ---- the server-side backup (backup_admin_system) -------------------------------------
+
+    def _server_backup_context(self, request, tenant: Tenant) -> dict:
+        """The Keystore page's line about the tenant's server-side backup, with Back up and
+        Restore for the tenant's administrators."""
+        backup = (
+            KeystoreBackup.objects.filter(tenant=tenant)
+            .annotate(size=Count("entries"))
+            .values("made_at", "made_by_label", "size")
+            .first()
+        )
+        context: dict[str, object] = {"tenant": tenant, "backup": backup}
+        if permissions.may(request.user, permissions.DEPLOY, tenant):
+            context.update(
+                state=merging.keystore_state(tenant),
+                backup_url=reverse(self.url_name("server_backup"), args=[tenant.pk]),
+                restore_url=reverse(self.url_name("server_restore"), args=[tenant.pk]),
+            )
+        return context
+
+    def _tenant_list_redirect(self, tenant_id: int) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            f"{reverse(self.url_name('changelist'))}?{TenantFilter.parameter_name}={tenant_id}"
+        )
+
+    def server_backup_view(self, request, tenant_id: int):
+        """Back up (POST only, from the Keystore page): the form carries the keystore's state as
+        shown, so a double click backs up once and says so the second time."""
+        permissions.require(request.user, permissions.DEPLOY, tenant_id)
+        tenant = Tenant.objects.get(pk=tenant_id)
+        try:
+            summary = merging.make_server_backup(
+                tenant,
+                actor=acting_user(request),
+                expected_state=request.POST.get("state", ""),
+            )
+        except services.KeystoreError as error:
+            stale = isinstance(error, merging.StaleConfirmation)
+            self.message_user(request, str(error), messages.WARNING if stale else messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"Backed up {len(summary.outcomes) - len(summary.removed)} tenant-owned entries "
+                f"of {tenant.slug} on the server; the previous backup is replaced.",
+                messages.SUCCESS,
+            )
+        return self._tenant_list_redirect(tenant.pk)
+
+    def server_restore_view(self, request, tenant_id: int):
+        """Restore: a confirmation page that shows what will change, then the one service."""
+        permissions.require(request.user, permissions.DEPLOY, tenant_id)
+        tenant = Tenant.objects.get(pk=tenant_id)
+        preview = merging.restore_preview(tenant)
+        if preview is None:
+            self.message_user(
+                request,
+                f"Tenant {tenant.slug} has no server-side backup: back up first. Nothing was "
+                "changed.",
+                messages.ERROR,
+            )
+            return self._tenant_list_redirect(tenant.pk)
+        if request.method == "POST":
+            form = ServerRestoreForm(request.POST)
+            if form.is_valid():
+                try:
+                    summary = merging.restore_server_backup(
+                        tenant,
+                        actor=acting_user(request),
+                        replace=form.cleaned_data["mode"] == "replace",
+                        expected_state=form.cleaned_data["state"],
+                    )
+                except services.KeystoreError as error:
+                    stale = isinstance(error, merging.StaleConfirmation)
+                    level = messages.WARNING if stale else messages.ERROR
+                    self.message_user(request, str(error), level)
+                    return self._tenant_list_redirect(tenant.pk)
+                self._keep_summary(request, tenant, summary, "Keystore restore summary")
+                self.message_user(
+                    request,
+                    f"Restored the server-side backup of {utc(preview.backup.made_at)} into "
+                    f"{tenant.slug}: {len(summary.added)} added, {len(summary.overwritten)} "
+                    f"overwritten, {len(summary.removed)} removed, {len(summary.rejected)} "
+                    "rejected.",
+                    messages.WARNING if summary.rejected else messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse(self.url_name("import_summary")))
+        else:
+            form = ServerRestoreForm(initial={"state": merging.keystore_state(tenant)})
+        return self.render_page(
+            request,
+            "server_restore.html",
+            f"Restore the keystore of {tenant.slug} from the server-side backup",
+            form=form,
+            tenant=tenant,
+            preview=preview,
+            cancel_url=self._tenant_list_redirect(tenant.pk).url,
         )
 
     # ---- bulk delete -----------------------------------------------------------------------
