@@ -19,6 +19,14 @@ Metrics (timestamps are Unix seconds):
   renewals_scan_runs_interrupted_total      scans that never finished (a later one did the work)
   keystore_cache_up                         1 when the cache answers, 0 during an outage
   whereused_flows_restart_required{tenant}  integration flows waiting for a restart
+  renewals_channel_messages_sent_total{kind}
+                                            channel messages delivered, per channel kind
+                                            (apprise's service: json, slack, msteams ...)
+  renewals_channel_delivery_failures_total{kind}
+                                            failed delivery attempts to channels
+  renewals_channel_messages_given_up_total{kind}
+                                            channel messages given up (after the last
+                                            attempt, or when their channel was removed)
 
 The number of queries does not depend on the number of tenants or entries.
 """
@@ -31,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.cache import cache
-from django.db.models import Count
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -43,7 +51,7 @@ from keystore.models import KeystoreEntry, Tenant
 from keystore_site import conf
 from keystore_site.dashboard import EXPIRY_STATES, expiry_state_counts
 from renewals import conf as renewals_conf
-from renewals.models import PendingSapKey, ScanRun
+from renewals.models import PendingSapKey, ScanRun, SentNotification
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +236,7 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
     cache_up.add(1 if cache_answers() else 0)
 
     families = [expiry, states, pending, activation, attention, last_scan, interrupted, cache_up]
+    families += channel_delivery_families(ids)
     restart_counts = _restart_counts(ids)
     if restart_counts is not None:
         restart = Family(
@@ -238,6 +247,44 @@ def collect(tenant_ids: Iterable[int] | None, now: datetime | None = None) -> li
             restart.add(restart_counts.get(tenant.pk, 0), tenant=tenant.slug)
         families.append(restart)
     return families
+
+
+def channel_delivery_families(tenant_ids: list[int]) -> list[Family]:
+    """The outbox's channel rows counted per channel kind, in one query: sent, failed
+    attempts (every attempt of a row but its successful one) and given up."""
+    sent = Family(
+        "renewals_channel_messages_sent_total",
+        "Messages delivered to chat and webhook channels, per channel kind.",
+        type="counter",
+    )
+    failed = Family(
+        "renewals_channel_delivery_failures_total",
+        "Failed attempts to deliver a message to a channel, per channel kind.",
+        type="counter",
+    )
+    given_up = Family(
+        "renewals_channel_messages_given_up_total",
+        "Channel messages given up after the last attempt (or when their channel was "
+        "removed), per channel kind.",
+        type="counter",
+    )
+    rows = (
+        SentNotification.objects.channel_messages()
+        .filter(tenant_id__in=tenant_ids)
+        .values("channel__service")
+        .annotate(
+            n_sent=Count("pk", filter=Q(sent_at__isnull=False)),
+            n_attempts=Sum("attempts"),
+            n_given_up=Count("pk", filter=Q(gave_up=True)),
+        )
+        .order_by("channel__service")
+    )
+    for row in rows:
+        kind = row["channel__service"]
+        sent.add(row["n_sent"], kind=kind)
+        failed.add((row["n_attempts"] or 0) - row["n_sent"], kind=kind)
+        given_up.add(row["n_given_up"], kind=kind)
+    return [sent, failed, given_up]
 
 
 def cache_answers() -> bool:

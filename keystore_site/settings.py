@@ -107,6 +107,7 @@ INSTALLED_APPS = [
     "renewals.whereused",
     "renewals.plans",
     "renewals.connectivity",
+    "renewals.channels",
     "oauth2_provider",
     "keystore_site.api",
 ]

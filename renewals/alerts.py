@@ -30,6 +30,7 @@ from django.utils import timezone
 from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
 from keystore.timefmt import utc
 from renewals import conf, notifications
+from renewals.channels.messages import compose
 from renewals.models import NotificationKind, SentNotification
 
 # Alerts name their key by uuid5(tenant, alias, fingerprint): stable across scans, new per key.
@@ -122,6 +123,17 @@ def _alert(
         f"{', '.join(str(day) for day in conf.expiry_alert_days())} days before expiry, "
         "each once per key.\n" + link
     )
+    chat = compose(
+        subject,
+        [
+            f"Tenant: {_tenant_words(tenant)} | Alias: {entry.alias} "
+            f"({entry.get_owner_display()} {kind})",
+            f"Expires {left}, on {utc(entry.valid_until, label=True)} "
+            f"(valid from {utc(entry.valid_from)}).",
+            "Next: " + _what_to_do(entry).strip(),
+        ],
+        reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
+    )
     return notifications.record_mail(
         NotificationKind.EXPIRY,
         tenant,
@@ -132,6 +144,7 @@ def _alert(
         body,
         threshold_days=threshold,
         recipients=recipients,
+        chat=chat,
     )
 
 
@@ -163,16 +176,18 @@ def send_expiry_alerts(now: datetime | None = None) -> list[SentNotification]:
         sent.setdefault(occasion, set()).add(sent_threshold)
     recipients: dict[int, list[str]] = {}
     recorded: list[SentNotification] = []
-    for entry in entries:
-        occasion = occasions[entry.pk]
-        threshold = due_alert_threshold(entry.valid_until, now, days, sent.get(occasion, ()))
-        if threshold is None:
-            continue
-        if entry.tenant_id not in recipients:
-            recipients[entry.tenant_id] = notifications.recipients_for(entry.tenant)
-        notification = _alert(entry, threshold, now, recipients[entry.tenant_id], occasion)
-        if notification is not None:
-            recorded.append(notification)
+    # Each tenant's channels are read once for all its alerts, when its first one is due.
+    with notifications.channels_looked_up_once():
+        for entry in entries:
+            occasion = occasions[entry.pk]
+            threshold = due_alert_threshold(entry.valid_until, now, days, sent.get(occasion, ()))
+            if threshold is None:
+                continue
+            if entry.tenant_id not in recipients:
+                recipients[entry.tenant_id] = notifications.recipients_for(entry.tenant)
+            notification = _alert(entry, threshold, now, recipients[entry.tenant_id], occasion)
+            if notification is not None:
+                recorded.append(notification)
     if recorded:
         transaction.on_commit(
             partial(notifications.deliver, [notification.pk for notification in recorded])

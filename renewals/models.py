@@ -8,9 +8,11 @@ tables only through `copy_material_from`, which opens and reseals.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from keystore.models import KeyMaterial, KeystoreEntry, Tenant
@@ -156,11 +158,33 @@ class NotificationKind(models.TextChoices):
     APPROVAL = "approval", "Renewal plan: activation waits for a second administrator"
 
 
+class OutboxQuerySet(NotificationQuerySet):
+    """The outbox's own filters (here, beside the model, with the fields they read)."""
+
+    def due(self, now: datetime) -> Self:
+        """Unsent rows whose wait after a failed attempt (a channel's backoff) is over."""
+        return self.unsent().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+    def mails(self) -> Self:
+        return self.filter(channel__isnull=True)
+
+    def channel_messages(self) -> Self:
+        return self.filter(channel__isnull=False)
+
+
+# The fields that name one occasion of one notification kind; each recipient (the mail, or one
+# channel) is recorded once per occasion.
+OCCASION_FIELDS = ["kind", "tenant", "alias", "fingerprint", "threshold_days", "occasion"]
+
+
 class SentNotification(models.Model):
-    """One mail, recorded once: the unique constraint makes a second scan (or a retried task)
-    find the row instead of mailing again. The row is written with the change it reports, in
-    the same transaction, and delivered after commit; `sent_at` stays empty until delivery
-    succeeds, so a failed delivery is retried by the next scan.
+    """The outbox: one row per recipient of a notification, recorded once. A mail row (channel
+    empty) goes to the tenant's administrators; a channel row (renewals.channels) carries the
+    short chat text of the same event to one channel and points to its mail (`origin`). The
+    unique constraints make a second scan (or a retried task) find the rows instead of sending
+    again. The rows are written with the change they report, in the same transaction, and
+    delivered after commit; `sent_at` stays empty until delivery succeeds, so a failed delivery
+    is retried by the scan (a channel's after its backoff, `next_attempt_at`).
 
     `occasion` is the pending key the mail is about (its material_id): the same key may wait
     and be activated more than once (revert and activate again), and each time is news.
@@ -176,24 +200,47 @@ class SentNotification(models.Model):
     recipients = models.TextField(blank=True)
     subject = models.CharField(max_length=255)
     body = models.TextField()
+    # Set on a channel's row: the channel it goes to, and the mail row of the same event
+    # (delivering that mail's id delivers its channel rows too).
+    channel = models.ForeignKey(
+        "channels.Channel",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="messages",
+    )
+    origin = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="channel_copies"
+    )
     claimed_at = models.DateTimeField(null=True, blank=True)
     # Which delivery claimed the row: one statement claims many rows, and this tells a worker
     # which of them are its own.
     claim_token = models.UUIDField(null=True, blank=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Not before this time may the scan try again (empty: at the next scan, as for mails).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     gave_up = models.BooleanField(default=False)
     last_error = models.CharField(max_length=500, blank=True)
 
-    objects = NotificationQuerySet.as_manager()
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            # Two partial constraints: NULLs are distinct in a unique constraint (SQLite and
+            # PostgreSQL alike), so one constraint over the fields and the channel would let
+            # a mail be recorded twice.
             models.UniqueConstraint(
-                fields=["kind", "tenant", "alias", "fingerprint", "threshold_days", "occasion"],
+                fields=OCCASION_FIELDS,
+                condition=Q(channel__isnull=True),
                 name="one_mail_per_occasion",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=[*OCCASION_FIELDS, "channel"],
+                condition=Q(channel__isnull=False),
+                name="one_channel_message_per_occasion",
+            ),
         ]
 
     def __str__(self) -> str:

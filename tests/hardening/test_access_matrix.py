@@ -33,8 +33,9 @@ from keystore import permissions
 from keystore.adminmixins import TenantScopedAdmin
 from keystore.models import KeystoreEntry, Tenant
 from keystore_site.api.models import ApiClient
+from renewals.channels.models import Channel
 from renewals.connectivity.models import ConnectivityTestRun
-from renewals.plans.models import BackendContact, PlanBackend
+from renewals.plans.models import BackendContact, PlanBackend, RenewalPlan, TenantPlanSettings
 from renewals.whereused.models import IntegrationFlow
 from tests.conftest import client_for
 from tests.hardening.conftest import SAP_ALIAS, Route, leaked, renewal_state, site_routes
@@ -101,8 +102,16 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:plans_renewalplan_contact": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_inform": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_probe": Needs((READ_CREDENTIALS,), changes=True, post_only=True),
+    "admin:plans_renewalplan_window": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_gate": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:plans_renewalplan_evidence": Needs((READ,)),
+    "admin:plans_renewalplan_evidence_json": Needs((READ,)),
     "admin:api_apiclient_create": Needs((DEPLOY,), "anywhere", changes=True),
     "admin:api_apiclient_revoke": Needs((DEPLOY,), changes=True),
+    "admin:channels_channel_create": Needs((DEPLOY,), "anywhere", changes=True),
+    "admin:channels_channel_edit": Needs((DEPLOY,), changes=True),
+    "admin:channels_channel_test": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:channels_channel_remove": Needs((DEPLOY,), changes=True),
 }
 
 MODEL_VIEWS = ("changelist", "add", "change", "history", "delete")
@@ -279,6 +288,22 @@ def world_state(world) -> tuple:
         sorted(PlanBackend.objects.values_list("pk", "status", "link_nonce", "confirmed_at")),
         sorted(BackendContact.objects.values_list("pk", "name", "email")),
         sorted(
+            (pk, name, events, bytes(sealed or b""), removed)
+            for pk, name, events, sealed, removed in Channel.objects.values_list(
+                "pk", "name", "events", "sealed_url", "removed_at"
+            )
+        ),
+        sorted(
+            RenewalPlan.objects.values_list(
+                "pk",
+                "planned_activation",
+                "override_reason",
+                "approval_requested_at",
+                "approved_at",
+            )
+        ),
+        sorted(TenantPlanSettings.objects.values_list("pk", "gate", "four_eyes")),
+        sorted(
             type(world.superuser).objects.values_list("pk", "username", "password", "is_superuser")
         ),
     )
@@ -288,8 +313,29 @@ def body_of(response) -> bytes:
     return b"".join(response) if response.streaming else response.content
 
 
+# A channel's URL holds its token: no page may show it (tests/renewals/channels has the rest).
+CHANNEL_SECRET = "matrix-channel-token-5d1f"
+
+
 @pytest.fixture
-def routes(admin_world):
+def channel_world(admin_world):
+    """The world with a channel of tenant A. Its URL points at the discard port of 127.0.0.1,
+    allowed only while it is saved: no request of the matrix ever delivers to it."""
+    from django.test import override_settings
+
+    from renewals.channels.services import add_channel
+
+    with override_settings(CONNECTIVITY_ALLOWED_NETWORKS=["127.0.0.1/32"]):
+        channel = add_channel(
+            admin_world.tenant, "matrix-hook", f"json://127.0.0.1:9/{CHANNEL_SECRET}", "all"
+        )
+    admin_world.objects["channels.channel"] = channel
+    return admin_world
+
+
+@pytest.fixture
+def routes(channel_world):
+    admin_world = channel_world
     found = [(route, url_of(route, admin_world)) for route in site_routes()]
     return [(route, url) for route, url in found if url is not None]
 
@@ -330,6 +376,7 @@ def test_get_matrix(admin_world, routes, clients, figures):
             if response.status_code == 200:
                 body = body_of(response)
                 assert leaked(body, admin_world.keys) == [], (url, role)
+                assert CHANNEL_SECRET.encode() not in body, (url, role)
                 scanned += 1
                 if role in ("none", "other_admin"):
                     # Nothing of tenant A reaches a role without rights there.
@@ -436,6 +483,7 @@ def test_no_private_key_in_any_page_of_a_superuser(admin_world, routes, figures)
         assert response.status_code != 500, url
         if response.status_code == 200:
             assert leaked(body_of(response), admin_world.keys) == [], url
+            assert CHANNEL_SECRET.encode() not in body_of(response), url
             scanned += 1
     assert scanned > 50
     figures["pages scanned for private keys"] += scanned

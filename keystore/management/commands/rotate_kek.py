@@ -24,3 +24,15 @@ class Command(BaseCommand):
             f"Resealed {result.resealed} private keys; {result.already_current} were already "
             "sealed with the current KEK."
         )
+
+        # Channel URLs (issue 18) are sealed under the same KEKs: the same command reseals them.
+        from renewals.channels.services import reseal_all_channel_urls
+
+        try:
+            channels = reseal_all_channel_urls(batch_size=options["batch_size"])
+        except SealingError as error:
+            raise CommandError(str(error))
+        self.stdout.write(
+            f"Resealed {channels.resealed} channel URLs; {channels.already_current} were "
+            "already sealed with the current KEK."
+        )

@@ -1,0 +1,16 @@
+"""The channels app (label "channels"): a tenant's chat and webhook destinations."""
+
+from django.apps import AppConfig
+
+
+class ChannelsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "renewals.channels"
+    label = "channels"
+    verbose_name = "Channels"
+
+    def ready(self) -> None:
+        from renewals.channels import logguard
+
+        # Not a schedule or a query: a log filter, so that no library prints a channel's URL.
+        logguard.install()
