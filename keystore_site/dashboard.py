@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypedDict, cast
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMonth
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
@@ -255,6 +255,7 @@ class TenantDashboard:
     flows: list = field(default_factory=list)
     flows_count: int = 0
     flows_url: str = ""
+    plans: list = field(default_factory=list)  # renewal plans in progress
 
     @property
     def pending_more(self) -> int:
@@ -293,6 +294,35 @@ def _restart_flows(tenant_ids: list[int]):
     return flows, counts
 
 
+def _plans_in_progress(tenant_ids: list[int]) -> list:
+    """The renewal plans whose key waits, each with `backend_count` (affected backends),
+    `confirmed_count` (confirmed or verified), `confirmed_share` and `change_url` (one query),
+    or [] without the plans app."""
+    try:
+        from renewals.plans.models import BackendStatus, RenewalPlan
+    except (ImportError, LookupError, RuntimeError):
+        return []
+    plans = list(
+        RenewalPlan.objects.waiting()
+        .filter(tenant_id__in=tenant_ids)
+        .annotate(
+            # Backends marked not affected need nothing: the share is of the others.
+            backend_count=Count("backends", filter=~Q(backends__status=BackendStatus.NOT_AFFECTED)),
+            confirmed_count=Count(
+                "backends",
+                filter=Q(backends__status__in=(BackendStatus.CONFIRMED, BackendStatus.VERIFIED)),
+            ),
+        )
+        .order_by("planned_activation", "created_at", "pk")[: LIST_LIMIT * 4]
+    )
+    for plan in plans:
+        plan.change_url = _url("admin:plans_renewalplan_change", plan.pk)
+        plan.confirmed_share = (
+            round(100 * plan.confirmed_count / plan.backend_count) if plan.backend_count else 100
+        )
+    return plans
+
+
 def _url(name: str, *args, query: dict | None = None) -> str:
     try:
         url = reverse(name, args=args)
@@ -324,6 +354,9 @@ def build_dashboard(user: AnyUser, now: datetime | None = None) -> Dashboard:
         waiting.values("tenant_id").annotate(n=Count("pk")).values_list("tenant_id", "n").order_by()
     )
     restart = _restart_flows(ids) if ids else ([], {})
+    plans_by_tenant: dict[int, list] = {}
+    for plan in _plans_in_progress(ids) if ids else []:
+        plans_by_tenant.setdefault(plan.tenant_id, []).append(plan)
     flows, flow_counts = restart if restart is not None else ([], {})
 
     entries_list = _url("admin:keystore_keystoreentry_changelist")
@@ -365,6 +398,7 @@ def build_dashboard(user: AnyUser, now: datetime | None = None) -> Dashboard:
                 pending_url=f"{pending_list}?{urlencode({'tenant': tenant.pk})}",
                 flows=flows_by_tenant.get(tenant.pk, []),
                 flows_count=flow_counts.get(tenant.pk, 0),
+                plans=plans_by_tenant.get(tenant.pk, [])[:LIST_LIMIT],
                 flows_url=(
                     f"{flows_list}?"
                     + urlencode({"tenant": tenant.pk, "restart_required__exact": 1})

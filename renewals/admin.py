@@ -46,6 +46,8 @@ from renewals.activation import (
     add_back_to_pending,
 )
 from renewals.models import PendingSapKey, SapKeyBackup, ScanRun, SentNotification
+from renewals.plans import gate as plan_gate
+from renewals.plans.models import RenewalPlan
 from renewals.whereused import admin as whereused_admin
 from renewals.whereused.report import annotate_usage_counts
 
@@ -339,6 +341,9 @@ class PendingSapKeyAdmin(RenewalAdmin):
             if not attention and pending.auto_activation_at < pending.valid_until
             else "",
             attention=attention,
+            gate_preview=plan_gate.preview(
+                pending.tenant, RenewalPlan.objects.filter(occasion=pending.material_id).first()
+            ),
             **whereused_admin.where_used_context(pending.tenant, pending.alias, pending=True),
         )
 
@@ -355,13 +360,15 @@ class PendingSapKeyAdmin(RenewalAdmin):
                 pending.alias,
                 actor=acting_user(request),
                 expected_fingerprint=confirmed,
+                override_reason=request.POST.get("override_reason", ""),
             )
         except NothingToActivate as error:
             self.message_user(request, str(error), messages.WARNING)
             return HttpResponseRedirect(history_url)
         except RenewalError as error:
             self.message_user(request, str(error), messages.ERROR)
-            return HttpResponseRedirect(reverse(self.url_name("changelist")))
+            # Back to the confirmation page: it shows what the gate or four eyes wait for.
+            return HttpResponseRedirect(reverse(self.url_name("activate"), args=[pending.pk]))
         self.message_user(
             request,
             f"The new SAP key {result.alias} in {result.tenant.slug} is active. The previous "
@@ -374,6 +381,14 @@ class PendingSapKeyAdmin(RenewalAdmin):
                 request,
                 f"{result.flows_to_restart} integration flows with outbound connections are "
                 "marked restart required (see Integration flows).",
+                messages.WARNING,
+            )
+        if result.unsettled:
+            self.message_user(
+                request,
+                "Not confirmed, verified or marked not affected in the renewal plan: "
+                + ", ".join(result.unsettled)
+                + ". Check these backends now.",
                 messages.WARNING,
             )
         if result.root_changed:

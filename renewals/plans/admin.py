@@ -25,14 +25,23 @@ from keystore.adminmixins import (
     TenantFactsAdmin,
     TenantFilter,
     acting_user,
+    is_superuser,
 )
 from keystore.models import Tenant
 from keystore.timefmt import utc
 from renewals import admin as renewals_admin
 from renewals import conf as renewals_conf
 from renewals.models import PendingSapKey
-from renewals.plans import backendlinks, probing, services, tokens
-from renewals.plans.models import SETTLED, BackendStatus, PlanBackend, PlanState, RenewalPlan
+from renewals.plans import backendlinks, evidence, probing, services, tokens
+from renewals.plans.adminwindow import PlanWindowViews
+from renewals.plans.models import (
+    SETTLED,
+    BackendStatus,
+    PlanBackend,
+    PlanState,
+    RenewalPlan,
+    TenantPlanSettings,
+)
 from renewals.whereused import admin as whereused_admin
 
 
@@ -48,7 +57,7 @@ def plan_url(tenant_id: int, alias: str) -> str:
 
 
 @admin.register(RenewalPlan)
-class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
+class RenewalPlanAdmin(PlanWindowViews, NoAdminForms, TenantFactsAdmin):
     list_display = ("alias", "tenant", "state_now", "progress", "planned", "created_at")
     list_display_links = ("alias",)
     list_filter = (TenantFilter,)
@@ -90,11 +99,9 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
             ("<int:pk>/contact/", self.contact_view, "contact", require_POST),
             ("<int:pk>/inform/", self.inform_view, "inform", require_POST),
             ("<int:pk>/probe/", self.probe_view, "probe", require_POST),
+            *self.window_routes(),
         ]
         return self.tenant_urls(routes) + super().get_urls()
-
-    def _change_url(self, plan: RenewalPlan) -> str:
-        return reverse(self.url_name("change"), args=[plan.pk])
 
     def for_alias_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
         permissions.require(request.user, permissions.READ, tenant_id)
@@ -172,6 +179,9 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
             may_probe=bool(plan)
             and permissions.may(request.user, permissions.READ_CREDENTIALS, tenant),
             not_affected=BackendStatus.NOT_AFFECTED,
+            checklist=evidence.checklist(plan) if plan and state != PlanState.WAITING else None,
+            may_activate=may_deploy and state == PlanState.WAITING,
+            **self.window_context(plan, tenant),
         )
 
     def rebuild_view(self, request: HttpRequest, tenant_id: int, alias: str) -> HttpResponse:
@@ -314,6 +324,29 @@ class RenewalPlanAdmin(NoAdminForms, TenantFactsAdmin):
         else:
             self.message_user(request, f"Contact of {contact.system}: {contact}.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(plan))
+
+
+@admin.register(TenantPlanSettings)
+class TenantPlanSettingsAdmin(TenantFactsAdmin):
+    """A tenant's gate and four eyes. Superusers change them (the people who manage tenants),
+    so an administrator cannot lift the control meant to check them; the tenant's readers see
+    them. Every change is audited."""
+
+    list_display = ("tenant", "gate", "four_eyes", "updated_at", "updated_by")
+    list_select_related = ("tenant",)
+    fields = ("tenant", "gate", "four_eyes")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return is_superuser(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return is_superuser(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return is_superuser(request.user)
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.save_plan_settings(obj.tenant, obj.gate, obj.four_eyes, actor=acting_user(request))
 
 
 def _pending_page(request: HttpRequest, pending: PendingSapKey) -> list[RowAction]:

@@ -292,4 +292,18 @@ def confirm_imported(
             f"{address or 'an unknown address'}" + (f": {comment}" if comment else ""),
             at=now,
         )
+        notifications.outbox(
+            NotificationKind.CONFIRMED,
+            plan.tenant,
+            plan.alias,
+            plan.fingerprint_sha256,
+            uuid.uuid5(plan.occasion, f"confirmed {backend.pk}"),
+            f"{backend.label} confirmed the new certificate of {plan.alias} ({plan.tenant.slug})",
+            f"{name} confirmed on {utc(now, label=True)} that {backend.label} imported the new "
+            f"certificate of {plan.alias} (tenant {plan.tenant.slug})"
+            + (f":\n\n{comment}\n" if comment else ".\n")
+            + "\nProbe the backend with the new key to verify it, then activate in the agreed "
+            "window.\n",
+            recipients=notifications.recipients_for(plan.tenant),
+        )
     return Confirmation(backend, already=False)

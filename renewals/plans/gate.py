@@ -153,6 +153,35 @@ def check_activation(
     return GateCheck(plan, labels, overridden)
 
 
+@dataclass(frozen=True)
+class GatePreview:
+    """What a page says before an activation (read only; the activation checks again)."""
+
+    gate: str
+    four_eyes: bool
+    unsettled: tuple[str, ...]
+    overridden: str  # the override's reason, "" without one
+    requested: str  # who asked for the approval, "" if nobody
+    approved: str  # who approved, "" if nobody
+
+    @property
+    def closed(self) -> bool:
+        """A manual activation now would be refused by the gate (not counting four eyes)."""
+        return self.gate == Gate.REQUIRE and bool(self.unsettled) and not self.overridden
+
+
+def preview(tenant: Tenant, plan: RenewalPlan | None) -> GatePreview:
+    tenant_settings = settings_of(tenant)
+    return GatePreview(
+        gate=tenant_settings.gate,
+        four_eyes=tenant_settings.four_eyes,
+        unsettled=tuple(b.label for b in unsettled(list(plan.backends.all()))) if plan else (),
+        overridden=plan.override_reason if plan else "",
+        requested=plan.approval_requested_by_label if plan else "",
+        approved=plan.approved_by_label if plan else "",
+    )
+
+
 def unsettled_words(check: GateCheck) -> str:
     """For the activation mail: the backends that never confirmed ("" when all did)."""
     if not check.unsettled:

@@ -7,6 +7,7 @@ the test's own words (for example, that the server does not accept the client ce
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -18,12 +19,14 @@ from django.utils import timezone
 from keystore import permissions
 from keystore.audit import record_audit
 from keystore.models import AuditAction, Tenant
+from renewals import notifications
 from renewals.connectivity.models import ConnectivityTestRun
 from renewals.connectivity.services import (
     DEFAULT_TIMEOUT,
     ConnectivityError,
     run_connectivity_tests,
 )
+from renewals.models import NotificationKind
 from renewals.plans import conf
 from renewals.plans.models import BackendStatus, PlanBackend, PlanState, RenewalPlan
 from renewals.plans.services import PlanError, plan_of
@@ -170,4 +173,29 @@ def probe_backends(
             ),
             at=now,
         )
+        if report.failed:
+            _mail_failures(plan, report, now)
     return report
+
+
+def _mail_failures(plan: RenewalPlan, report: ProbeReport, now: datetime) -> None:
+    """The tenant's administrators hear of failed probes (one mail per probe run)."""
+    key = "active key" if report.key == ACTIVE else "new key"
+    lines = "\n".join(f"- {b.label} ({b.address}): {b.probe_message}" for b in report.failed)
+    notifications.outbox(
+        NotificationKind.PROBE_FAILED,
+        plan.tenant,
+        plan.alias,
+        plan.fingerprint_sha256,
+        uuid.uuid5(plan.occasion, f"probe {report.key} {now.isoformat()}"),
+        f"Probe failed for {len(report.failed)} backend(s) of {plan.alias} in {plan.tenant.slug}",
+        f"The TLS probe with the {key} of {plan.alias} (tenant {plan.tenant.slug}) failed for "
+        f"{len(report.failed)} of {len(report.probed)} backends:\n\n{lines}\n\n"
+        + (
+            "These backends do not accept the new key yet: ask their administrators to "
+            "import the new certificate and its root, then probe again before activating.\n"
+            if report.key == PENDING
+            else "These backends fail with the active key: check them now, or revert.\n"
+        ),
+        recipients=notifications.recipients_for(plan.tenant),
+    )

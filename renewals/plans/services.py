@@ -368,6 +368,34 @@ def settings_of(tenant: Tenant | int) -> TenantPlanSettings:
     return found or TenantPlanSettings(tenant_id=tenant_id, gate=conf.default_gate())
 
 
+def save_plan_settings(
+    tenant: Tenant, gate: str, four_eyes: bool, *, actor: Actor = None, now: datetime | None = None
+) -> TenantPlanSettings:
+    """Set the tenant's gate and four eyes (superusers, through the admin), audited."""
+    if gate not in conf.GATES:
+        raise PlanError(f"The gate is one of {', '.join(conf.GATES)}.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        found, _created = TenantPlanSettings.objects.update_or_create(
+            tenant=tenant,
+            defaults={
+                "gate": gate,
+                "four_eyes": four_eyes,
+                "updated_at": now,
+                "updated_by": actor_label(actor),
+            },
+        )
+        record_audit(
+            tenant,
+            "",
+            AuditAction.OTHER,
+            actor,
+            detail=f"renewal settings: gate {gate}, four eyes {'on' if four_eyes else 'off'}",
+            at=now,
+        )
+    return found
+
+
 def gate_of(tenant: Tenant) -> str:
     """The tenant's activation gate, "warn" or "require"."""
     return settings_of(tenant).gate

@@ -222,7 +222,7 @@ def admin_world(
     from renewals.activation import activate_pending_key
     from renewals.connectivity.models import ConnectivityTestRun
     from renewals.models import ScanRun, SentNotification
-    from renewals.plans.models import RenewalPlan
+    from renewals.plans.models import RenewalPlan, TenantPlanSettings
     from renewals.tasks import ensure_schedules
     from renewals.whereused.importing import import_flow_exports
     from tests.conftest import make_user
@@ -284,6 +284,7 @@ def admin_world(
         "renewals.scanrun": ScanRun.objects.create(started_at=timezone.now(), as_of=timezone.now()),
         "whereused.integrationflow": imported.flow_id,
         "plans.renewalplan": RenewalPlan.objects.get(occasion=waiting.material_id),
+        "plans.tenantplansettings": TenantPlanSettings.objects.create(tenant=tenant),
         "connectivity.connectivitytestrun": run,
         "auth.user": admin,
         "auth.group": Group.objects.first(),

@@ -102,6 +102,8 @@ CUSTOM_URLS: dict[str, Needs] = {
     "admin:plans_renewalplan_contact": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_inform": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_probe": Needs((READ_CREDENTIALS,), changes=True, post_only=True),
+    "admin:keystore_keystoreentry_server_backup": Needs((DEPLOY,), changes=True, post_only=True),
+    "admin:keystore_keystoreentry_server_restore": Needs((DEPLOY,), changes=True, ok=302),
     "admin:plans_renewalplan_window": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_gate": Needs((DEPLOY,), changes=True, post_only=True),
     "admin:plans_renewalplan_evidence": Needs((READ,)),

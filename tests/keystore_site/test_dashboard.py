@@ -26,6 +26,7 @@ from renewals.models import PendingSapKey, PendingSource
 from renewals.whereused.models import IntegrationFlow
 from tests import pki as pki_factory
 from tests.conftest import client_for, make_user
+from tests.renewals.conftest import provide, sap_ca  # noqa: F401  (fixtures used by name)
 
 SVG = "{http://www.w3.org/2000/svg}"
 NOW = datetime(2031, 1, 15, 12, 0, tzinfo=UTC)
@@ -381,3 +382,38 @@ def test_each_bucket_links_to_a_list_of_exactly_its_entries(db, tenant):
             alias for alias in ("d5", "d20", "d60", "d200") if f">{alias}<" in page.content.decode()
         }
         assert shown == aliases, value
+
+
+def test_renewal_plans_in_progress_with_their_share_confirmed(
+    users,
+    sap_entry,
+    provide,  # noqa: F811
+):
+    """A waiting key's plan is listed with the share of its affected backends confirmed or
+    verified (backends marked not affected do not count)."""
+    from renewals.plans.models import BackendStatus, RenewalPlan
+    from tests.renewals.plans.conftest import crm_channel, erp_channel, import_flows
+
+    tenant = sap_entry.tenant
+    import_flows(tenant, erp_channel(), crm_channel())
+    pending = provide(tenant)
+    plan = RenewalPlan.objects.get(occasion=pending.material_id)
+    plan.backends.filter(system="ERP_PROD").update(status=BackendStatus.CONFIRMED)
+    dashboard = build_dashboard(users["ReadOnly"])
+    [summary] = [s for s in dashboard.tenants if s.tenant == tenant]
+    [listed] = summary.plans
+    assert (listed.confirmed_count, listed.backend_count, listed.confirmed_share) == (1, 2, 50)
+    plan.backends.filter(system="CRM").update(status=BackendStatus.NOT_AFFECTED)
+    [listed] = [s for s in build_dashboard(users["ReadOnly"]).tenants if s.tenant == tenant][
+        0
+    ].plans
+    assert (listed.confirmed_count, listed.backend_count, listed.confirmed_share) == (1, 1, 100)
+    html = client_for(users["ReadOnly"]).get("/admin/").content.decode()
+    assert "Renewal plans in progress" in html and "1 of 1 backends confirmed (100%)" in html
+    # Once activated the plan is no longer in progress.
+    from renewals.activation import activate_pending_key
+
+    activate_pending_key(tenant, pending.alias, actor=users["Administrator"])
+    assert [s for s in build_dashboard(users["ReadOnly"]).tenants if s.tenant == tenant][
+        0
+    ].plans == []

@@ -107,6 +107,13 @@ def test_new_root_verified_old_root_and_silent_show_the_failure(
             found["SILENT"].probe_message.lower()
         )
         assert [b.system for b in report.without_tls] == ["MAILBOX"]
+        # The administrators hear of the failures once, with the exact words.
+        from renewals.models import NotificationKind, SentNotification
+
+        [failed] = SentNotification.objects.filter(kind=NotificationKind.PROBE_FAILED)
+        assert "2 backend(s)" in failed.subject
+        assert "OLD_ROOT" in failed.body and "SILENT" in failed.body
+        assert "NEW_ROOT" not in failed.body
         # The silent one waits its whole timeout; the others ran beside it, not after it.
         assert elapsed < 2 * 2
         runs = ConnectivityTestRun.objects.filter(key_used=KeyUsed.PENDING)
