@@ -21,6 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -56,3 +57,14 @@ def timeout() -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
         raise ImproperlyConfigured("CHANNELS_TIMEOUT must be a number of seconds from 0 to 60.")
     return float(value)
+
+
+def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """System check: `manage.py check` names a bad setting before a delivery needs it."""
+    errors: list[checks.CheckMessage] = []
+    for read in (max_attempts, lambda: retry_backoff(1), timeout):
+        try:
+            read()
+        except ImproperlyConfigured as error:
+            errors.append(checks.Error(str(error), id="channels.E001"))
+    return errors

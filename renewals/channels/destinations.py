@@ -34,6 +34,13 @@ from renewals.connectivity.addresses import SETTING, refusal
 ASSET = apprise.AppriseAsset(http_redirects=False)
 
 
+# apprise's services that act on this server itself (desktop notices, the local syslog):
+# a tenant's administrator must not reach the site's own machine through a channel.
+LOCAL_SERVICES = frozenset(
+    {"NotifyDBus", "NotifyGLib", "NotifyGnome", "NotifyWindows", "NotifyMacOSX", "NotifySyslog"}
+)
+
+
 class DestinationError(ValueError):
     """The URL is not one apprise can send to, or its host is refused; the message never
     contains the URL."""
@@ -72,6 +79,11 @@ def parse(url: str) -> Destination:
     if not plugin:
         raise DestinationError(
             f"apprise cannot send to this {scheme}:// URL (unknown service, or a part missing)."
+        )
+    if type(plugin).__name__ in LOCAL_SERVICES:
+        raise DestinationError(
+            f"{plugin.service_name} ({scheme}://) acts on the site's own server; a channel "
+            "must be a chat or webhook service."
         )
     names_a_server = "host" in getattr(plugin, "template_tokens", {})
     own_host = str(getattr(plugin, "host", "") or "") if names_a_server else ""

@@ -84,3 +84,12 @@ def test_an_unknown_service_is_refused_without_quoting_the_url(tenant):
         services.add_channel(tenant, "hook", "nope://token-abcdef/x", "all")
     with pytest.raises(services.ChannelError, match="Unknown event nonsense"):
         services.add_channel(tenant, "hook", "json://203.0.113.7/x", "new_key,nonsense")
+
+
+def test_services_that_act_on_the_server_itself_are_refused(tenant):
+    with pytest.raises(services.ChannelError, match="acts on the site's own server"):
+        services.add_channel(tenant, "local", "syslog://", "all")
+    # The desktop ones are not even loaded on a server (apprise disables them).
+    for url in ("dbus://", "gnome://", "windows://", "macosx://"):
+        with pytest.raises(services.ChannelError):
+            services.add_channel(tenant, "local", url, "all")

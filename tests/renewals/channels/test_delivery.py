@@ -288,3 +288,12 @@ def test_the_scans_automatic_activation_reaches_the_channel(
     assert len(result.activated) == 1
     [message] = receiver.messages()
     assert message["title"] == f"SAP key {SAP_ALIAS} in tenant-a was activated automatically"
+
+
+def test_a_bad_setting_is_named_by_the_system_check(settings):
+    from renewals.channels.conf import check_settings
+
+    assert check_settings() == []
+    settings.CHANNELS_MAX_ATTEMPTS = 0
+    settings.CHANNELS_TIMEOUT = 600
+    assert [error.id for error in check_settings()] == ["channels.E001", "channels.E001"]
