@@ -39,6 +39,7 @@ STEPS = (
     ("not affected", "not affected"),
     ("contact", "contact"),
     ("revoked", "link revoked"),
+    ("rebuilt", "rebuilt"),
 )
 
 

@@ -53,3 +53,34 @@ def test_plan_page_and_the_backend_administrators_page_without_login(
     page.reload()
     expect(page.locator("tr.plan-backend .plan-status")).to_contain_text("confirmed")
     expect(page.locator("#plan-backends h2")).to_contain_text("1 of 1 settled")
+
+    # The agreed window, planned on the page (UTC), then an activation: the checklist follows.
+    from renewals.plans.models import RenewalPlan
+
+    plan_id = RenewalPlan.objects.get(occasion=scene.pending.material_id).pk
+    page.fill("#window-at", "2099-01-01T22:00")
+    page.get_by_role("button", name="Plan activation").click()
+    expect(page.locator(".messagelist")).to_contain_text("before that")
+    page.fill("#window-at", tomorrow_at_22())
+    page.get_by_role("button", name="Plan activation").click()
+    expect(page.locator("#plan-window")).to_contain_text("planned by admin_a")
+    page.goto(f"/admin/renewals/pendingsapkey/{scene.pending.pk}/activate/")
+    page.get_by_role("button", name="Yes, activate the new key").click()
+    page.goto(f"/admin/plans/renewalplan/{plan_id}/change/")
+    expect(page.locator("#plan-checklist h2")).to_contain_text("After activation")
+    expect(page.locator("#plan-revert")).to_be_visible()
+    page.locator("#plan-evidence").click()
+    expect(page.locator("#evidence-events")).to_contain_text("confirmed imported by Eva Berg")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    screenshot(page, "renewal-plan-evidence")
+    reader = new_page()
+    login(reader, scene.reader.username)
+    reader.goto(f"/admin/plans/renewalplan/{plan_id}/change/")
+    expect(reader.locator("#window-form")).to_have_count(0)
+    expect(reader.locator("#plan-evidence")).to_be_visible()
+
+
+def tomorrow_at_22() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT22:00")
