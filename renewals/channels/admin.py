@@ -73,6 +73,7 @@ class ChannelAdmin(NoAdminForms, TenantFactsAdmin):
             context["edit_url"] = reverse(self.url_name("edit"), args=[channel.pk])
             context["test_url"] = reverse(self.url_name("test"), args=[channel.pk])
             context["remove_url"] = reverse(self.url_name("remove"), args=[channel.pk])
+        context["recent_messages"] = services.recent_messages(channel)
         return super().change_view(request, object_id, form_url, context)
 
     def _change_url(self, channel: Channel) -> str:

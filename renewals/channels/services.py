@@ -256,3 +256,36 @@ def channel_facts(channel: Channel) -> dict[str, object]:
         "state": "active" if channel.is_active else "removed",
         "created_at": channel.created_at.isoformat() if channel.created_at else None,
     }
+
+
+RECENT_MESSAGES = 10
+
+
+def recent_messages(channel: Channel, count: int = RECENT_MESSAGES) -> list[dict[str, object]]:
+    """The channel's latest outbox rows, for its page: when, what, and what became of it."""
+    from renewals.models import SentNotification
+
+    rows = []
+    for row in SentNotification.objects.filter(channel=channel).order_by("-created_at", "-pk")[
+        :count
+    ]:
+        attempts = f"{row.attempts} attempt" + ("" if row.attempts == 1 else "s")
+        if row.sent_at:
+            state = f"sent {row.sent_at:%Y-%m-%d %H:%M} UTC"
+        elif row.gave_up:
+            state = f"given up after {attempts}"
+        elif row.attempts:
+            when = f"{row.next_attempt_at:%Y-%m-%d %H:%M} UTC" if row.next_attempt_at else "soon"
+            state = f"{attempts} failed, next at {when}"
+        else:
+            state = "waiting"
+        rows.append(
+            {
+                "created_at": row.created_at,
+                "title": row.subject,
+                "alias": row.alias,
+                "state": state,
+                "error": row.last_error,
+            }
+        )
+    return rows

@@ -171,3 +171,17 @@ def test_the_administrator_changes_events_keeps_the_url_and_removes(
     assert channel.removed_at is not None and channel.sealed_url is None
     detail = page(client.get(url("change", channel)))
     assert "removed" in detail and 'id="send-test"' not in detail
+
+
+def test_the_channel_page_shows_its_latest_messages_without_the_url(
+    users, channel, receiver, sap_entry, provide
+):
+    from renewals import notifications
+
+    receiver.statuses = [500]
+    provide(sap_entry.tenant)
+    notifications.deliver_unsent()
+    shown = page(client_for(users["Administrator"]).get(url("change", channel)))
+    assert 'id="channel-messages"' in shown and "New SAP key for sap_" in shown
+    assert "1 attempt failed, next at" in shown and "error=500" in shown
+    assert SECRET not in shown
