@@ -15,6 +15,8 @@ from renewals import conf
 # Teams and Slack show about this much without "see more"; a chat message is a pointer to
 # the page, not the page.
 MAX_TEXT = 1200
+# A mail made short keeps the paragraphs between its first and last while they fit in this.
+MIDDLE_BUDGET = 700
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,26 @@ def _shorten(text: str) -> str:
 
 
 def from_mail(subject: str, body: str) -> ChatMessage:
-    """A mail without a chat text of its own: its subject, its first paragraph, and the
-    link(s) the mail carries."""
-    paragraphs = [part.strip() for part in body.split("\n\n") if part.strip()]
-    first = paragraphs[0] if paragraphs else ""
+    """A mail without a chat text of its own: its subject; its first paragraph (what happened)
+    and its last (what to do next), with the paragraphs between them while the text stays
+    short; and the link the mail carries."""
     base = conf.site_url()
     links = [line.strip() for line in body.splitlines() if base and line.strip().startswith(base)]
-    text = _shorten(first)
-    if links:
-        text = _shorten(first[: MAX_TEXT - len(links[-1]) - 2]) + "\n" + links[-1]
-    return ChatMessage(subject[:255], text)
+    paragraphs = [
+        part.strip()
+        for part in body.split("\n\n")
+        if part.strip() and not (base and part.strip().startswith(base))
+    ]
+    kept = paragraphs[:1]
+    if len(paragraphs) > 1:
+        middle, last = paragraphs[1:-1], paragraphs[-1]
+        budget = MIDDLE_BUDGET - len(kept[0]) - len(last)
+        for paragraph in middle:
+            if len(paragraph) > budget:
+                break
+            kept.append(paragraph)
+            budget -= len(paragraph)
+        kept.append(last)
+    link = links[-1] if links else ""
+    text = _shorten("\n".join(kept)[: MAX_TEXT - len(link) - 1])
+    return ChatMessage(subject[:255], f"{text}\n{link}" if link else text)

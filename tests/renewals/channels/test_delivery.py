@@ -114,14 +114,18 @@ def test_a_backend_administrators_link_never_goes_to_a_channel(
 def test_a_plan_mail_without_a_chat_text_is_made_short(
     sap_entry, receiver, add_channel, site_url, django_capture_on_commit_callbacks
 ):
-    """Another room's mail (here a window notice) reaches the channel as its subject, first
-    paragraph and link."""
+    """Another room's mail (here a window notice) reaches the channel as its subject, its
+    first paragraph (what happened), the short paragraphs after it, its last (what to do
+    next) and its link; a long paragraph in between is left out."""
     import uuid
 
     add_channel("windows", receiver.url(), "window")
     body = (
         f"The planned activation window of {SAP_ALIAS} in tenant Tenant A (tenant-a) starts "
-        "on 2027-01-05 22:00 UTC.\n\nDetails nobody reads in a chat.\n\n"
+        "on 2027-01-05 22:00 UTC.\n\nNew key SHA-256: AA:BB\n\n"
+        + "A long explanation nobody reads in a chat. "
+        * 20
+        + "\n\nNext: restart the flows and test after the activation.\n\n"
         f"{site_url}/admin/plans/renewalplan/1/change/\n"
     )
     with django_capture_on_commit_callbacks(execute=True):
@@ -137,9 +141,12 @@ def test_a_plan_mail_without_a_chat_text_is_made_short(
         )
     [message] = receiver.messages()
     assert message["title"] == "Window over"
-    assert "starts on 2027-01-05 22:00 UTC" in message["message"]
-    assert "Details nobody reads" not in message["message"]
-    assert message["message"].endswith("/admin/plans/renewalplan/1/change/")
+    assert message["message"] == (
+        f"The planned activation window of {SAP_ALIAS} in tenant Tenant A (tenant-a) starts "
+        "on 2027-01-05 22:00 UTC.\nNew key SHA-256: AA:BB\n"
+        "Next: restart the flows and test after the activation.\n"
+        f"{site_url}/admin/plans/renewalplan/1/change/"
+    )
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_delivers_once(
