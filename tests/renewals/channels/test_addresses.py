@@ -93,3 +93,23 @@ def test_services_that_act_on_the_server_itself_are_refused(tenant):
     for url in ("dbus://", "gnome://", "windows://", "macosx://"):
         with pytest.raises(services.ChannelError):
             services.add_channel(tenant, "local", url, "all")
+
+
+@pytest.mark.parametrize(
+    "url, service, host",
+    [
+        ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", "Slack", "slack.com"),
+        ("discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js", "Discord", "discord.com"),
+        ("ntfy://alerts-topic-4411", "ntfy", "ntfy.sh"),
+        ("jsons://user:pa55word@hooks.example.test/in/4411", "JSON", "hooks.example.test"),
+    ],
+)
+def test_the_shown_host_is_never_a_token(tenant, fake_dns, url, service, host):
+    """Slack's and Discord's tokens stand where a host would: the page shows the service's
+    domain instead, and the address rules apply only to a host the URL really names."""
+    fake_dns({"hooks.example.test": ["203.0.113.9"]})
+    channel = services.add_channel(tenant, "hook", url, "all")
+    assert (channel.service_name, channel.host) == (service, host)
+    facts = str(services.channel_facts(channel))
+    for secret in ("TIiajkdnlazkcOXrIdevi7FQ", "JHMHI8qBe7bk2ZwO5U711o3dV_js", "pa55word"):
+        assert secret not in facts and secret not in channel.host
