@@ -17,7 +17,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -302,7 +302,8 @@ def _plans_in_progress(tenant_ids: list[int]) -> list:
         from renewals.plans.models import BackendStatus, RenewalPlan
     except (ImportError, LookupError, RuntimeError):
         return []
-    plans = list(
+    # Annotated rows with two attributes set below (the page reads them): Any, not the model.
+    plans: list[Any] = list(
         RenewalPlan.objects.waiting()
         .filter(tenant_id__in=tenant_ids)
         .annotate(
