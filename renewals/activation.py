@@ -36,12 +36,13 @@ from keystore.services import KeystoreError, load_key_pair_file, validated_chain
 from keystore.timefmt import utc
 from renewals import alerts, conf, notifications
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun, SentNotification
-from renewals.plans import gate, window
+from renewals.plans import followup, gate, window
 from renewals.plans.services import PlanError, plan_created
 from renewals.whereused.restart import mark_restart_required
 
 if TYPE_CHECKING:
     from keystore.audit import Actor
+    from renewals.plans.probing import ProbeReport
 
 logger = logging.getLogger(__name__)
 
@@ -511,6 +512,7 @@ class ScanResult:
     alerted: list[SentNotification] = field(default_factory=list)
     attention: list[SentNotification] = field(default_factory=list)
     window_notices: list[SentNotification] = field(default_factory=list)
+    probed_after: list[ProbeReport] = field(default_factory=list)
     planned_refused: list[tuple[str, str, str]] = field(default_factory=list)
     recovered: int = 0  # earlier runs found abandoned and marked interrupted
 
@@ -532,6 +534,15 @@ class ScanResult:
             ],
             "window_notices": [
                 {"tenant": n.tenant.slug, "alias": n.alias} for n in self.window_notices
+            ],
+            "probed_after_activation": [
+                {
+                    "tenant": r.plan.tenant.slug,
+                    "alias": r.plan.alias,
+                    "succeeded": len(r.succeeded),
+                    "failed": len(r.failed),
+                }
+                for r in self.probed_after
             ],
             "skipped": [{"tenant": t, "alias": a, "reason": why} for t, a, why in self.skipped],
             "failed": [{"tenant": t, "alias": a, "error": why} for t, a, why in self.failed],
@@ -600,6 +611,8 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
                 logger.info("Activated %s in %s automatically.", alias, tenant.slug)
                 result.activated.append(activation)
     result.window_notices = window.send_window_notices(now)
+    # The keys activated since the last scan (here, by hand, in a window) meet their backends.
+    result.probed_after = followup.probe_activated_plans(now)
     result.reminded = notifications.send_due_reminders(now)
     result.attention = notifications.send_attention_mails(now)
     if expiry_alerts:

@@ -71,7 +71,7 @@ class Checklist:
         return sum(1 for item in self.items if item.done)
 
 
-def _activation(plan: RenewalPlan) -> AuditEvent | None:
+def activation_of(plan: RenewalPlan) -> AuditEvent | None:
     return (
         AuditEvent.objects.filter(
             tenant_id=plan.tenant_id,
@@ -87,7 +87,7 @@ def _activation(plan: RenewalPlan) -> AuditEvent | None:
 
 def checklist(plan: RenewalPlan) -> Checklist:
     """The plan's checklist after its key was activated (empty before)."""
-    activated = _activation(plan)
+    activated = activation_of(plan)
     if activated is None:
         return Checklist(activated_at=None)
     result = Checklist(activated_at=activated.at, activated_by=activated.actor_label)

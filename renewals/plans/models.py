@@ -18,6 +18,15 @@ from keystore.models import ALIAS_MAX_LENGTH, Tenant
 from keystore.querysets import TenantScopedQuerySet
 from renewals.models import PendingSapKey
 
+#: Schemes whose address is a TLS endpoint, with their default port (renewals.plans.probing).
+TLS_SCHEMES: dict[str, int | None] = {
+    "https": 443,
+    "wss": 443,
+    "ldaps": 636,
+    "tls": None,
+    "ssl": None,
+}
+
 
 class PlanState(models.TextChoices):
     WAITING = "waiting", "Waiting for activation"
@@ -77,6 +86,26 @@ class PlanQuerySet(TenantScopedQuerySet["RenewalPlan"]):
     def planned_due(self, now: datetime) -> PlanQuerySet:
         """Waiting plans whose agreed window has come and was not dealt with yet."""
         return self.waiting().filter(planned_activation__lte=now, window_outcome=WindowOutcome.NONE)
+
+    def activated_unprobed(self, since: datetime) -> PlanQuerySet:
+        """Plans whose key was activated (it left New SAP Keys without being replaced) after
+        `since`, not yet probed with the active key by the scan."""
+        tls = models.Q()
+        for scheme in TLS_SCHEMES:
+            tls |= models.Q(address__istartswith=f"{scheme}://")
+        # Plans without a backend to probe are left alone (so they cost the scan nothing).
+        probe_able = models.Exists(
+            PlanBackend.objects.filter(tls, plan_id=models.OuterRef("pk")).exclude(
+                status=BackendStatus.NOT_AFFECTED
+            )
+        )
+        return self.filter(
+            ~_key_waiting(),
+            probe_able,
+            state=PlanState.WAITING,
+            created_at__gte=since,
+            activation_probed_at__isnull=True,
+        )
 
     def window_notice_due(self, now: datetime, notice: timedelta) -> PlanQuerySet:
         """Waiting plans whose window is near (within `notice`) and not announced yet in its
@@ -141,6 +170,8 @@ class RenewalPlan(models.Model):
     )
     approved_by_label = models.CharField(max_length=150, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
+    # When the scan probed the backends with the active key after the activation (once).
+    activation_probed_at = models.DateTimeField(null=True, blank=True)
 
     objects = PlanQuerySet.as_manager()
 

@@ -28,7 +28,13 @@ from renewals.connectivity.services import (
 )
 from renewals.models import NotificationKind
 from renewals.plans import conf
-from renewals.plans.models import BackendStatus, PlanBackend, PlanState, RenewalPlan
+from renewals.plans.models import (
+    TLS_SCHEMES,
+    BackendStatus,
+    PlanBackend,
+    PlanState,
+    RenewalPlan,
+)
 from renewals.plans.services import PlanError, plan_of
 
 if TYPE_CHECKING:
@@ -36,8 +42,6 @@ if TYPE_CHECKING:
 
 PENDING = "pending"
 ACTIVE = "active"
-#: Schemes whose address is a TLS endpoint, with their default port.
-TLS_SCHEMES = {"https": 443, "wss": 443, "ldaps": 636, "tls": None, "ssl": None}
 
 
 def tls_target(address: str) -> tuple[str, int] | None:
@@ -104,7 +108,20 @@ def probe_backends(
     permissions.require_of_actor(
         actor, permissions.READ_CREDENTIALS, tenant, PlanError, "run connectivity tests"
     )
-    plan = plan_of(tenant, alias)
+    return probe_plan(plan_of(tenant, alias), active=active, actor=actor, timeout=timeout, now=now)
+
+
+def probe_plan(
+    plan: RenewalPlan,
+    *,
+    active: bool = False,
+    actor: Actor = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    now: datetime | None = None,
+) -> ProbeReport:
+    """probe_backends of a plan in hand (the scan's probe after activation); the caller
+    checked the actor."""
+    tenant, alias = plan.tenant, plan.alias
     waiting = plan.current_state() == PlanState.WAITING
     if not active and not waiting:
         raise PlanError(

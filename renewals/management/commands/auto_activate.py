@@ -28,6 +28,11 @@ class Command(BaseCommand):
             )
         for tenant, alias, reason in result.planned_refused:
             self.stdout.write(f"planned activation refused {tenant}/{alias}: {reason}")
+        for report in result.probed_after:
+            self.stdout.write(
+                f"probed {report.plan.tenant.slug}/{report.plan.alias} with the active key: "
+                f"{len(report.succeeded)} succeeded, {len(report.failed)} failed"
+            )
         for notification in result.window_notices:
             self.stdout.write(
                 f"announced the window of {notification.tenant.slug}/{notification.alias}"
@@ -52,6 +57,7 @@ class Command(BaseCommand):
             or result.alerted
             or result.planned_refused
             or result.window_notices
+            or result.probed_after
         ):
             self.stdout.write(f"Nothing due as of {iso(result.now)}.")
         if result.failed:

@@ -224,3 +224,58 @@ def test_admin_button(tenant, sap_entry, sap_pki, server_pki, server_trusted, ne
 )
 def test_tls_target(address, target):
     assert probing.tls_target(address) == target
+
+
+def test_the_scan_probes_once_with_the_active_key_after_an_activation(
+    tenant,
+    sap_entry,
+    server_pki,
+    server_trusted,
+    new_ca,
+    admin_user,
+    django_capture_on_commit_callbacks,
+):
+    """After a manual activation the next scan probes the plan's backends with the active key,
+    once: the server trusting the new root succeeds, the one trusting only the old root fails
+    and the administrators are told."""
+    from renewals.activation import auto_activate_due
+    from renewals.models import NotificationKind, SentNotification
+    from renewals.plans.evidence import checklist
+    from renewals.plans.models import RenewalPlan
+
+    with (
+        mtls(server_pki, [new_ca.root]) as new_root,
+        mtls(server_pki, [sap_entry_root(sap_entry)]) as old_root,
+    ):
+        import_flows(
+            tenant,
+            channel(1, "NEW_ROOT", f"https://127.0.0.1:{new_root.port}/soap"),
+            channel(2, "OLD_ROOT", f"https://127.0.0.1:{old_root.port}/soap"),
+        )
+        pending = provide_from(tenant, new_ca)
+        activate_pending_key(tenant, SAP_ALIAS, actor=admin_user)
+        with django_capture_on_commit_callbacks(execute=True):
+            result = auto_activate_due()
+        [report] = result.probed_after
+        assert report.key == probing.ACTIVE
+        found = backends()
+        assert found["NEW_ROOT"].probe_ok is True and found["NEW_ROOT"].probe_key == "active"
+        assert found["OLD_ROOT"].probe_ok is False
+        assert pending.fingerprint_sha256 == (
+            ConnectivityTestRun.objects.filter(host="127.0.0.1").latest("pk").key_fingerprint
+        )
+        [failed] = SentNotification.objects.filter(kind=NotificationKind.PROBE_FAILED)
+        assert "active key" in failed.body and "OLD_ROOT" in failed.body
+        plan = RenewalPlan.objects.get(occasion=pending.material_id)
+        probes = [item for item in checklist(plan).items if item.kind == "probe"]
+        assert sorted(item.done for item in probes) == [False, True]
+        runs = ConnectivityTestRun.objects.count()
+        # Once: the next scan leaves the plan alone.
+        assert auto_activate_due().probed_after == []
+        assert ConnectivityTestRun.objects.count() == runs
+
+
+def sap_entry_root(sap_entry):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificates(sap_entry.chain_pem.encode())[-1]
