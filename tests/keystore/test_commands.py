@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from keystore import crypto, permissions
+from keystore import services as keystore_services
 from keystore.management.commands import run_demo
 from keystore.models import AuditEvent, KeystoreEntry, Owner, Tenant
 from tests import pki as pki_factory
@@ -622,3 +623,24 @@ def test_commands_from_the_shell_fail_with_one_line(tmp_path):
     assert unknown.returncode != 0
     assert "Traceback" not in unknown.stderr
     assert "Unknown tenant 'nope'" in unknown.stderr
+
+
+def test_import_keystore_replace_removes_what_the_file_does_not_hold(
+    tmp_path, tenant, keystore_password, sap_entry, monkeypatch
+):
+    """--replace: the tenant-owned entries the file lacks go, SAP-owned entries stay; a wrong
+    password changes nothing."""
+    alpha, beta = two_pkis()
+    keystore_services.import_certificate(tenant, "old_root", pki_factory.der(beta.root))
+    data = pki_factory.make_jks([("alpha_key", alpha.leaf_key, alpha.chain)], "store-pass-1")
+    path = _write(data, "store.jks", directory=tmp_path)
+    monkeypatch.setenv("WRONG_PW", "not-the-password")
+    with pytest.raises(CommandError):
+        run("import_keystore", path, tenant=tenant.slug, password_env="WRONG_PW", replace=True)
+    assert KeystoreEntry.objects.filter(tenant=tenant, alias="old_root").exists()
+    out = run(
+        "import_keystore", path, tenant=tenant.slug, password_env=keystore_password, replace=True
+    )
+    assert "Removed (1):\n  old_root" in out
+    aliases = set(KeystoreEntry.objects.filter(tenant=tenant).values_list("alias", flat=True))
+    assert aliases == {"alpha_key", sap_entry.alias}

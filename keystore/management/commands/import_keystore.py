@@ -24,8 +24,15 @@ class Command(BaseCommand):
             metavar="VAR",
             help="name of the environment variable that holds the keystore password",
         )
-        parser.add_argument(
-            "--overwrite", action="store_true", help="replace existing tenant entries"
+        how = parser.add_mutually_exclusive_group()
+        how.add_argument(
+            "--overwrite", action="store_true", help="write over existing tenant entries"
+        )
+        how.add_argument(
+            "--replace",
+            action="store_true",
+            help="also remove the tenant-owned entries the file does not hold (Cloud "
+            "Integration's importOption=replace; SAP-owned entries stay)",
         )
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -35,7 +42,11 @@ class Command(BaseCommand):
         data = read_input_file(options["file"])
         try:
             summary = merging.import_keystore(
-                tenant, data, password, overwrite=options["overwrite"]
+                tenant,
+                data,
+                password,
+                overwrite=options["overwrite"],
+                replace=options["replace"],
             )
         except services.KeystoreError as error:
             raise CommandError(str(error))
@@ -54,6 +65,10 @@ class Command(BaseCommand):
         for title, outcomes in (("Added", summary.added), ("Overwritten", summary.overwritten)):
             self.stdout.write(f"{title} ({len(outcomes)}):")
             for outcome in outcomes:
+                self.stdout.write(f"  {outcome.alias}")
+        if summary.removed:
+            self.stdout.write(f"Removed ({len(summary.removed)}):")
+            for outcome in summary.removed:
                 self.stdout.write(f"  {outcome.alias}")
         self.stdout.write(f"Rejected ({len(summary.rejected)}):")
         for outcome in summary.rejected:
