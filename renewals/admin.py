@@ -531,7 +531,8 @@ class SapKeyHistoryAdmin(RenewalAdmin):
 
 @admin.register(SentNotification)
 class SentNotificationAdmin(RenewalAdmin):
-    """The mails of a tenant's renewals, for its administrators (recipients are addresses)."""
+    """The outbox of a tenant's renewals, for its administrators: mails (recipients are
+    addresses) and chat or webhook messages (the channel by name; never its URL)."""
 
     list_title = "Mails"
 
@@ -544,11 +545,12 @@ class SentNotificationAdmin(RenewalAdmin):
         "alias",
         "threshold_days",
         "recipients",
+        "channel_name",
         "sent_at",
         "attempts",
         "last_error",
     )
-    list_select_related = ("tenant",)
+    list_select_related = ("tenant", "channel")
     ordering = ("-created_at", "-id")
     fields = (
         "kind",
@@ -568,6 +570,12 @@ class SentNotificationAdmin(RenewalAdmin):
     readonly_fields = fields
 
     has_downloads = False
+
+    @admin.display(description="channel", ordering="channel__name")
+    def channel_name(self, notification: SentNotification) -> str:
+        # The name only: the channel's URL is a secret (renewals.channels).
+        channel = notification.channel
+        return channel.name if channel is not None else "mail"
 
 
 @admin.register(ScanRun)

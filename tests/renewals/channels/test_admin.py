@@ -185,3 +185,24 @@ def test_the_channel_page_shows_its_latest_messages_without_the_url(
     assert 'id="channel-messages"' in shown and "New SAP key for sap_" in shown
     assert "1 attempt failed, next at" in shown and "error=500" in shown
     assert SECRET not in shown
+
+
+def test_the_outbox_page_names_the_channel_never_its_url(
+    users, pending, receiver, add_channel, django_capture_on_commit_callbacks
+):
+    """The administrators' list of mails shows a channel's messages by the channel's name."""
+    from django.urls import reverse
+
+    from renewals.activation import activate_pending_key
+    from tests.conftest import client_for
+    from tests.renewals.channels.conftest import SECRET
+    from tests.renewals.conftest import SAP_ALIAS
+
+    add_channel("ops-chat", receiver.url())
+    with django_capture_on_commit_callbacks(execute=True):
+        activate_pending_key(pending.tenant, SAP_ALIAS, actor=users["Administrator"])
+    page = client_for(users["Administrator"]).get(
+        reverse("admin:renewals_sentnotification_changelist")
+    )
+    html = page.content.decode()
+    assert "ops-chat" in html and SECRET not in html and str(receiver.port) not in html
