@@ -498,6 +498,26 @@ def test_delete_in_key_renewal_activates_the_waiting_key_once(tenant, admin, sap
     assert event.new_fingerprint == pending.fingerprint_sha256
 
 
+def test_the_renewal_gate_and_four_eyes_apply_to_the_api(tenant, admin, sap_entry, pending):
+    """The API's activation is the manual one: a "require" gate refuses it while the plan has
+    unsettled backends, four eyes while nobody approved; nothing changes."""
+    from renewals.plans.models import Gate, PlanBackend, RenewalPlan, TenantPlanSettings
+
+    plan = RenewalPlan.objects.get(occasion=pending.material_id)
+    PlanBackend.objects.create(plan=plan, system="ERP_PROD", address="https://erp/", usage="uses")
+    settings_row = TenantPlanSettings.objects.create(tenant=tenant, gate=Gate.REQUIRE)
+    before = snapshot(tenant)
+    refused = admin.send("DELETE", activation_path())
+    assert_odata_error(refused, 400, "Bad Request")
+    assert "ERP_PROD" in refused.json()["error"]["message"]["value"]
+    assert snapshot(tenant) == before
+    settings_row.gate, settings_row.four_eyes = Gate.WARN, True
+    settings_row.save()
+    refused = admin.send("DELETE", activation_path())
+    assert "not approved yet" in refused.json()["error"]["message"]["value"]
+    assert snapshot(tenant) == before
+
+
 def test_activation_needs_activate_true(tenant, admin, sap_entry, pending):
     before = snapshot(tenant)
     path = f"{API}/KeystoreEntries('{hexalias(SAP_ALIAS)}')?keystoreName=KeyRenewal"
