@@ -16,11 +16,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("alias")
         parser.add_argument("--tenant", required=True, help="tenant slug")
+        parser.add_argument(
+            "--override-reason",
+            default="",
+            metavar="TEXT",
+            help="why to activate although the renewal plan's 'require' gate holds backends "
+            "that are not settled (kept as evidence)",
+        )
 
     def handle(self, *args, **options) -> None:
         tenant = get_tenant(options["tenant"])
         try:
-            result = activation.activate_pending_key(tenant, options["alias"])
+            result = activation.activate_pending_key(
+                tenant, options["alias"], override_reason=options["override_reason"]
+            )
         except KeystoreError as error:
             raise CommandError(str(error))
         self.stdout.write(
@@ -28,5 +37,11 @@ class Command(BaseCommand):
             f"(SHA-256 {result.new_fingerprint}); the previous key is in SAP Key History, "
             f"active until {iso(result.at)}."
         )
+        if result.unsettled:
+            self.stdout.write(
+                "Not confirmed, verified or marked not affected in the renewal plan: "
+                + ", ".join(result.unsettled)
+                + "."
+            )
         if result.root_changed:
             self.stdout.write("The new key has another root certificate: backends must trust it.")

@@ -386,3 +386,24 @@ def test_four_eyes_approved_window_activates(contacted, users, django_capture_on
     result = scan(at + timedelta(minutes=1), django_capture_on_commit_callbacks)
     assert [r.kind for r in result.activated] == ["planned"]
     assert RenewalPlan.objects.get(pk=contacted.pk).window_outcome == WindowOutcome.ACTIVATED
+
+
+def test_activate_sap_key_command_under_the_gate(contacted):
+    set_tenant(contacted.tenant, gate_mode=Gate.REQUIRE)
+    before = snapshot(contacted.tenant)
+    with pytest.raises(CommandError, match="override the gate with a written reason"):
+        call_command("activate_sap_key", SAP_ALIAS, tenant=contacted.tenant.slug)
+    assert snapshot(contacted.tenant) == before
+    out = StringIO()
+    call_command(
+        "activate_sap_key",
+        SAP_ALIAS,
+        tenant=contacted.tenant.slug,
+        override_reason="maintenance agreed by phone",
+        stdout=out,
+    )
+    assert "Activated the new SAP key" in out.getvalue()
+    assert "Not confirmed, verified or marked not affected" in out.getvalue()
+    contacted.refresh_from_db()
+    assert contacted.override_reason == "maintenance agreed by phone"
+    assert contacted.override_by_label == "system"
