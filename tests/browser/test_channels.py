@@ -1,25 +1,22 @@
 """The channel pages in Chromium, as an administrator and a reader would use them: add a
 channel through the form, see only its service and host, press Send test and find the message
-at the receiver; the reader is refused. Skipped without Playwright or /usr/bin/chromium, like
-tests/browser (whose fixtures these are)."""
+at the receiver; the reader is refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import SKIP_REASON, browser, expect, login, new_page, screenshot
-from tests.renewals.channels.conftest import SECRET
+from tests.browser.conftest import expect, login, screenshot
+from tests.renewals.channels.conftest import SECRET, receiver  # noqa: F401  (fixtures
+from tests.renewals.conftest import allow_test_servers  # noqa: F401  used by name)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(bool(SKIP_REASON), reason=SKIP_REASON or "runs"),
-]
-
-__all__ = ["browser", "new_page"]  # the fixtures this module uses from tests/browser
+pytestmark = pytest.mark.browser
 
 
 def test_an_administrator_adds_and_tests_a_channel_and_a_reader_is_refused(
-    transactional_db, new_page, receiver
+    transactional_db,
+    new_page,
+    receiver,  # noqa: F811
 ):
     from keystore.models import Tenant
     from tests.conftest import make_user
