@@ -34,7 +34,7 @@ from keystore.models import (
 from keystore.sealing import SealingError
 from keystore.services import KeystoreError, load_key_pair_file, validated_chain
 from keystore.timefmt import utc
-from renewals import alerts, conf, notifications
+from renewals import alerts, conf, notifications, outbox
 from renewals.models import PendingSapKey, PendingSource, SapKeyBackup, ScanRun, SentNotification
 from renewals.plans import followup, gate, window
 from renewals.plans.services import PlanError, plan_created
@@ -583,7 +583,7 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
     run = ScanRun.objects.create(started_at=started, as_of=now)
     result = ScanResult(now=now, recovered=recovered)
     # Mails that failed in earlier runs first; a mail failing in this run waits for the next.
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     # Planned windows first: a key planned for today is activated as planned, not as automatic.
     planned = window.run_planned_activations(now)
     result.activated.extend(planned.activated)
@@ -595,7 +595,7 @@ def auto_activate_due(now: datetime | None = None, *, expiry_alerts: bool = Fals
         .only("tenant", "alias")
         .order_by("entry__valid_until", "pk")
     )
-    with notifications.batched({pending.tenant_id for pending in due}):
+    with outbox.batched({pending.tenant_id for pending in due}):
         for pending in due:
             tenant, alias = pending.tenant, pending.alias
             try:

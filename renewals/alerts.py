@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from keystore.models import EntryType, KeystoreEntry, Owner, Tenant
 from keystore.timefmt import utc
-from renewals import conf, notifications
+from renewals import conf, outbox
 from renewals.channels.messages import compose
 from renewals.models import NotificationKind, SentNotification
 
@@ -134,7 +134,7 @@ def _alert(
         ],
         reverse("admin:keystore_keystoreentry_change", args=[entry.pk]),
     )
-    return notifications.record_mail(
+    return outbox.record_mail(
         NotificationKind.EXPIRY,
         tenant,
         entry.alias,
@@ -177,19 +177,19 @@ def send_expiry_alerts(now: datetime | None = None) -> list[SentNotification]:
     recipients: dict[int, list[str]] = {}
     recorded: list[SentNotification] = []
     # Each tenant's channels are read once for all its alerts, when its first one is due.
-    with notifications.channels_looked_up_once():
+    with outbox.channels_looked_up_once():
         for entry in entries:
             occasion = occasions[entry.pk]
             threshold = due_alert_threshold(entry.valid_until, now, days, sent.get(occasion, ()))
             if threshold is None:
                 continue
             if entry.tenant_id not in recipients:
-                recipients[entry.tenant_id] = notifications.recipients_for(entry.tenant)
+                recipients[entry.tenant_id] = outbox.recipients_for(entry.tenant)
             notification = _alert(entry, threshold, now, recipients[entry.tenant_id], occasion)
             if notification is not None:
                 recorded.append(notification)
     if recorded:
         transaction.on_commit(
-            partial(notifications.deliver, [notification.pk for notification in recorded])
+            partial(outbox.deliver, [notification.pk for notification in recorded])
         )
     return recorded

@@ -2,7 +2,7 @@
 host checked against the address rules, the site's limits forced on the plugin, and a failure
 raised as ChannelDeliveryError whose words never contain the URL.
 
-The outbox (renewals.notifications.deliver) calls `send_message` for a channel's row; the
+The outbox (renewals.outbox.deliver) calls `send_message` for a channel's row; the
 Send test button and test_channel call it through services.send_test.
 """
 

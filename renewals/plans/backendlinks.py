@@ -1,5 +1,5 @@
 """The backend administrators' signed links: issued by *Inform backends* (one mail per contact
-through the renewals.notifications outbox), opened without a login, revoked by an
+through the outbox, renewals.outbox), opened without a login, revoked by an
 administrator, and the *Confirm imported* that comes back through them.
 
 A link is django.core.signing over (plan, backend, nonce, expiry) with a salt of its own, so a
@@ -25,7 +25,7 @@ from keystore import permissions
 from keystore.audit import actor_label, record_audit
 from keystore.models import AuditAction, Tenant
 from keystore.timefmt import utc
-from renewals import notifications
+from renewals import outbox
 from renewals.models import NotificationKind
 from renewals.plans import conf, tokens
 from renewals.plans.models import BackendStatus, PlanBackend, PlanState, RenewalPlan
@@ -172,7 +172,7 @@ def inform_backends(
             backend.status_by = actor_label(actor)
             backend.save()
             url = link_url(backend, base_url)
-            notifications.outbox(
+            outbox.record(
                 NotificationKind.BACKEND_LINK,
                 tenant,
                 plan.alias,
@@ -292,7 +292,7 @@ def confirm_imported(
             f"{address or 'an unknown address'}" + (f": {comment}" if comment else ""),
             at=now,
         )
-        notifications.outbox(
+        outbox.record(
             NotificationKind.CONFIRMED,
             plan.tenant,
             plan.alias,
@@ -304,6 +304,6 @@ def confirm_imported(
             + (f":\n\n{comment}\n" if comment else ".\n")
             + "\nProbe the backend with the new key to verify it, then activate in the agreed "
             "window.\n",
-            recipients=notifications.recipients_for(plan.tenant),
+            recipients=outbox.recipients_for(plan.tenant),
         )
     return Confirmation(backend, already=False)

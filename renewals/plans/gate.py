@@ -30,7 +30,7 @@ from django.utils import timezone
 from keystore.audit import actor_label
 from keystore.models import Tenant
 from keystore.timefmt import utc
-from renewals import notifications
+from renewals import outbox
 from renewals.models import NotificationKind, PendingSapKey
 from renewals.plans.models import (
     SETTLED,
@@ -259,10 +259,10 @@ def mark_requested(plan: RenewalPlan, actor: Actor, now: datetime) -> None:
     asker = actor_label(actor)
     recipients = [
         address
-        for address in notifications.recipients_for(plan.tenant)
+        for address in outbox.recipients_for(plan.tenant)
         if not (user_of(actor) and address == getattr(actor, "email", None))
     ]
-    notifications.outbox(
+    outbox.record(
         NotificationKind.APPROVAL,
         plan.tenant,
         plan.alias,

@@ -19,7 +19,7 @@ from django.utils import timezone
 from keystore import permissions
 from keystore.audit import record_audit
 from keystore.models import AuditAction, Tenant
-from renewals import notifications
+from renewals import outbox
 from renewals.connectivity.models import ConnectivityTestRun
 from renewals.connectivity.services import (
     DEFAULT_TIMEOUT,
@@ -199,7 +199,7 @@ def _mail_failures(plan: RenewalPlan, report: ProbeReport, now: datetime) -> Non
     """The tenant's administrators hear of failed probes (one mail per probe run)."""
     key = "active key" if report.key == ACTIVE else "new key"
     lines = "\n".join(f"- {b.label} ({b.address}): {b.probe_message}" for b in report.failed)
-    notifications.outbox(
+    outbox.record(
         NotificationKind.PROBE_FAILED,
         plan.tenant,
         plan.alias,
@@ -214,5 +214,5 @@ def _mail_failures(plan: RenewalPlan, report: ProbeReport, now: datetime) -> Non
             if report.key == PENDING
             else "These backends fail with the active key: check them now, or revert.\n"
         ),
-        recipients=notifications.recipients_for(plan.tenant),
+        recipients=outbox.recipients_for(plan.tenant),
     )

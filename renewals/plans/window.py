@@ -25,7 +25,7 @@ from keystore.audit import actor_label
 from keystore.models import Tenant
 from keystore.timefmt import utc
 from renewals import conf as renewals_conf
-from renewals import notifications
+from renewals import outbox
 from renewals.models import NotificationKind, PendingSapKey, SentNotification
 from renewals.plans import conf
 from renewals.plans.gate import mark_requested, user_of
@@ -143,7 +143,7 @@ def cancel_activation(
 def _recipients(plan: RenewalPlan) -> list[str]:
     """The tenant's administrators and the contacts of the plan's affected backends."""
     contacts = contacts_for(plan)
-    addresses = list(notifications.recipients_for(plan.tenant))
+    addresses = list(outbox.recipients_for(plan.tenant))
     for backend in plan.backends.all():
         contact = contacts.get(backend.contact_key)
         if contact and backend.status != BackendStatus.NOT_AFFECTED:
@@ -156,7 +156,7 @@ def _window_mail(plan: RenewalPlan, kind: str, subject: str, body: str) -> SentN
     occasion = uuid.uuid5(plan.occasion, f"{kind} {plan.schedule_version}")
     base = renewals_conf.site_url()
     link = f"\n{base}{reverse('admin:plans_renewalplan_change', args=[plan.pk])}\n" if base else ""
-    return notifications.outbox(
+    return outbox.record(
         kind,
         plan.tenant,
         plan.alias,

@@ -27,7 +27,7 @@ from django_q.tasks import async_task
 
 from keystore import sealing, services
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
-from renewals import activation, notifications
+from renewals import activation, notifications, outbox
 from renewals.activation import activate_pending_key, add_back_to_pending, auto_activate_due
 from renewals.models import (
     NotificationKind,
@@ -36,7 +36,7 @@ from renewals.models import (
     ScanRun,
     SentNotification,
 )
-from renewals.notifications import deliver_unsent
+from renewals.outbox import deliver_unsent
 from tests import pki as pki_factory
 from tests.hardening.conftest import SAP_ALIAS, renewal_state
 
@@ -89,7 +89,7 @@ def faults(monkeypatch):
     wrap(sealing, "unseal", "open a private key")
     wrap(activation, "record_audit", "write the audit record")
     wrap(notifications, "record_mail", "record the mail")
-    wrap(notifications, "_after_commit", "queue the mail for after the commit")
+    wrap(notifications, "deliver_after_commit", "queue the mail for after the commit")
 
     def sql(execute, statement, params, many, context):
         words = statement.lstrip().split(None, 1)
@@ -374,7 +374,7 @@ def test_a_delivery_that_crashes_after_the_commit_does_not_fail_the_activation(
     def claim_fails(*args, **kwargs):
         raise RuntimeError("connection to the database lost while claiming the mail")
 
-    monkeypatch.setattr(notifications, "_claim", claim_fails)
+    monkeypatch.setattr(outbox, "_claim", claim_fails)
     result = activate_pending_key(sap_entry.tenant, SAP_ALIAS, actor=admin)
     assert result.new_fingerprint == pending.fingerprint_sha256
     assert KeystoreEntry.objects.get(pk=sap_entry.pk).version == sap_entry.version + 1

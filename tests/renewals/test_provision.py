@@ -10,7 +10,7 @@ from django.core import mail
 
 from keystore import crypto
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry, Owner
-from renewals import activation, notifications
+from renewals import activation, outbox
 from renewals.activation import PendingKeyExists, RenewalError, import_sap_key
 from renewals.models import NotificationKind, PendingSapKey, PendingSource, SentNotification
 from tests import pki as pki_factory
@@ -77,7 +77,7 @@ def test_provision_mails_the_administrators_once(
     assert pending.fingerprint_sha256 in message.body
     assert "-----BEGIN" not in message.body  # no key material in mails
     # Rerunning delivery (as every scan does) sends nothing twice.
-    assert notifications.deliver_unsent() == 0
+    assert outbox.deliver_unsent() == 0
     assert len(mail.outbox) == 1
     row = SentNotification.objects.get(kind=NotificationKind.NEW_KEY)
     assert row.sent_at is not None and row.recipient_list == ["admin_a@example.test"]

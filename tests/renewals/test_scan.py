@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keystore.models import AuditAction, AuditEvent, EntryType, KeystoreEntry, Owner
-from renewals import notifications
+from renewals import outbox
 from renewals.activation import activate_pending_key, auto_activate_due
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, ScanRun, SentNotification
 from tests import pki as pki_factory
@@ -66,7 +66,7 @@ def test_a_key_whose_predecessor_expired_during_downtime_is_activated(pending, e
 
 def test_the_scan_does_not_activate_an_expired_new_key(sap_entry, provide, expiry, day, users):
     provide(sap_entry.tenant, valid_days=2)
-    notifications.deliver_unsent()  # the new-key mail
+    outbox.deliver_unsent()  # the new-key mail
     mail.outbox.clear()
     result = auto_activate_due(expiry)
     assert result.activated == [] and result.failed == []
@@ -85,7 +85,7 @@ def test_a_new_key_expiring_before_the_current_one_is_never_activated_automatica
     scheduled for automatic activation when it would already have expired."""
     pending = provide(sap_entry.tenant, valid_days=10)
     assert pending.valid_until < expiry
-    notifications.deliver_unsent()  # the new-key mail
+    outbox.deliver_unsent()  # the new-key mail
     mail.outbox.clear()
     for now in (expiry - 14 * day, expiry - 7 * day, expiry - day, expiry - timedelta(hours=2)):
         result = auto_activate_due(now)
@@ -266,12 +266,12 @@ def test_the_scan_query_count_does_not_grow_with_entries(
     if with_due_key:
         provide(tenant, SAP_ALIAS)
     # Mails recorded by the set-up are not part of the measured scans.
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     small = scan_queries(now)
     add_filler_entries(tenant, 90, 10)
     if with_due_key:
         provide(tenant, "sap_second")
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     large = scan_queries(now)
     assert KeystoreEntry.objects.filter(alias__startswith="sap_filler_").count() == 100
     assert small == large
@@ -289,7 +289,7 @@ def test_an_activation_in_the_scan_costs_at_most_ten_queries(
     for number in range(4):
         create_sap_entry(tenant, f"sap_due_{number}", sap_pki.leaf_key, sap_pki.chain)
         provide(tenant, f"sap_due_{number}")
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     none_due = scan_queries(expiry - timedelta(days=20))[0]
     queries, activated = scan_queries(expiry - timedelta(hours=6))
     assert activated == 4

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from renewals import notifications
+from renewals import outbox
 from renewals.channels import services
 from renewals.models import SentNotification
 
@@ -52,7 +52,7 @@ def test_the_rules_are_checked_again_before_each_delivery(
     channel = add_channel("hook", receiver.url(), "new_key")
     provide(sap_entry.tenant)  # recorded; delivered below
     settings.CONNECTIVITY_ALLOWED_NETWORKS = []  # the deployment takes its allowance back
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     row = SentNotification.objects.get(channel=channel)
     assert row.sent_at is None and row.attempts == 1
     assert "loopback" in row.last_error and "CONNECTIVITY_ALLOWED_NETWORKS" in row.last_error
@@ -70,12 +70,12 @@ def test_redirects_are_not_followed(
     receiver.statuses = [302]
     receiver.redirect_to = second_receiver.url("/elsewhere")
     provide(sap_entry.tenant)
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     row = SentNotification.objects.get(channel=channel)
     assert row.sent_at is None and row.attempts == 1
     assert second_receiver.messages() == []
     # The receiver answers 200 again: the retry is delivered where the URL says.
-    assert notifications.deliver_unsent(timezone.now() + timedelta(minutes=1)) == 1
+    assert outbox.deliver_unsent(timezone.now() + timedelta(minutes=1)) == 1
     assert len(receiver.messages()) == 1
 
 

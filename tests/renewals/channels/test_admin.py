@@ -176,11 +176,11 @@ def test_the_administrator_changes_events_keeps_the_url_and_removes(
 def test_the_channel_page_shows_its_latest_messages_without_the_url(
     users, channel, receiver, sap_entry, provide
 ):
-    from renewals import notifications
+    from renewals import outbox
 
     receiver.statuses = [500]
     provide(sap_entry.tenant)
-    notifications.deliver_unsent()
+    outbox.deliver_unsent()
     shown = page(client_for(users["Administrator"]).get(url("change", channel)))
     assert 'id="channel-messages"' in shown and "New SAP key for sap_" in shown
     assert "1 attempt failed, next at" in shown and "error=500" in shown

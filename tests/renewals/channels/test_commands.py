@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from renewals import notifications
+from renewals import outbox
 from renewals.channels.models import Channel
 from tests.renewals.channels.conftest import SECRET
 
@@ -97,8 +97,8 @@ def test_no_url_in_the_logs_even_at_debug(
     channel = add_channel("ops-hook", receiver.url(), "all")
     receiver.statuses = [500]
     provide(sap_entry.tenant)
-    notifications.deliver_unsent()  # fails: 500
-    notifications.deliver_unsent()  # delivered
+    outbox.deliver_unsent()  # fails: 500
+    outbox.deliver_unsent()  # delivered
     from renewals.channels import services
 
     services.send_test(channel)

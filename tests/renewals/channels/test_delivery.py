@@ -11,7 +11,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from renewals import notifications
+from renewals import outbox
 from renewals.activation import activate_pending_key, auto_activate_due
 from renewals.models import NotificationKind, SentNotification
 from tests.renewals.channels.conftest import SECRET
@@ -61,8 +61,8 @@ def test_one_event_reaches_two_channels_and_the_mail_each_once(
     assert len(text) < 1200 < len(mail.outbox[0].body) + 1200
 
     # Delivering again, and scans re-running (before any reminder is due), send nothing more.
-    assert notifications.deliver([row.pk for row in recorded]) == 0
-    assert notifications.deliver_unsent() == 0
+    assert outbox.deliver([row.pk for row in recorded]) == 0
+    assert outbox.deliver_unsent() == 0
     auto_activate_due(sap_entry.valid_until - timedelta(days=18))
     auto_activate_due(sap_entry.valid_until - timedelta(days=18))
     assert len(receiver.messages()) == len(second_receiver.messages()) == 1
@@ -97,7 +97,7 @@ def test_a_backend_administrators_link_never_goes_to_a_channel(
 
     add_channel("everything", receiver.url(), "all")
     with django_capture_on_commit_callbacks(execute=True):
-        notifications.outbox(
+        outbox.record(
             NotificationKind.BACKEND_LINK,
             sap_entry.tenant,
             SAP_ALIAS,
@@ -129,7 +129,7 @@ def test_a_plan_mail_without_a_chat_text_is_made_short(
         f"{site_url}/admin/plans/renewalplan/1/change/\n"
     )
     with django_capture_on_commit_callbacks(execute=True):
-        notifications.outbox(
+        outbox.record(
             NotificationKind.WINDOW_DONE,
             sap_entry.tenant,
             SAP_ALIAS,
@@ -172,17 +172,17 @@ def test_a_failing_receiver_is_retried_with_backoff_and_delivers_once(
     assert SentNotification.objects.mails().get(kind=NotificationKind.NEW_KEY).sent_at
 
     # The scan right after: the backoff is not over, nothing is sent.
-    assert notifications.deliver_unsent() == 0
+    assert outbox.deliver_unsent() == 0
     # Six minutes later: tried again, the service still fails; the next wait is doubled.
-    assert notifications.deliver_unsent(failed_at + timedelta(minutes=6)) == 0
+    assert outbox.deliver_unsent(failed_at + timedelta(minutes=6)) == 0
     row.refresh_from_db()
     assert row.attempts == 2 and "error=503" in row.last_error
     waited = row.next_attempt_at - (failed_at + timedelta(minutes=6))
     assert timedelta(minutes=9) < waited <= timedelta(minutes=10)
     # It recovered: the next due scan delivers, once.
     later = failed_at + timedelta(minutes=17)
-    assert notifications.deliver_unsent(later) == 1
-    assert notifications.deliver_unsent(later + timedelta(hours=1)) == 0
+    assert outbox.deliver_unsent(later) == 1
+    assert outbox.deliver_unsent(later + timedelta(hours=1)) == 0
     row.refresh_from_db()
     assert row.sent_at is not None and row.attempts == 3 and row.last_error == ""
     assert len(receiver.messages()) == 1
@@ -197,11 +197,11 @@ def test_a_channel_is_given_up_after_the_last_attempt(
     receiver.statuses = [500, 500]
     with django_capture_on_commit_callbacks(execute=True):
         provide(sap_entry.tenant)
-    assert notifications.deliver_unsent() == 0
+    assert outbox.deliver_unsent() == 0
     row = SentNotification.objects.get(channel=channel)
     assert (row.sent_at, row.attempts, row.gave_up) == (None, 2, True)
     # Given up: kept with its error, never sent again although the receiver is back.
-    assert notifications.deliver_unsent(timezone.now() + timedelta(days=1)) == 0
+    assert outbox.deliver_unsent(timezone.now() + timedelta(days=1)) == 0
     assert receiver.messages() == []
     assert "error=500" in SentNotification.objects.get(channel=channel).last_error
 
@@ -246,8 +246,8 @@ def test_two_deliveries_of_the_same_rows_send_once(sap_entry, provide, receiver,
     add_channel("hook", receiver.url(), "new_key")
     provide(sap_entry.tenant)  # inside the test's transaction: not delivered yet
     ids = list(SentNotification.objects.mails().values_list("pk", flat=True))
-    assert notifications.deliver(ids) == 2  # the mail and its channel row
-    assert notifications.deliver(ids) == 0
+    assert outbox.deliver(ids) == 2  # the mail and its channel row
+    assert outbox.deliver(ids) == 0
     assert len(receiver.messages()) == 1
 
 
@@ -277,7 +277,7 @@ def test_a_removed_channel_gets_nothing_and_its_waiting_messages_are_given_up(
     services.remove_channel(channel)
     row = SentNotification.objects.get(channel=channel)
     assert row.gave_up and "removed" in row.last_error
-    assert notifications.deliver_unsent() == 1  # the mail only
+    assert outbox.deliver_unsent() == 1  # the mail only
     assert receiver.messages() == []
     channel.refresh_from_db()
     assert channel.sealed_url is None and channel.removed_at is not None

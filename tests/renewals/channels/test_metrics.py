@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from renewals import notifications
+from renewals import outbox
 from tests.renewals.channels.conftest import SECRET
 
 pytestmark = pytest.mark.django_db
@@ -39,8 +39,8 @@ def test_sent_failed_and_given_up_per_channel_kind(
     assert metrics(settings) == {}
     second_receiver.statuses = [500, 500]
     provide(sap_entry.tenant)
-    notifications.deliver_unsent()
-    notifications.deliver_unsent(timezone.now() + timedelta(minutes=1))
+    outbox.deliver_unsent()
+    outbox.deliver_unsent(timezone.now() + timedelta(minutes=1))
     assert metrics(settings) == {
         'renewals_channel_messages_sent_total{kind="json"}': 1,
         'renewals_channel_delivery_failures_total{kind="json"}': 2,
