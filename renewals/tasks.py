@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils.dateparse import parse_datetime
 
 from renewals import conf
-from renewals.activation import auto_activate_due
+from renewals.scan import auto_activate_due
 
 AUTO_ACTIVATION_SCHEDULE = "renewals.auto_activation"
 AUTO_ACTIVATION_FUNC = "renewals.tasks.run_auto_activation_scan"

@@ -26,6 +26,7 @@ from keystore.models import Tenant
 from keystore.timefmt import utc
 from renewals import conf as renewals_conf
 from renewals import outbox
+from renewals.activation import NothingToActivate, RenewalError, activate_pending_key
 from renewals.models import NotificationKind, PendingSapKey, SentNotification
 from renewals.plans import conf
 from renewals.plans.gate import mark_requested, user_of
@@ -241,8 +242,6 @@ def run_planned_activations(now: datetime | None = None) -> WindowRun:
     """Activate every planned key whose window has come, as the administrator who planned it
     (their permissions count at that moment). A refusal (gate, four eyes, a lost permission)
     closes the window with its reason and mails it; a key someone activated first is skipped."""
-    from renewals.activation import NothingToActivate, RenewalError, activate_pending_key
-
     now = now or timezone.now()
     run = WindowRun()
     for plan in RenewalPlan.objects.planned_due(now).select_related("tenant", "planned_by"):

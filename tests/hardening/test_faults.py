@@ -28,7 +28,7 @@ from django_q.tasks import async_task
 from keystore import sealing, services
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
 from renewals import activation, notifications, outbox
-from renewals.activation import activate_pending_key, add_back_to_pending, auto_activate_due
+from renewals.activation import activate_pending_key, add_back_to_pending
 from renewals.models import (
     NotificationKind,
     PendingSapKey,
@@ -37,6 +37,7 @@ from renewals.models import (
     SentNotification,
 )
 from renewals.outbox import deliver_unsent
+from renewals.scan import auto_activate_due
 from tests import pki as pki_factory
 from tests.hardening.conftest import SAP_ALIAS, renewal_state
 

@@ -45,10 +45,10 @@ from renewals.activation import (
     RenewalError,
     activate_pending_key,
     add_back_to_pending,
-    auto_activate_due,
     provision_sap_key,
 )
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
+from renewals.scan import auto_activate_due
 from tests import pki as pki_factory
 from tests.conftest import make_user
 from tests.hardening.conftest import hypothesis_profile, renewal_state

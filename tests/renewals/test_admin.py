@@ -358,7 +358,7 @@ def test_mails_are_shown_to_administrators_of_the_tenant(users, pending):
 
 
 def test_scan_runs_are_for_superusers_only(users, pending, django_user_model):
-    from renewals.activation import auto_activate_due
+    from renewals.scan import auto_activate_due
 
     auto_activate_due()
     path = admin_url("scanrun_changelist")

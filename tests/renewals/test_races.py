@@ -16,8 +16,9 @@ from django.db import connection
 
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
 from renewals import activation
-from renewals.activation import AlreadyActivated, activate_pending_key, auto_activate_due
+from renewals.activation import AlreadyActivated, activate_pending_key
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
+from renewals.scan import auto_activate_due
 from tests.renewals.conftest import SAP_ALIAS
 
 pytestmark = [

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from keystore.models import AuditAction, AuditEvent, EntryType, KeystoreEntry, Owner
 from renewals import outbox
-from renewals.activation import activate_pending_key, auto_activate_due
+from renewals.activation import activate_pending_key
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, ScanRun, SentNotification
+from renewals.scan import auto_activate_due
 from tests import pki as pki_factory
 from tests.renewals.conftest import SAP_ALIAS
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from renewals.activation import auto_activate_due
 from renewals.management.commands import iso, parse_instant
+from renewals.scan import auto_activate_due
 
 
 class Command(BaseCommand):

@@ -12,8 +12,9 @@ from django.core import mail
 from django.utils import timezone
 
 from renewals import outbox
-from renewals.activation import activate_pending_key, auto_activate_due
+from renewals.activation import activate_pending_key
 from renewals.models import NotificationKind, SentNotification
+from renewals.scan import auto_activate_due
 from tests.renewals.channels.conftest import SECRET
 from tests.renewals.conftest import SAP_ALIAS
 

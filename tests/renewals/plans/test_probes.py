@@ -238,10 +238,10 @@ def test_the_scan_probes_once_with_the_active_key_after_an_activation(
     """After a manual activation the next scan probes the plan's backends with the active key,
     once: the server trusting the new root succeeds, the one trusting only the old root fails
     and the administrators are told."""
-    from renewals.activation import auto_activate_due
     from renewals.models import NotificationKind, SentNotification
     from renewals.plans.evidence import checklist
     from renewals.plans.models import RenewalPlan
+    from renewals.scan import auto_activate_due
 
     with (
         mtls(server_pki, [new_ca.root]) as new_root,

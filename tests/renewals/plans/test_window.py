@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from keystore.models import AuditAction, AuditEvent, KeystoreEntry
-from renewals.activation import RenewalError, activate_pending_key, auto_activate_due
+from renewals.activation import RenewalError, activate_pending_key
 from renewals.models import NotificationKind, PendingSapKey, SapKeyBackup, SentNotification
 from renewals.plans import gate, services, window
 from renewals.plans.models import (
@@ -28,6 +28,7 @@ from renewals.plans.models import (
     WindowOutcome,
 )
 from renewals.plans.services import PlanError
+from renewals.scan import auto_activate_due
 from tests.conftest import make_user
 from tests.renewals.conftest import SAP_ALIAS
 

@@ -10,10 +10,11 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from renewals.activation import AlreadyActivated, activate_pending_key, auto_activate_due
+from renewals.activation import AlreadyActivated, activate_pending_key
 from renewals.models import NotificationKind, PendingSapKey, SentNotification
 from renewals.plans import window
 from renewals.plans.models import RenewalPlan, WindowOutcome
+from renewals.scan import auto_activate_due
 from tests.renewals.conftest import SAP_ALIAS
 from tests.renewals.test_races import assert_activated_once, run_together, slow_activation
 
