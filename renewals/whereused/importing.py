@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Count
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from keystore import permissions
@@ -351,35 +352,48 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
     )
 
 
-# A usage row's columns in the model's order: rows are made positionally (see _usage_record).
+# A usage row's columns (attnames) in the model's order; rows are made from them (_usage_record).
 USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS)
 
 
 def _usage_record(tenant_id: int, flow_id: int, usage: KeyUsage) -> KeyUsageRecord:
+    """An unsaved usage row, made without Model.__init__.
+
+    What __init__ leaves on an instance made from positional values is a fresh ModelState
+    (adding, no database) and one attribute per column, set by attname; bulk_create reads the
+    columns, fills in the id and marks the instance saved. Setting the instance dict directly is
+    the same for half the cost (__init__ loops over the fields, goes through the foreign keys'
+    descriptors and sends pre_init / post_init, which have no receivers): 24 thousand
+    instructions fewer per row, of the 46 thousand __init__ took.
+    """
     m = _USAGE_MAX
-    # Positional arguments in USAGE_COLUMNS order are Django's quick way to make an instance:
-    # half the cost of keyword arguments, which took a quarter of the time a usage row costs.
-    # django-stubs maps positions onto its list of settable names, which holds each ForeignKey
-    # twice (tenant_id, tenant), so it checks the ids against the wrong fields; Django fills the
-    # concrete fields in order, by attname (tenant_id, flow_id), which are what is passed here.
-    return KeyUsageRecord(  # type: ignore[misc]  # django-stubs: positions vs ForeignKeys, above
-        None,
-        tenant_id,
-        flow_id,
-        usage.component_id[: m["component_id"]],
-        usage.component_name[: m["component_name"]],
-        usage.component_type[: m["component_type"]],
-        usage.direction[: m["direction"]],
-        usage.usage.value,
-        usage.certainty.value,
-        usage.alias,
-        usage.property_key[: m["property_key"]],
-        usage.system[: m["system"]],
-        usage.address[: m["address"]],
-        usage.outbound,
-        usage.reason[: m["reason"]],
-        usage.script_file[: m["script_file"]],
+    record = KeyUsageRecord.__new__(KeyUsageRecord)
+    record.__dict__ = dict(
+        zip(
+            USAGE_COLUMNS,
+            (
+                None,
+                tenant_id,
+                flow_id,
+                usage.component_id[: m["component_id"]],
+                usage.component_name[: m["component_name"]],
+                usage.component_type[: m["component_type"]],
+                usage.direction[: m["direction"]],
+                usage.usage.value,
+                usage.certainty.value,
+                usage.alias,
+                usage.property_key[: m["property_key"]],
+                usage.system[: m["system"]],
+                usage.address[: m["address"]],
+                usage.outbound,
+                usage.reason[: m["reason"]],
+                usage.script_file[: m["script_file"]],
+            ),
+            strict=True,
+        ),
+        _state=ModelState(),
     )
+    return record
 
 
 def _counted(count: int, noun: str) -> str:
