@@ -19,6 +19,42 @@ from renewals.whereused.parser import ANY_KEY, Certainty, Usage
 from renewals.whereused.querysets import FlowQuerySet, UsageQuerySet
 
 
+class ImportedCharField(models.CharField):
+    """A CharField whose plain `str` value goes to the database as it is.
+
+    For a `str`, CharField's preparation for saving (get_db_prep_save -> get_db_prep_value ->
+    get_prep_value -> Field.get_prep_value -> to_python) returns the value unchanged on every
+    backend; it is four method calls per value, and bulk_create makes them for every column of
+    every row an import writes. Anything else (None, lazy strings, str subclasses, expressions)
+    takes CharField's own path. Migrations see a plain CharField (deconstruct). Being a
+    subclass, it needs `output_field` where an expression combines it with plain CharFields
+    (Concat with a Value, as querysets.component_key does).
+    """
+
+    def get_db_prep_save(self, value, connection):
+        if value.__class__ is str:
+            return value
+        return super().get_db_prep_save(value, connection)
+
+    def deconstruct(self):
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.CharField", args, kwargs
+
+
+class ImportedBooleanField(models.BooleanField):
+    """A BooleanField whose True or False goes to the database as it is (see
+    ImportedCharField)."""
+
+    def get_db_prep_save(self, value, connection):
+        if value is True or value is False:
+            return value
+        return super().get_db_prep_save(value, connection)
+
+    def deconstruct(self):
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.BooleanField", args, kwargs
+
+
 class IntegrationFlow(models.Model):
     """One imported flow export, identified by its bundle (META-INF/MANIFEST.MF)."""
 
@@ -26,9 +62,9 @@ class IntegrationFlow(models.Model):
     tenant = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="integration_flows", db_index=False
     )
-    bundle_id = models.CharField("bundle ID", max_length=255)
-    bundle_name = models.CharField(max_length=255)
-    version = models.CharField(max_length=64, blank=True)
+    bundle_id = ImportedCharField("bundle ID", max_length=255)
+    bundle_name = ImportedCharField(max_length=255)
+    version = ImportedCharField(max_length=64, blank=True)
     flow_names = models.JSONField(default=list, blank=True)
     imported_at = models.DateTimeField()
     imported_by = models.ForeignKey(
@@ -38,18 +74,18 @@ class IntegrationFlow(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    imported_by_label = models.CharField("imported by", max_length=150, blank=True)
+    imported_by_label = ImportedCharField("imported by", max_length=150, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     # `{{name}}` references the export's parameters.prop does not set (see parser.FlowExport).
     unresolved_parameters = models.JSONField(default=list, blank=True)
 
     # Set when a key this flow uses on an outbound connection was activated: the TLS socket
     # keeps the old key for up to 24 hours until the flow is restarted.
-    restart_required = models.BooleanField(default=False, db_index=True)
+    restart_required = ImportedBooleanField(default=False, db_index=True)
     restart_required_since = models.DateTimeField(null=True, blank=True)
-    restart_reason = models.CharField(max_length=500, blank=True)
+    restart_reason = ImportedCharField(max_length=500, blank=True)
     last_restart_at = models.DateTimeField(null=True, blank=True)
-    last_restart_by_label = models.CharField("last restarted by", max_length=150, blank=True)
+    last_restart_by_label = ImportedCharField("last restarted by", max_length=150, blank=True)
 
     objects = FlowQuerySet.as_manager()
 
@@ -73,26 +109,26 @@ class KeyUsageRecord(models.Model):
         Tenant, on_delete=models.CASCADE, related_name="key_usages", db_index=False
     )
     flow = models.ForeignKey(IntegrationFlow, on_delete=models.CASCADE, related_name="usages")
-    component_id = models.CharField("component ID", max_length=255)
-    component_name = models.CharField(max_length=255, blank=True)
-    component_type = models.CharField(max_length=128, blank=True)
-    direction = models.CharField(max_length=16, blank=True)
-    usage = models.CharField(max_length=40, choices=[(u.value, u.value) for u in Usage])
-    certainty = models.CharField(max_length=16, choices=[(c.value, c.value) for c in Certainty])
+    component_id = ImportedCharField("component ID", max_length=255)
+    component_name = ImportedCharField(max_length=255, blank=True)
+    component_type = ImportedCharField(max_length=128, blank=True)
+    direction = ImportedCharField(max_length=16, blank=True)
+    usage = ImportedCharField(max_length=40, choices=[(u.value, u.value) for u in Usage])
+    certainty = ImportedCharField(max_length=16, choices=[(c.value, c.value) for c in Certainty])
     # ANY_KEY ("") means no alias is configured: any fitting key may be used.
-    alias = models.CharField(max_length=ALIAS_MAX_LENGTH, blank=True)
-    property_key = models.CharField(max_length=255, blank=True)
-    system = models.CharField("backend system", max_length=255, blank=True)
-    address = models.CharField(max_length=2000, blank=True)
-    outbound = models.BooleanField(
+    alias = ImportedCharField(max_length=ALIAS_MAX_LENGTH, blank=True)
+    property_key = ImportedCharField(max_length=255, blank=True)
+    system = ImportedCharField("backend system", max_length=255, blank=True)
+    address = ImportedCharField(max_length=2000, blank=True)
+    outbound = ImportedBooleanField(
         default=False,
         help_text="Client-certificate key on a connection Cloud Integration opens: the flow "
         "must be restarted after an activation.",
     )
-    reason = models.CharField(
+    reason = ImportedCharField(
         max_length=255, blank=True, help_text="Why a component may use the key."
     )
-    script_file = models.CharField(
+    script_file = ImportedCharField(
         max_length=255, blank=True, help_text="The script file, for usages found in a script."
     )
 

@@ -24,7 +24,11 @@ PRIVATE_KEY_USAGES = (Usage.CLIENT_CERTIFICATE, Usage.SIGNING, Usage.DECRYPTION)
 
 def component_key() -> Concat:
     """One value per component of a flow: component ids repeat across flows ("MessageFlow_1")."""
-    return Concat(Cast("flow_id", CharField()), Value("/"), "component_id")
+    # output_field: component_id is an ImportedCharField, a CharField subclass, which Django
+    # does not combine with Value's plain CharField without being told the result's type.
+    return Concat(
+        Cast("flow_id", CharField()), Value("/"), "component_id", output_field=CharField()
+    )
 
 
 def script_passes_q(alias: str | OuterRef) -> Q:
