@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from os import PathLike
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import Count
@@ -305,19 +305,23 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
         .order_by()  # the model's ordering joins the tenant, whose row needs no lock
         .values_list("bundle_id", "pk")
     )
+    # The foreign keys by id: an instance passed for one goes through the relation's descriptor
+    # when the row is made and is checked again by bulk_create (is it saved, does its id match).
+    tenant_id, actor_id = tenant.pk, actor.pk if actor is not None else None
     new: list[IntegrationFlow] = []
     again: list[IntegrationFlow] = []
     written: list[tuple[_Pending, IntegrationFlow]] = []
     for p in files:
         p.replaced = p.bundle_id in reimported
-        p.flow = flow = IntegrationFlow(
-            tenant=tenant,
+        p.flow = flow = _unsaved(
+            IntegrationFlow,
+            tenant_id=tenant_id,
             bundle_id=p.bundle_id,
             bundle_name=p.bundle_name,
             version=p.version,
             flow_names=list(p.export.flow_names),
             imported_at=p.imported_at,
-            imported_by=actor,
+            imported_by_id=actor_id,
             imported_by_label=label,
             warnings=_stored_warnings(p.warnings),
             unresolved_parameters=list(p.export.unresolved_parameters),
@@ -334,15 +338,16 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
         )
         KeyUsageRecord.objects.filter(flow_id__in=reimported.values()).delete()
     KeyUsageRecord.objects.bulk_create(
-        [_usage_record(tenant.pk, flow.pk, usage) for p, flow in written for usage in p.usages]
+        [_usage_record(tenant_id, flow.pk, usage) for p, flow in written for usage in p.usages]
     )
     record_audits(
         [
-            AuditEvent(
-                tenant=tenant,
+            _unsaved(
+                AuditEvent,
+                tenant_id=tenant_id,
                 alias="",
                 action=AuditAction.FLOW_IMPORT,
-                actor=actor,
+                actor_id=actor_id,
                 actor_label=label,
                 at=p.imported_at,
                 detail=_audit_detail(flow, len(p.usages), p.replaced),
@@ -351,6 +356,37 @@ def _write(tenant: Tenant, actor: Actor, label: str, files: list[_Pending]) -> N
         ]
     )
 
+
+_Row = TypeVar("_Row", bound=models.Model)
+# A model's constant column defaults by attname, and its fields with a callable default.
+_Defaults = tuple[dict[str, object], list["models.Field[Any, Any]"]]
+
+
+def _unsaved(model: type[_Row], **columns: object) -> _Row:
+    """`model(**columns)` for columns given by attname, made as `_usage_record` makes usage rows:
+    every other column takes its default. 64 thousand instructions fewer per row than keyword
+    arguments."""
+    row = model.__new__(model)
+    constant, made = _DEFAULTS[model]
+    values = {**constant, **columns, "_state": ModelState()}
+    for field in made:  # defaults made afresh for each row (a list for a JSONField)
+        if field.attname not in columns:
+            values[field.attname] = field.get_default()
+    row.__dict__ = values
+    return row
+
+
+def _defaults(model: type[models.Model]) -> _Defaults:
+    """The model's constant column defaults by attname, and the fields whose default is made
+    by a callable."""
+    fields = model._meta.concrete_fields
+    constant = {f.attname: f.get_default() for f in fields if not callable(f.default)}
+    return constant, [f for f in fields if callable(f.default)]
+
+
+_DEFAULTS: dict[type[models.Model], _Defaults] = {
+    model: _defaults(model) for model in (IntegrationFlow, AuditEvent)
+}
 
 # A usage row's columns (attnames) in the model's order; rows are made from them (_usage_record).
 USAGE_COLUMNS = ("id", "tenant_id", "flow_id", *USAGE_FIELDS)
