@@ -23,7 +23,7 @@ from keystore.timefmt import utc
 from renewals.models import SapKeyBackup
 from renewals.plans.models import BackendStatus, PlanBackend, RenewalPlan
 from renewals.plans.probing import ACTIVE, tls_target
-from renewals.plans.services import gate_of, settings_of
+from renewals.plans.services import gate_of, probe_json, settings_of
 from renewals.whereused.models import IntegrationFlow
 
 #: (words in an audit detail, the step the evidence names it by), first match wins.
@@ -229,14 +229,7 @@ def evidence_json(plan: RenewalPlan) -> dict[str, Any]:
                 "confirmed_by": backend.confirmed_by or None,
                 "confirmed_at": _iso(backend.confirmed_at),
                 "confirmed_from": backend.confirmed_from or None,
-                "probe": {
-                    "at": _iso(backend.probe_at),
-                    "key": backend.probe_key,
-                    "ok": backend.probe_ok,
-                    "message": backend.probe_message,
-                }
-                if backend.probe_at
-                else None,
+                "probe": probe_json(backend),
             }
             for backend in report.backends
         ],

@@ -42,7 +42,7 @@ from renewals.plans.services import (
     MAX_REASON,
     PlanError,
     audit_plan,
-    plan_of,
+    locked_waiting_plan,
     require_deploy,
     settings_of,
 )
@@ -195,14 +195,6 @@ def unsettled_words(check: GateCheck) -> str:
 # -- the administrator's acts -----------------------------------------------------------------
 
 
-def _locked_plan(tenant: Tenant, alias: str, now: datetime) -> RenewalPlan:
-    plan = plan_of(tenant, alias, now=now)
-    locked = RenewalPlan.objects.select_for_update().select_related("tenant").get(pk=plan.pk)
-    if locked.pending_key() is None:
-        raise PlanError(f"No new SAP key is waiting for {alias}; there is nothing to activate.")
-    return locked
-
-
 def override_gate(
     tenant: Tenant, alias: str, reason: str, *, actor: Actor = None, now: datetime | None = None
 ) -> RenewalPlan:
@@ -211,7 +203,7 @@ def override_gate(
     require_deploy(actor, tenant)
     now = now or timezone.now()
     with transaction.atomic():
-        plan = _locked_plan(tenant, alias, now)
+        plan = locked_waiting_plan(tenant, alias, now)
         if plan.override_reason:
             raise PlanError(
                 f"The gate of {alias} is overridden already by {plan.override_by_label}: "
@@ -232,7 +224,7 @@ def request_approval(
     require_deploy(actor, tenant)
     now = now or timezone.now()
     with transaction.atomic():
-        plan = _locked_plan(tenant, alias, now)
+        plan = locked_waiting_plan(tenant, alias, now)
         if plan.approved_at is not None:
             raise PlanError(f"The activation of {alias} is approved already.")
         if plan.approval_requested_at is not None:
@@ -289,7 +281,7 @@ def approve_activation(
     require_deploy(actor, tenant)
     now = now or timezone.now()
     with transaction.atomic():
-        plan = _locked_plan(tenant, alias, now)
+        plan = locked_waiting_plan(tenant, alias, now)
         if plan.approved_at is not None:
             raise PlanError(
                 f"The activation of {alias} was approved already by {plan.approved_by_label}."

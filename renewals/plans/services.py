@@ -206,6 +206,20 @@ def plan_of(
     return plan
 
 
+def locked_waiting_plan(
+    tenant: Tenant, alias: str, now: datetime, *, create: bool = False
+) -> RenewalPlan:
+    """The plan of the key waiting for `alias`, locked for the caller's transaction; PlanError
+    when no key waits (a racing activation took it). Gate and window changes go through it."""
+    plan = plan_of(tenant, alias, create=create, now=now)
+    locked = RenewalPlan.objects.select_for_update().select_related("tenant").get(pk=plan.pk)
+    if locked.pending_key() is None:
+        raise PlanError(
+            f"No new SAP key is waiting for {alias} in {tenant.slug}; there is nothing to activate."
+        )
+    return locked
+
+
 # -- changing a backend -----------------------------------------------------------------------
 
 

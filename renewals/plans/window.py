@@ -35,7 +35,7 @@ from renewals.plans.services import (
     PlanError,
     audit_plan,
     contacts_for,
-    plan_of,
+    locked_waiting_plan,
     require_deploy,
     settings_of,
 )
@@ -44,14 +44,6 @@ if TYPE_CHECKING:
     from keystore.audit import Actor
 
 logger = logging.getLogger(__name__)
-
-
-def _locked_waiting_plan(tenant: Tenant, alias: str, now: datetime) -> RenewalPlan:
-    plan = plan_of(tenant, alias, create=True, now=now)
-    locked = RenewalPlan.objects.select_for_update().select_related("tenant").get(pk=plan.pk)
-    if locked.pending_key() is None:
-        raise PlanError(f"No new SAP key is waiting for {alias} in {tenant.slug}.")
-    return locked
 
 
 def schedule_activation(
@@ -72,7 +64,7 @@ def schedule_activation(
     if at <= now:
         raise PlanError(f"The planned time {utc(at, label=True)} is not in the future.")
     with transaction.atomic():
-        plan = _locked_waiting_plan(tenant, alias, now)
+        plan = locked_waiting_plan(tenant, alias, now, create=True)
         pending = PendingSapKey.objects.select_related("entry").get(
             tenant=tenant, material_id=plan.occasion
         )
@@ -118,7 +110,7 @@ def cancel_activation(
     require_deploy(actor, tenant)
     now = now or timezone.now()
     with transaction.atomic():
-        plan = _locked_waiting_plan(tenant, alias, now)
+        plan = locked_waiting_plan(tenant, alias, now, create=True)
         if plan.planned_activation is None or plan.window_outcome != WindowOutcome.NONE:
             raise PlanError(f"No activation of {alias} is planned.")
         was, noticed = plan.planned_activation, plan.window_noticed_version == plan.schedule_version
