@@ -16,7 +16,11 @@ Each size runs in a process of its own (peak memory is per process) on its own d
   starts from a collected heap (gc.collect, untimed), so it pays for the garbage collections its
   own allocations trigger: a full collection walks the whole Django process (tens of ms) and
   would otherwise land on whichever side happens to cross the threshold. The small set is
-  imported `small_passes` times, each pass into a fresh tenant: one chunk is one sample;
+  imported `small_passes` times, each pass into a fresh tenant: one chunk is one sample.
+  The import pauses Python's cyclic collector for each group of files (renewals/whereused/
+  gcpause.py); the bare parse, written as anyone would, does not. So a third side times the bare
+  parse with the collector paused too, and a row without a target shows that ratio: how much of
+  the margin the pause buys and how much is ours;
 * in the large process, the where-used lookup `where_used(tenant, alias)` in the large tenant
   alternating with the same lookup in a second tenant holding the small set: time and queries.
 """
@@ -281,16 +285,25 @@ def _collected_and_timed(call) -> tuple[float, object]:
     return timed(call)
 
 
-def _import_against_parse(tenant, paths: list[Path]) -> tuple[float, float, int]:
-    """Import the files, alternating chunk by chunk with a bare parse of the same chunk, so both
-    see the same machine (other processes, caches). Returns (import s, parse s, usages)."""
+def _paused_bare_parse(paths: list[Path]) -> int:
+    from renewals.whereused.gcpause import collector_paused
+
+    with collector_paused():
+        return bare_parse(paths)
+
+
+def _import_against_parse(tenant, paths: list[Path]) -> tuple[float, float, float, int]:
+    """Import the files, alternating chunk by chunk with a bare parse of the same chunk (and the
+    same parse with the collector paused), so all see the same machine (other processes,
+    caches). Returns (import s, parse s, paused parse s, usages)."""
     from renewals.whereused.importing import import_flow_exports
 
-    imported = parsed = 0.0
+    imported = parsed = paused = 0.0
     usages = 0
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
         parsed += _collected_and_timed(lambda c=chunk: bare_parse(c))[0]
+        paused += _collected_and_timed(lambda c=chunk: _paused_bare_parse(c))[0]
         seconds, outcomes = _collected_and_timed(
             lambda c=chunk: import_flow_exports(tenant, ((path.name, path) for path in c))
         )
@@ -299,7 +312,7 @@ def _import_against_parse(tenant, paths: list[Path]) -> tuple[float, float, int]
         if failed or len(outcomes) != len(chunk):
             raise RuntimeError(f"{len(failed)} flows not imported: {failed[:3]}")
         usages += sum(o.usage_count for o in outcomes)
-    return imported, parsed, usages
+    return imported, parsed, paused, usages
 
 
 def _answer(report) -> dict:
@@ -326,17 +339,19 @@ def run_part(part: str, sizes: dict, workdir: Path) -> ScenarioResult:
     warm_up = paths[:WARM_UP]
     bare_parse(warm_up)
     import_flow_exports(_tenant_with_keystore(f"warm-up-{part}"), ((p.name, p) for p in warm_up))
-    imported = parsed = 0.0
+    imported = parsed = paused = 0.0
     passes = 1 if part == "large" else sizes["small_passes"]
     for number in range(passes):
         tenant = _tenant_with_keystore(f"{part}-{number}")
-        pass_imported, pass_parsed, usages = _import_against_parse(tenant, paths)
+        pass_imported, pass_parsed, pass_paused, usages = _import_against_parse(tenant, paths)
         imported, parsed = imported + pass_imported, parsed + pass_parsed
+        paused += pass_paused
     result.data = {
         "flows": count,
         "passes": passes,
         "usages": usages,
         "parse_s": parsed,
+        "paused_parse_s": paused,
         "import_s": imported,
         "peak_rss_after_import_mb": peak_rss_mb(),
     }
@@ -380,6 +395,18 @@ def combine(sizes: dict, parts: dict[str, dict]) -> ScenarioResult:
             passed=data["import_s"] <= TARGET_IMPORT * data["parse_s"],
             note=f"{ms(data['import_s'] / flows)} ms/flow, "
             f"parse {ms(data['parse_s'] / flows)} ms/flow, {data['usages']} usages",
+        )
+    for data in (small, large):
+        if "paused_parse_s" not in data:
+            continue
+        result.add(
+            f"import {data['flows']} flows vs bare parse, collector paused in both",
+            round(data["import_s"], 2),
+            "s",
+            baseline=round(data["paused_parse_s"], 2),
+            ratio=ratio(data["import_s"], data["paused_parse_s"]),
+            note="no target: what the import costs beyond the parse once neither pays the "
+            "cyclic collector",
         )
     lookup = large["lookup"]
     same = lookup["large_answer"] == lookup["small_answer"]

@@ -8,7 +8,8 @@ An import reads each file on its own, outside any transaction, and stores what t
 groups with one write path (`_write`): the ORM's `bulk_create` for the flow rows (an upsert of the
 import columns for bundles imported before), their usage rows and their audit records. If a
 group cannot be stored, its files go through the same path one at a time, so one bad file cannot
-spoil the others.
+spoil the others. Python's cyclic garbage collector is paused while a group is read and
+written (see gcpause): it would otherwise walk the parser's short-lived objects over and over.
 
 `actor` is the user who acts (their tenant permission is checked) or None for the system.
 """
@@ -31,6 +32,7 @@ from keystore import permissions
 from keystore.audit import actor_label, record_audit, record_audits
 from keystore.models import ALIAS_MAX_LENGTH, AuditAction, AuditEvent, Tenant
 from renewals.whereused.errors import WhereUsedError, one_line
+from renewals.whereused.gcpause import collector_paused
 from renewals.whereused.models import USAGE_FIELDS, IntegrationFlow, KeyUsageRecord
 from renewals.whereused.parser import FlowExport, FlowParseError, KeyUsage, parse_flow_zip
 
@@ -85,19 +87,20 @@ def import_flow_exports(
     finished = False
     while not finished:
         group = _Group(tenant, actor, results)
-        started = time.monotonic()
-        for count, (name, source) in enumerate(remaining, start=1):
-            export = _read_one(name, source)
-            if isinstance(export, FlowImportResult):
-                results.append(export)
+        with collector_paused():  # one group at a time: see gcpause
+            started = time.monotonic()
+            for count, (name, source) in enumerate(remaining, start=1):
+                export = _read_one(name, source)
+                if isinstance(export, FlowImportResult):
+                    results.append(export)
+                else:
+                    results.append(None)  # filled in when the group is written
+                    group.add(len(results) - 1, name, export)
+                if count >= STORE_GROUP or time.monotonic() - started >= STORE_GROUP_SECONDS:
+                    break
             else:
-                results.append(None)  # filled in when the group is written
-                group.add(len(results) - 1, name, export)
-            if count >= STORE_GROUP or time.monotonic() - started >= STORE_GROUP_SECONDS:
-                break
-        else:
-            finished = True
-        group.finish()
+                finished = True
+            group.finish()
     filled = [result for result in results if result is not None]
     assert len(filled) == len(results)  # each group's finish() filled in its files' results
     return filled
