@@ -397,8 +397,6 @@ def combine(sizes: dict, parts: dict[str, dict]) -> ScenarioResult:
             f"parse {ms(data['parse_s'] / flows)} ms/flow, {data['usages']} usages",
         )
     for data in (small, large):
-        if "paused_parse_s" not in data:
-            continue
         result.add(
             f"import {data['flows']} flows vs bare parse, collector paused in both",
             round(data["import_s"], 2),
